@@ -1,0 +1,126 @@
+"""Load DeePMD-kit (3.x, PyTorch backend) se_e2_a dipole/polar checkpoints.
+
+Accepted: the slim files of ``shared/data/deepmd_reference`` ({"format", "model_params",
+"state_dict", ...}) and DeePMD-kit's own training checkpoints (``model.ckpt-N.pt``:
+{"model": {..., "_extra_state": {"model_params": ...}}, "optimizer": ...}). Frozen
+TorchScript models (``.pth``) carry code, not weights, and are refused.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from model.config import ConfigWarning, ModelConfig, parse_section
+from model.errors import CheckpointError, ConfigError
+from model.tensor_model import TensorModel
+
+_NET_KEY = re.compile(r"^(descriptor\.sea|fitting_net)\.filter_layers\.networks\.(\d+)\.layers\.(\d+)\.(matrix|bias|idt)$")
+
+
+def is_deepmd_checkpoint(ck: dict[str, Any]) -> bool:
+    if str(ck.get("format", "")).startswith("deepmd-kit"):
+        return True
+    inner = ck.get("model")
+    return isinstance(inner, dict) and isinstance(inner.get("_extra_state"), dict)
+
+
+def _split(ck: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    if "model_params" in ck and "state_dict" in ck:
+        return ck["model_params"], ck["state_dict"]
+    inner = ck["model"]
+    extra = inner["_extra_state"]
+    if "model_params" not in extra:
+        raise CheckpointError("DeePMD-kit checkpoint without model_params in _extra_state")
+    return extra["model_params"], {k: v for k, v in inner.items() if isinstance(v, Tensor)}
+
+
+def _strip_prefix(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Keys relative to ``atomic_model.`` (drops 'model.Default.' and the '_networks' aliases)."""
+    out = {}
+    for key, value in state.items():
+        if "atomic_model." not in key or "._networks." in key:
+            continue
+        out[key.split("atomic_model.", 1)[1]] = value
+    if not out:
+        raise CheckpointError("no 'atomic_model.*' tensors found: not a DeePMD-kit standard model checkpoint")
+    return out
+
+
+def config_from_params(params: dict[str, Any]) -> ModelConfig:
+    desc = params.get("descriptor", {})
+    if desc.get("type") not in ("se_e2_a", "se_a"):
+        raise CheckpointError(f"descriptor type {desc.get('type')!r} is not supported (only se_e2_a)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConfigWarning)  # defaults DeePMD-kit wrote, not user input
+        try:
+            return parse_section(params, ModelConfig, path="model_params")  # type: ignore[no-any-return]
+        except ConfigError as exc:
+            raise CheckpointError(f"unsupported DeePMD-kit model: {exc}") from None
+
+
+def _block_constant(stat: Tensor, sel: list[int], name: str) -> Tensor:
+    """[nt, Σsel, 4] per-slot statistics → [nt, nt, 4] per (centre, neighbour-type) block."""
+    blocks, start = [], 0
+    for n in sel:
+        block = stat[:, start:start + n]  # [nt, n, 4]
+        if n and not torch.allclose(block, block[:, :1].expand_as(block), rtol=0, atol=0):
+            raise CheckpointError(f"{name}: statistics vary within a neighbour-type block; not supported")
+        blocks.append(block[:, 0] if n else torch.zeros_like(stat[:, 0]))
+        start += n
+    return torch.stack(blocks, dim=1)
+
+
+def model_from_deepmd(ck: dict[str, Any]) -> TensorModel:
+    params, raw_state = _split(ck)
+    config = config_from_params(params)
+    model = TensorModel(config)
+    state = _strip_prefix(raw_state)
+    sel = model.sel
+    expected_nnei = sum(sel)
+    try:
+        mean, std = state["descriptor.sea.mean"], state["descriptor.sea.stddev"]
+    except KeyError as exc:
+        raise CheckpointError(f"missing tensor {exc.args[0]}") from None
+    if mean.shape != (model.ntypes, expected_nnei, 4):
+        raise CheckpointError(f"descriptor.sea.mean has shape {tuple(mean.shape)}, expected "
+                              f"({model.ntypes}, {expected_nnei}, 4)")
+    new_state: dict[str, Tensor] = {
+        "descriptor.davg": _block_constant(mean, sel, "descriptor.sea.mean"),
+        "descriptor.dstd": _block_constant(std, sel, "descriptor.sea.stddev"),
+    }
+    if "fitting_net.bias_atom_e" in state:
+        new_state["fitting.bias_atom_e"] = state["fitting_net.bias_atom_e"]
+    for key, value in state.items():
+        m = _NET_KEY.match(key)
+        if m is None:
+            continue
+        part, net, layer, leaf = m.group(1), int(m.group(2)), m.group(3), m.group(4)
+        if part == "descriptor.sea":
+            new_state[f"descriptor.embeddings.{net}.layers.{layer}.{leaf}"] = value
+        elif net in model.sel_type:  # nets of excluded types never reach the output
+            new_state[f"fitting.nets.{net}.layers.{layer}.{leaf}"] = value
+    own = model.state_dict()
+    fit = model.fitting
+    if model.kind == "polar" and config.fitting_net.shift_diag:
+        out_bias = state.get("out_bias")
+        if out_bias is None or out_bias.shape[-1] != 9:
+            raise CheckpointError("polar model with shift_diag needs atomic_model.out_bias [1, ntypes, 9]")
+        diag_mean = out_bias[0].reshape(-1, 3, 3).diagonal(dim1=1, dim2=2).mean(-1)  # [nt]
+        new_state["fitting.shift_diag"] = diag_mean.to(fit.scale.dtype) * fit.scale
+    else:
+        new_state["fitting.shift_diag"] = own["fitting.shift_diag"]
+    new_state["fitting.scale"] = own["fitting.scale"]
+    missing = sorted(set(own) - set(new_state))
+    if missing:
+        raise CheckpointError(f"DeePMD-kit checkpoint lacks tensors for: {', '.join(missing[:8])}")
+    for key, value in new_state.items():
+        if value.shape != own[key].shape:
+            raise CheckpointError(f"{key}: shape {tuple(value.shape)} in the checkpoint, "
+                                  f"expected {tuple(own[key].shape)} for this configuration")
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in new_state.items()})
+    return model

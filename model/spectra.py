@@ -1,0 +1,524 @@
+"""IR and Raman spectra from time series of dipoles and polarizabilities (numpy only).
+
+Conventions (formulas: docs/spectra.md):
+- Autocorrelations are FFT-based, *unbiased* (lag k divided by the N-k pairs) and pooled
+  over trajectories (sums and pair counts added before dividing). The non-derivative
+  form subtracts each trajectory's mean first (removes the ω = 0 / Rayleigh line).
+- Derivative form: forward differences x(t+Δt)-x(t) / Δt. Their spectrum equals
+  ω_fd² S(ω) with ω_fd = 2 sin(ωΔt/2)/Δt, which is divided out exactly, so both forms
+  estimate the same quantity (otherwise -7 % at 3400 cm⁻¹ for Δt = 2 fs).
+- Lag window on lags 0..τ_max: "gaussian" exp(-t²/2σ²) with σ = τ_max/3 (w(τ_max) ≈ 0.011),
+  "hann" 0.5(1+cos(πt/τ_max)), "none" (plain truncation).
+- Transform S(ω) = ∫ C(t) e^{-iωt} dt over t ∈ (-∞, ∞), evaluated as a cosine sum with
+  zero padding to ⌈2·n_lag·zero_pad⌉ (rounded up to a fast FFT length).
+- Quantum corrections Q(ω) (x = βħω) turn the classical spectrum into the quantum one,
+  S_q = Q·S_cl. IR uses the quantum fluctuation–dissipation relation
+  nα ∝ ω(1-e^{-x})·S_q, i.e. ω²S_cl·Q·(1-e^{-x})/x: the harmonic Q gives exactly the
+  classical ω²S_cl (Ramírez et al., JCP 121, 3973, 2004), Kubo 2·tanh(x/2)/x, Schofield
+  2·sinh(x/2)/x. "none" is the classical limit ħ → 0 everywhere (so for IR it equals
+  "harmonic"; for Raman Q = 1). Raman: I = Q·S_cl per channel; reduced spectra multiply by
+  ν̃(1-e^{-x}); with a laser wavenumber ν̃_in, Stokes intensities multiply by (ν̃_in-ν̃)⁴
+  (with the harmonic Q this is the doc's (ν̃_in-ν̃)⁴/ν̃/(1-e^{-x})·FT⟨α̇α̇⟩ up to a constant).
+- Units: dipoles e·Å, polarizabilities Å³, time fs. Relative spectra are not normalised;
+  their unit is stated in metadata["units"]. IR with volume_a3: n(ω)α(ω) in cm⁻¹ from
+  β/(6cVε₀)·FT⟨Ṁ·Ṁ⟩ (SI). The Raman derivative form reports 0 at ω = 0 (0/0 there).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy import fft as sfft
+
+from model.errors import ConfigError, DataError
+
+# Physical constants (SI 2019 exact values, except ε₀: CODATA 2018).
+C_LIGHT = 299_792_458.0  # m/s, exact
+H_PLANCK = 6.626_070_15e-34  # J s, exact
+HBAR = H_PLANCK / (2.0 * math.pi)  # J s
+K_B = 1.380_649e-23  # J/K, exact
+E_CHARGE = 1.602_176_634e-19  # C, exact
+EPS0 = 8.854_187_8128e-12  # F/m, CODATA 2018
+C_CM_PER_FS = C_LIGHT * 100.0 * 1e-15  # speed of light in cm/fs
+C2_CM_K = H_PLANCK * C_LIGHT * 100.0 / K_B  # hc/k_B in cm·K (second radiation constant)
+
+WINDOWS = ("gaussian", "hann", "none")
+CORRECTIONS = ("harmonic", "kubo", "schofield", "none")
+DEFAULT_MAX_CORR_FS = 2000.0
+DEFAULT_FREQ_MAX_CM = 5000.0
+
+FloatArray = NDArray[np.float64]
+
+
+def hz_to_wavenumber(freq_hz: ArrayLike) -> FloatArray:
+    """ν̃ [cm⁻¹] = f / (100 c)."""
+    return np.asarray(freq_hz, dtype=np.float64) / (100.0 * C_LIGHT)
+
+
+def wavenumber_to_hz(wavenumber_cm: ArrayLike) -> FloatArray:
+    return np.asarray(wavenumber_cm, dtype=np.float64) * 100.0 * C_LIGHT
+
+
+def nyquist_cm(dt_fs: float) -> float:
+    """Nyquist limit 1/(2 Δt c) in cm⁻¹ (16 678 cm⁻¹ at 1 fs)."""
+    return 1.0 / (2.0 * dt_fs * C_CM_PER_FS)
+
+
+def _positive(name: str, value: Any, *, allow_none: bool = False, minimum: float = 0.0) -> None:
+    if value is None and allow_none:
+        return
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value) or value <= minimum:
+        raise ConfigError(f"must be a finite number > {minimum:g}, got {value!r}", path=name)
+
+
+@dataclass(frozen=True)
+class SpectrumOptions:
+    """Options of ir_spectrum / raman_spectrum. Only dt_fs is required.
+
+    max_corr_fs=None means min(half the shortest trajectory, 2000 fs); freq_max_cm=None
+    means min(Nyquist, 5000 cm⁻¹) and values above Nyquist are clipped to it.
+    """
+
+    dt_fs: float
+    temperature_k: float = 300.0
+    window: str = "gaussian"
+    max_corr_fs: float | None = None
+    zero_pad: float = 4.0
+    correction: str = "harmonic"
+    freq_max_cm: float | None = None
+    derivative: bool = True
+    raman_reduced: bool = False
+    laser_cm: float | None = None
+
+    def __post_init__(self) -> None:
+        _positive("dt_fs", self.dt_fs)
+        _positive("temperature_k", self.temperature_k)
+        _positive("max_corr_fs", self.max_corr_fs, allow_none=True)
+        _positive("freq_max_cm", self.freq_max_cm, allow_none=True)
+        _positive("laser_cm", self.laser_cm, allow_none=True)
+        _positive("zero_pad", self.zero_pad, minimum=1.0 - 1e-12)
+        if self.window not in WINDOWS:
+            raise ConfigError(f"must be one of {WINDOWS}, got {self.window!r}", path="window")
+        if self.correction not in CORRECTIONS:
+            raise ConfigError(
+                f"must be one of {CORRECTIONS}, got {self.correction!r}", path="correction"
+            )
+        for flag in ("derivative", "raman_reduced"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"must be true or false, got {getattr(self, flag)!r}", path=flag)
+        if self.raman_reduced and self.laser_cm is not None:
+            raise ConfigError(
+                "reduced spectra remove the laser/thermal factors; set raman_reduced or "
+                "laser_cm, not both",
+                path="laser_cm",
+            )
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> SpectrumOptions:
+        """Build from a JSON object; unknown keys are a ConfigError naming them."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown spectrum option(s) {unknown}; known: {sorted(known)}")
+        if "dt_fs" not in values:
+            raise ConfigError("is required (time between frames in fs)", path="dt_fs")
+        return cls(**dict(values))
+
+
+@dataclass
+class Spectrum:
+    wavenumber_cm: FloatArray
+    intensities: dict[str, FloatArray]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "wavenumber_cm": [float(v) for v in self.wavenumber_cm],
+            "intensities": {k: [float(v) for v in a] for k, a in self.intensities.items()},
+            "metadata": {k: _plain(v) for k, v in self.metadata.items()},
+        }
+
+    def to_csv(self) -> str:
+        names = ["wavenumber_cm", *self.intensities]
+        table = np.column_stack([self.wavenumber_cm, *self.intensities.values()])
+        buf = io.StringIO()
+        np.savetxt(buf, table, delimiter=",", fmt="%.10g", header=",".join(names), comments="")
+        return buf.getvalue()
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready copy: numpy scalars/arrays become Python floats/ints/lists."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def quantum_correction(wavenumber_cm: ArrayLike, temperature_k: float, kind: str) -> FloatArray:
+    """Q(ω) with S_quantum ≈ Q·S_classical; x = βħω = hcν̃/(k_B T). All → 1 as ω → 0."""
+    x = C2_CM_K * np.asarray(wavenumber_cm, dtype=np.float64) / temperature_k
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if kind == "harmonic":
+            return np.where(np.abs(x) > 1e-8, x / -np.expm1(-x), 1.0 + 0.5 * x)
+        if kind == "kubo":
+            return 2.0 / (1.0 + np.exp(-x))
+        if kind == "schofield":
+            return np.exp(0.5 * x)
+    if kind == "none":
+        return np.ones_like(x)
+    raise ConfigError(f"must be one of {CORRECTIONS}, got {kind!r}", path="correction")
+
+
+def _ir_factor(nu: FloatArray, options: SpectrumOptions) -> FloatArray:
+    """Q·(1-e^{-x})/x: what multiplies the classical ω²S_cl in the quantum IR formula."""
+    if options.correction == "none":
+        return np.ones_like(nu)
+    return quantum_correction(nu, options.temperature_k, options.correction) / quantum_correction(
+        nu, options.temperature_k, "harmonic"
+    )
+
+
+# ---- time series → spectrum ----------------------------------------------------------------
+
+
+def _as_series(data: Any, name: str, shapes: Sequence[tuple[int, ...]]) -> list[FloatArray]:
+    """One array or a list of arrays (one per trajectory) → list of [nframes, ...]."""
+    many = isinstance(data, list | tuple) and all(isinstance(a, np.ndarray) for a in data)
+    items = list(data) if many else [data]
+    if not items:
+        raise DataError(f"{name}: no trajectories given")
+    out = []
+    for i, item in enumerate(items):
+        arr = np.asarray(item, dtype=np.float64)
+        if arr.ndim < 1 or arr.shape[1:] not in shapes:
+            want = " or ".join(str(["nframes", *s]) for s in shapes)
+            raise DataError(f"{name} of trajectory {i}: shape {arr.shape}, expected {want}")
+        if arr.shape[0] < 4:
+            raise DataError(f"{name} of trajectory {i}: {arr.shape[0]} frames, need at least 4")
+        bad = ~np.isfinite(arr.reshape(arr.shape[0], -1)).all(axis=1)
+        if bad.any():
+            raise DataError(f"{name} of trajectory {i}: NaN/inf in frame {int(np.argmax(bad))}")
+        out.append(arr.reshape(arr.shape[0], -1))
+    return out
+
+
+def autocorrelation(series: Sequence[FloatArray], n_lag: int) -> FloatArray:
+    """Unbiased C[k] = ⟨x(t)·x(t+k)⟩ (dot over columns), pooled over the series; FFT-based."""
+    total = np.zeros(n_lag)
+    pairs = np.zeros(n_lag)
+    for x in series:  # loop over trajectories only; frames are handled by the FFT
+        n = x.shape[0]
+        nfft = sfft.next_fast_len(2 * n - 1, real=True)
+        spec = sfft.rfft(x, nfft, axis=0)
+        acf = sfft.irfft(np.abs(spec) ** 2, nfft, axis=0)[:n_lag].sum(axis=1)
+        total += acf
+        pairs += n - np.arange(n_lag)
+    return total / pairs
+
+
+def lag_window(kind: str, n_lag: int) -> FloatArray:
+    k = np.arange(n_lag, dtype=np.float64)
+    kmax = max(n_lag - 1, 1)
+    if kind == "gaussian":
+        return np.exp(-0.5 * (3.0 * k / kmax) ** 2)
+    if kind == "hann":
+        return 0.5 * (1.0 + np.cos(np.pi * k / kmax))
+    return np.ones(n_lag)
+
+
+def _cosine_transform(
+    acf: FloatArray, dt_fs: float, zero_pad: float
+) -> tuple[FloatArray, FloatArray, int]:
+    """∫ C(t) e^{-iωt} dt for an even C known on lags 0..L-1 → (ν̃ grid, spectrum, n_fft)."""
+    n_lag = acf.shape[0]
+    n_fft = sfft.next_fast_len(math.ceil(2 * n_lag * zero_pad), real=True)
+    buf = np.zeros(n_fft)
+    buf[:n_lag] = acf
+    buf[n_fft - n_lag + 1 :] = acf[1:][::-1]  # negative lags: C(-t) = C(t)
+    spec = sfft.rfft(buf).real * dt_fs
+    nu = sfft.rfftfreq(n_fft, d=dt_fs) / C_CM_PER_FS  # 1/fs → cm⁻¹
+    return nu, spec, n_fft
+
+
+def _plan(series: list[FloatArray], options: SpectrumOptions) -> tuple[int, dict[str, Any]]:
+    dt = options.dt_fs
+    n_min = min(s.shape[0] for s in series)  # shortest series actually correlated
+    max_corr = options.max_corr_fs
+    if max_corr is None:
+        max_corr = min(0.5 * (n_min - 1) * dt, DEFAULT_MAX_CORR_FS)
+    n_lag = math.floor(max_corr / dt + 1e-9) + 1
+    if n_lag > n_min:
+        raise ConfigError(
+            f"{max_corr:g} fs is longer than the shortest trajectory ({(n_min - 1) * dt:g} fs "
+            f"of correlated data)",
+            path="max_corr_fs",
+        )
+    if n_lag < 2:
+        raise ConfigError(f"{max_corr:g} fs is shorter than dt_fs={dt:g}", path="max_corr_fs")
+    return n_lag, {"max_corr_fs": (n_lag - 1) * dt, "n_lags": n_lag}
+
+
+def _transform(
+    acf: FloatArray, options: SpectrumOptions
+) -> tuple[FloatArray, FloatArray, dict[str, Any]]:
+    """Window + cosine transform + truncation of the grid to freq_max; returns grid metadata."""
+    n_lag = acf.shape[0]
+    dt = options.dt_fs
+    nu, spec, n_fft = _cosine_transform(
+        acf * lag_window(options.window, n_lag), dt, options.zero_pad
+    )
+    nyq = nyquist_cm(dt)
+    wanted = DEFAULT_FREQ_MAX_CM if options.freq_max_cm is None else options.freq_max_cm
+    fmax = min(wanted, nyq)
+    keep = nu <= fmax * (1 + 1e-12)
+    tau = (n_lag - 1) * dt
+    # line width that the window alone imposes (FWHM, cm⁻¹): Gaussian exact, others approximate
+    fwhm = {
+        "gaussian": 2.0
+        * math.sqrt(2.0 * math.log(2.0))
+        * 3.0
+        / (2.0 * math.pi * C_CM_PER_FS * tau),
+        "hann": 1.44 / (2.0 * tau * C_CM_PER_FS),
+        "none": 1.21 / (2.0 * tau * C_CM_PER_FS),
+    }[options.window]
+    meta = {
+        "grid_spacing_cm": 1.0 / (n_fft * dt * C_CM_PER_FS),
+        "nyquist_cm": nyq,
+        "resolution_cm": 1.0 / (n_lag * dt * C_CM_PER_FS),
+        "window_fwhm_cm": fwhm,
+        "freq_max_cm": float(nu[keep][-1]),
+        "n_fft": n_fft,
+    }
+    if options.window == "gaussian":
+        meta["window_sigma_fs"] = tau / 3.0
+    return nu[keep], spec[keep], meta
+
+
+def _omega(nu: FloatArray) -> FloatArray:
+    return 2.0 * math.pi * C_CM_PER_FS * nu  # rad/fs
+
+
+def _omega_fd(nu: FloatArray, dt: float) -> FloatArray:
+    """Effective ω of the forward difference: |e^{iωΔt}-1|/Δt."""
+    return 2.0 * np.sin(0.5 * _omega(nu) * dt) / dt
+
+
+def _prepare(series: list[FloatArray], options: SpectrumOptions) -> list[FloatArray]:
+    if options.derivative:
+        return [np.diff(s, axis=0) / options.dt_fs for s in series]
+    return [s - s.mean(axis=0) for s in series]
+
+
+def _base_meta(kind: str, options: SpectrumOptions, series: list[FloatArray]) -> dict[str, Any]:
+    frames = [int(s.shape[0]) for s in series]
+    return {
+        "kind": kind,
+        "form": "derivative" if options.derivative else "autocorrelation",
+        "estimator": "unbiased, pooled over trajectories",
+        "window": options.window,
+        "correction": options.correction,
+        "temperature_k": options.temperature_k,
+        "dt_fs": options.dt_fs,
+        "zero_pad": options.zero_pad,
+        "n_frames": sum(frames),
+        "n_frames_per_trajectory": frames,
+        "n_trajectories": len(series),
+    }
+
+
+def _finish(
+    kind: str,
+    nu: FloatArray,
+    intensities: dict[str, FloatArray],
+    meta: dict[str, Any],
+    extra: Mapping[str, Any] | None,
+) -> Spectrum:
+    for key, arr in intensities.items():
+        if not np.isfinite(arr).all():
+            raise ConfigError(
+                f"{kind} channel {key!r} overflows (quantum correction at this temperature?)",
+                path="temperature_k",
+            )
+    clash = sorted(set(extra or {}) & set(meta))
+    if clash:
+        raise ConfigError(f"metadata keys {clash} are reserved by the spectrum", path="metadata")
+    return Spectrum(nu, intensities, {**dict(extra or {}), **meta})
+
+
+def ir_spectrum(
+    dipoles: ArrayLike | Sequence[ArrayLike],
+    options: SpectrumOptions,
+    *,
+    volume_a3: float | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Spectrum:
+    """IR line shape from total dipoles [nframes, 3] (e·Å) or a list of such trajectories.
+
+    Relative: ω²·S_M(ω)·(correction) in (e·Å)²/fs. With volume_a3: n(ω)α(ω) in cm⁻¹.
+    """
+    _positive("volume_a3", volume_a3, allow_none=True)
+    raw = _as_series(dipoles, "dipoles", [(3,)])
+    series = _prepare(raw, options)
+    n_lag, lag_meta = _plan(series, options)
+    nu, spec, grid_meta = _transform(autocorrelation(series, n_lag), options)
+    if options.derivative:  # undo the forward-difference response, see module docstring
+        w, wfd = _omega(nu), _omega_fd(nu, options.dt_fs)
+        spec = spec * np.divide(w**2, wfd**2, out=np.ones_like(w), where=wfd > 0)
+    else:
+        spec = spec * _omega(nu) ** 2
+    spec = spec * _ir_factor(nu, options)
+    units = "arb.: (e·Å)²/fs, FT of ⟨Ṁ(0)·Ṁ(t)⟩ × correction"
+    if volume_a3 is not None:
+        beta = 1.0 / (K_B * options.temperature_k)
+        si = (E_CHARGE * 1e-10) ** 2 / 1e-15  # (e·Å)²/fs → (C·m)²/s
+        spec = spec * si * beta / (6.0 * C_LIGHT * volume_a3 * 1e-30 * EPS0) / 100.0
+        units = "cm^-1: n(ω)α(ω) = β/(6cVε₀)·FT⟨Ṁ·Ṁ⟩ × correction"
+    meta = {**_base_meta("ir", options, raw), **lag_meta, **grid_meta, "units": units}
+    if volume_a3 is not None:
+        meta["volume_a3"] = volume_a3
+    return _finish("ir", nu, {"ir": spec}, meta, metadata)
+
+
+def raman_spectrum(
+    polarizabilities: ArrayLike | Sequence[ArrayLike],
+    options: SpectrumOptions,
+    *,
+    metadata: Mapping[str, Any] | None = None,
+) -> Spectrum:
+    """Raman iso/aniso/VV/VH from α [nframes, 9] (row-major) or [nframes, 3, 3] (Å³)."""
+    raw = _as_series(polarizabilities, "polarizabilities", [(9,), (3, 3)])
+    alpha = [a.reshape(-1, 3, 3) for a in raw]
+    alpha = [0.5 * (a + a.transpose(0, 2, 1)) for a in alpha]  # symmetrise first
+    mean = [np.trace(a, axis1=1, axis2=2)[:, None] / 3.0 for a in alpha]
+    aniso = [
+        (a - m[:, :, None] * np.eye(3)).reshape(-1, 9) for a, m in zip(alpha, mean, strict=True)
+    ]
+    iso_s, aniso_s = _prepare(mean, options), _prepare(aniso, options)
+    n_lag, lag_meta = _plan(iso_s, options)
+    nu, s_iso, grid_meta = _transform(autocorrelation(iso_s, n_lag), options)
+    _, s_aniso, _ = _transform(autocorrelation(aniso_s, n_lag), options)
+    s_aniso = s_aniso * (2.0 / 15.0)
+    if options.derivative:  # S_cl = FT⟨ẋẋ⟩ / ω_fd²; undefined (reported 0) at ω = 0
+        wfd2 = _omega_fd(nu, options.dt_fs) ** 2
+        inv = np.divide(1.0, wfd2, out=np.zeros_like(wfd2), where=wfd2 > 0)
+        s_iso, s_aniso = s_iso * inv, s_aniso * inv
+    factor = quantum_correction(nu, options.temperature_k, options.correction)
+    units = "arb.: Å⁶·fs, FT of ⟨α(0)α(t)⟩ × correction"
+    if options.raman_reduced:
+        factor = factor * nu * -np.expm1(-C2_CM_K * nu / options.temperature_k)
+        units = "arb.: Å⁶·fs·cm⁻¹, reduced ν̃(1-e^{-βħω})·I"
+    if options.laser_cm is not None:
+        if options.laser_cm <= nu[-1]:
+            raise ConfigError(
+                f"laser wavenumber {options.laser_cm:g} cm⁻¹ must exceed the grid maximum "
+                f"{nu[-1]:g} cm⁻¹",
+                path="laser_cm",
+            )
+        factor = factor * (options.laser_cm - nu) ** 4
+        units = "arb.: Å⁶·fs·cm⁻⁴, Stokes (ν̃_in-ν̃)⁴·I"
+    iso, ani = s_iso * factor, s_aniso * factor
+    out = {"iso": iso, "aniso": ani, "vv": iso + ani, "vh": 0.75 * ani}
+    meta = {
+        **_base_meta("raman", options, raw),
+        **lag_meta,
+        **grid_meta,
+        "units": units,
+        "reduced": options.raman_reduced,
+        "laser_cm": options.laser_cm,
+    }
+    return _finish("raman", nu, out, meta, metadata)
+
+
+# ---- total dipole from positions ------------------------------------------------------------
+
+
+def unwrap_positions(
+    coords: ArrayLike, cells: ArrayLike | None, pbc: bool | Sequence[bool] = True
+) -> FloatArray:
+    """Undo jumps across periodic boundaries, frame to frame, in fractional coordinates.
+
+    coords [nf, nat, 3] Å; cells [nf, 3, 3] or [3, 3] (rows = lattice vectors, triclinic ok).
+    Assumes no atom moves more than half a cell between frames. Frame 0 is kept as is.
+    """
+    r = np.asarray(coords, dtype=np.float64)
+    if r.ndim != 3 or r.shape[2] != 3:
+        raise DataError(f"coords: shape {r.shape}, expected [nframes, natoms, 3]")
+    periodic = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))
+    if cells is None or not periodic.any():
+        return r.copy()
+    h = np.broadcast_to(np.asarray(cells, dtype=np.float64), (r.shape[0], 3, 3))
+    det = np.linalg.det(h)
+    bad = ~(np.abs(det) > 1e-8)
+    if bad.any():
+        raise DataError(f"cells: singular or invalid cell in frame {int(np.argmax(bad))}")
+    frac = np.einsum("fai,fij->faj", r, np.linalg.inv(h))  # r = s·h
+    jump = np.zeros_like(frac)
+    jump[1:] = np.round(np.diff(frac, axis=0))
+    jump[..., ~periodic] = 0.0
+    images = -np.cumsum(jump, axis=0)  # integer lattice shifts that undo every crossing
+    return r + np.einsum("faj,fjk->fak", images, h)
+
+
+def wannier_total_dipole(
+    coords: ArrayLike,
+    wannier_deltas: ArrayLike,
+    atype: ArrayLike,
+    ionic_charges: Mapping[int, float] | ArrayLike,
+    q_w: float,
+    sel_mask: ArrayLike,
+    *,
+    cells: ArrayLike | None = None,
+    pbc: bool | Sequence[bool] = True,
+) -> FloatArray:
+    """M = Σ_a Z_a r_a + q_W Σ_sel (r_i + Δ_i) in e·Å (water: Z_O=6, Z_H=1, q_W=-8).
+
+    coords must be unwrapped (pass cells/pbc to unwrap here); for a neutral cell
+    (Σ Z + q_W·n_sel = 0) M does not depend on the origin. wannier_deltas: [nf, n_sel, 3],
+    [nf, n_sel·3] or [nf, nat, 3] (then only the selected rows are used).
+    """
+    r = unwrap_positions(coords, cells, pbc)
+    nf, nat, _ = r.shape
+    types = np.asarray(atype, dtype=np.int64).reshape(-1)
+    sel = np.asarray(sel_mask, dtype=bool).reshape(-1)
+    if types.shape[0] != nat or sel.shape[0] != nat:
+        raise DataError(
+            f"atype/sel_mask have {types.shape[0]}/{sel.shape[0]} entries for {nat} atoms"
+        )
+    if isinstance(ionic_charges, Mapping):
+        missing = sorted({int(t) for t in types} - {int(k) for k in ionic_charges})
+        if missing:
+            raise DataError(f"ionic_charges: no charge for atom type(s) {missing}")
+        z = np.array([ionic_charges[int(t)] for t in types], dtype=np.float64)
+    else:
+        by_type = np.asarray(ionic_charges, dtype=np.float64).reshape(-1)
+        if types.max(initial=0) >= by_type.shape[0] or types.min(initial=0) < 0:
+            raise DataError(
+                f"ionic_charges: {by_type.shape[0]} charges but types {sorted(set(types.tolist()))}"
+            )
+        z = by_type[types]
+    n_sel = int(sel.sum())
+    d = np.asarray(wannier_deltas, dtype=np.float64)
+    if d.shape == (nf, nat, 3) and n_sel != nat:
+        d = d[:, sel]
+    d = d.reshape(nf, -1) if d.ndim >= 2 and d.shape[0] == nf else d
+    if d.shape != (nf, 3 * n_sel):
+        raise DataError(
+            f"wannier_deltas: shape {np.shape(wannier_deltas)}, expected [{nf}, {n_sel}, 3] "
+            f"(frames, selected atoms, xyz) or [{nf}, {nat}, 3]"
+        )
+    ionic = np.einsum("fai,a->fi", r, z)
+    wannier = q_w * (r[:, sel].sum(axis=1) + d.reshape(nf, n_sel, 3).sum(axis=1))
+    return ionic + wannier

@@ -1,0 +1,304 @@
+"""Read MD trajectories (positions, cells, pbc, symbols) for prediction and spectra.
+
+Formats: extended XYZ, LAMMPS text dump and ASE ``.traj`` through ASE's readers, and DeePMD
+npy systems (a folder) with a small numpy reader. The time step is deliberately not read:
+dumps carry step counters, not times, and a guessed Δt would silently rescale a spectrum.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from model.errors import ConfigError, DataError
+
+FORMATS = ("extxyz", "lammps-dump-text", "traj", "deepmd/npy")
+_ALIASES = {
+    "xyz": "extxyz",
+    "lammps": "lammps-dump-text",
+    "lammps-dump": "lammps-dump-text",
+    "lammpstrj": "lammps-dump-text",
+    "ase": "traj",
+    "npy": "deepmd/npy",
+    "deepmd": "deepmd/npy",
+}
+_SUFFIXES = {
+    ".xyz": "extxyz",
+    ".extxyz": "extxyz",
+    ".traj": "traj",
+    ".lammpstrj": "lammps-dump-text",
+    ".dump": "lammps-dump-text",
+}
+
+
+@dataclass
+class Trajectory:
+    """Frames of one system. coords [nf, nat, 3] Å; cells [nf, 3, 3] Å (rows = vectors)."""
+
+    symbols: list[str]
+    coords: NDArray[np.float64]
+    cells: NDArray[np.float64] | None
+    pbc: tuple[bool, bool, bool]
+    source: str
+
+    @property
+    def nframes(self) -> int:
+        return int(self.coords.shape[0])
+
+    @property
+    def natoms(self) -> int:
+        return int(self.coords.shape[1])
+
+    def volumes_a3(self) -> NDArray[np.float64] | None:
+        """|det cell| per frame (Å³), or None without a cell."""
+        return None if self.cells is None else np.abs(np.linalg.det(self.cells))
+
+
+def map_symbols_to_types(symbols: Sequence[str], type_map: Sequence[str]) -> NDArray[np.int64]:
+    """Element symbols → indices into the model's type_map."""
+    index = {name: i for i, name in enumerate(type_map)}
+    unknown = sorted({s for s in symbols if s not in index})
+    if unknown:
+        raise DataError(f"element(s) {unknown} are not in the model's type_map {list(type_map)}")
+    return np.array([index[s] for s in symbols], dtype=np.int64)
+
+
+def detect_format(path: str | Path) -> str:
+    p = Path(path)
+    if p.is_dir():
+        return "deepmd/npy"
+    name = p.name.lower()
+    for suffix in (p.suffix.lower(), Path(name.removesuffix(".gz")).suffix):
+        if suffix in _SUFFIXES:
+            return _SUFFIXES[suffix]
+    if name.startswith("dump.") or name.endswith(".dump.gz"):
+        return "lammps-dump-text"
+    raise DataError(
+        f"cannot tell the trajectory format from the name; pass format= one of {FORMATS}",
+        path=str(path),
+    )
+
+
+def read_trajectory(
+    path: str | Path,
+    format: str | None = None,
+    *,
+    index: str | int | slice = ":",
+    max_frames: int | None = None,
+    lammps_type_symbols: Mapping[int, str] | None = None,
+) -> Trajectory:
+    """Read frames ``index`` (ASE slice syntax, e.g. ":" or "100::2"), at most max_frames."""
+    src = str(path)
+    p = Path(path)
+    if not p.exists():
+        raise DataError("no such file or folder", path=src)
+    if max_frames is not None and (isinstance(max_frames, bool) or max_frames < 1):
+        raise ConfigError(f"must be a positive integer, got {max_frames!r}", path="max_frames")
+    if format is None:
+        fmt = detect_format(p)
+    else:
+        fmt = _ALIASES.get(format.lower(), format.lower())
+        if fmt not in FORMATS:
+            raise ConfigError(f"unknown format {format!r}; known: {FORMATS}", path="format")
+    if fmt != "deepmd/npy" and p.is_file() and p.stat().st_size == 0:
+        raise DataError("file is empty", path=src)
+    if fmt == "deepmd/npy":
+        symbols, coords, cells, pbc = _read_deepmd(p, _as_slice(index))
+    else:
+        symbols, coords, cells, pbc = _read_ase(p, fmt, index, lammps_type_symbols)
+    if max_frames is not None:
+        coords = coords[:max_frames]
+        cells = None if cells is None else cells[:max_frames]
+    if coords.shape[0] == 0:
+        raise DataError(f"no frames selected by index {index!r}", path=src)
+    _check_finite(coords, "coordinates", src)
+    if cells is not None:
+        _check_finite(cells, "cell", src)
+        if any(pbc):
+            singular = ~(np.abs(np.linalg.det(cells)) > 1e-8)
+            if singular.any():
+                raise DataError(
+                    f"frame {int(np.argmax(singular))}: periodic but the cell is singular",
+                    path=src,
+                )
+    return Trajectory(symbols, coords, cells, pbc, src)
+
+
+def _check_finite(arr: NDArray[np.float64], what: str, src: str) -> None:
+    bad = ~np.isfinite(arr.reshape(arr.shape[0], -1)).all(axis=1)
+    if bad.any():
+        raise DataError(f"frame {int(np.argmax(bad))}: NaN or inf in the {what}", path=src)
+
+
+def _as_slice(index: str | int | slice) -> slice:
+    """ASE-style index → slice (an int selects one frame)."""
+    if isinstance(index, slice):
+        return index
+    if isinstance(index, int):
+        return slice(index, None if index == -1 else index + 1)
+    parts = index.split(":")
+    if len(parts) == 1:
+        try:
+            return _as_slice(int(parts[0]))
+        except ValueError:
+            pass
+    elif len(parts) <= 3:
+        try:
+            values = [int(v) if v.strip() else None for v in parts]
+            return slice(*values)
+        except ValueError:
+            pass
+    raise ConfigError(f"not an index or slice like '::2': {index!r}", path="index")
+
+
+# ---- ASE formats ---------------------------------------------------------------------------
+
+
+def _lammps_columns(path: Path) -> list[str]:
+    """Column names of the first 'ITEM: ATOMS' header (without reading the whole dump)."""
+    with path.open("r", errors="replace") as fh:
+        for line in fh:
+            if line.startswith("ITEM: ATOMS"):
+                return line.split()[2:]
+    raise DataError("no 'ITEM: ATOMS' line: not a LAMMPS text dump", path=str(path))
+
+
+def _read_ase(
+    path: Path, fmt: str, index: str | int | slice, type_symbols: Mapping[int, str] | None
+) -> tuple[list[str], NDArray[np.float64], NDArray[np.float64] | None, tuple[bool, bool, bool]]:
+    import ase.io  # only this reader needs ASE (optional dependency "traj")
+
+    src = str(path)
+    by_type = False
+    if fmt == "lammps-dump-text":
+        cols = _lammps_columns(path)
+        by_type = "element" not in cols and "mass" not in cols
+        if by_type and type_symbols is None:
+            raise DataError(
+                f"the dump has atom types but no element or mass column (columns: {cols}); "
+                "pass lammps_type_symbols, e.g. {1: 'O', 2: 'H'}",
+                path=src,
+            )
+    try:
+        frames = list(ase.io.iread(src, index=index, format=fmt))
+    except Exception as exc:  # ASE raises many types for malformed files
+        raise DataError(f"cannot read as {fmt}: {type(exc).__name__}: {exc}", path=src) from exc
+    if not frames:
+        raise DataError(f"no frames (format {fmt}, index {index!r})", path=src)
+    ref = _frame_symbols(frames[0], by_type, type_symbols, 0, src)
+    pbc0 = tuple(bool(b) for b in frames[0].pbc)
+    for i, atoms in enumerate(itertools.islice(frames, 1, None), start=1):
+        if len(atoms) != len(ref):
+            raise DataError(f"frame {i} has {len(atoms)} atoms, frame 0 has {len(ref)}", path=src)
+        syms = _frame_symbols(atoms, by_type, type_symbols, i, src)
+        if syms != ref:
+            j = next(k for k, (a, b) in enumerate(zip(syms, ref, strict=True)) if a != b)
+            raise DataError(
+                f"frame {i}: atom {j} is {syms[j]}, in frame 0 it is {ref[j]} "
+                "(atoms must keep their order)",
+                path=src,
+            )
+        if tuple(bool(b) for b in atoms.pbc) != pbc0:
+            raise DataError(f"frame {i}: pbc {atoms.pbc.tolist()} differs from frame 0", path=src)
+    coords = np.stack([a.get_positions() for a in frames]).astype(np.float64)
+    cells: NDArray[np.float64] | None = np.stack([a.cell.array for a in frames]).astype(np.float64)
+    if cells is not None and not np.any(cells) and not any(pbc0):
+        cells = None  # plain XYZ / molecules: no cell at all
+    return ref, coords, cells, (pbc0[0], pbc0[1], pbc0[2])
+
+
+def _frame_symbols(
+    atoms: Any, by_type: bool, type_symbols: Mapping[int, str] | None, i: int, src: str
+) -> list[str]:
+    if not by_type:
+        return list(atoms.get_chemical_symbols())
+    assert type_symbols is not None
+    types = atoms.get_atomic_numbers().tolist()  # ASE stores LAMMPS types as numbers
+    missing = sorted(set(types) - {int(k) for k in type_symbols})
+    if missing:
+        raise DataError(
+            f"frame {i}: LAMMPS type(s) {missing} missing from lammps_type_symbols "
+            f"{dict(type_symbols)}",
+            path=src,
+        )
+    lookup = {int(k): v for k, v in type_symbols.items()}
+    return [lookup[t] for t in types]
+
+
+# ---- DeePMD npy systems --------------------------------------------------------------------
+
+
+def _read_raw(path: Path) -> list[str]:
+    return path.read_text().split()
+
+
+def _read_deepmd(
+    folder: Path, sel: slice
+) -> tuple[list[str], NDArray[np.float64], NDArray[np.float64] | None, tuple[bool, bool, bool]]:
+    src = str(folder)
+    for name in ("type.raw", "type_map.raw"):
+        if not (folder / name).is_file():
+            raise DataError(f"{name} is missing (needed to name the elements)", path=src)
+    try:
+        atype = np.array([int(t) for t in _read_raw(folder / "type.raw")], dtype=np.int64)
+    except ValueError as exc:
+        raise DataError(f"type.raw: not a list of integers ({exc})", path=src) from exc
+    type_map = _read_raw(folder / "type_map.raw")
+    nat = atype.shape[0]
+    if nat == 0:
+        raise DataError("type.raw is empty", path=src)
+    if atype.min() < 0 or atype.max() >= len(type_map):
+        raise DataError(
+            f"type.raw has types {sorted(set(atype.tolist()))} but type_map.raw lists "
+            f"{len(type_map)} names {type_map}",
+            path=src,
+        )
+    nopbc = (folder / "nopbc").exists()
+    sets = sorted(d for d in folder.glob("set.*") if d.is_dir())
+    if not sets:
+        raise DataError("no set.* folders", path=src)
+    coords, boxes, start = [], [], 0
+    for d in sets:
+        coord = _load_npy(d / "coord.npy", src)
+        if coord.ndim != 2 or coord.shape[1] != 3 * nat:
+            frame = f"frames {start}..{start + coord.shape[0] - 1}" if coord.ndim else "all"
+            raise DataError(
+                f"{d.name}/coord.npy: shape {coord.shape} ({frame}), expected [nframes, "
+                f"{3 * nat}] for the {nat} atoms of type.raw",
+                path=src,
+            )
+        box_file = d / "box.npy"
+        if box_file.exists():
+            box = _load_npy(box_file, src)
+            if box.shape != (coord.shape[0], 9):
+                raise DataError(
+                    f"{d.name}/box.npy: shape {box.shape}, expected [{coord.shape[0]}, 9]",
+                    path=src,
+                )
+            boxes.append(box.reshape(-1, 3, 3))
+        elif not nopbc:
+            raise DataError(f"{d.name}/box.npy is missing (and no 'nopbc' file)", path=src)
+        coords.append(coord.reshape(-1, nat, 3))
+        start += coord.shape[0]
+    all_coords = np.concatenate(coords).astype(np.float64)[sel]
+    cells = None
+    if len(boxes) == len(sets):
+        cells = np.concatenate(boxes).astype(np.float64)[sel]
+    elif boxes:
+        raise DataError("box.npy exists in some set.* folders but not in others", path=src)
+    periodic = not nopbc
+    symbols = [type_map[t] for t in atype]
+    return symbols, all_coords, cells, (periodic, periodic, periodic)
+
+
+def _load_npy(path: Path, src: str) -> NDArray[np.float64]:
+    try:
+        return np.asarray(np.load(path, allow_pickle=False), dtype=np.float64)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path.name}: cannot load ({exc})", path=str(path)) from exc
