@@ -6,7 +6,10 @@ Conventions (formulas: docs/spectra.md):
   form subtracts each trajectory's mean first (removes the ω = 0 / Rayleigh line).
 - Derivative form: forward differences x(t+Δt)-x(t) / Δt. Their spectrum equals
   ω_fd² S(ω) with ω_fd = 2 sin(ωΔt/2)/Δt, which is divided out exactly, so both forms
-  estimate the same quantity (otherwise -7 % at 3400 cm⁻¹ for Δt = 2 fs).
+  estimate the same quantity (otherwise -7 % at 3400 cm⁻¹ for Δt = 2 fs). Default
+  (derivative=None): derivative form for IR, direct form for Raman, because Raman needs
+  S = FT⟨α̇α̇⟩/ω², which multiplies the noise floor by 1/ω² below ~the window width
+  (the Raman derivative form is available and reports 0 at ω = 0, where it is 0/0).
 - Lag window on lags 0..τ_max: "gaussian" exp(-t²/2σ²) with σ = τ_max/3 (w(τ_max) ≈ 0.011),
   "hann" 0.5(1+cos(πt/τ_max)), "none" (plain truncation).
 - Transform S(ω) = ∫ C(t) e^{-iωt} dt over t ∈ (-∞, ∞), evaluated as a cosine sum with
@@ -21,7 +24,7 @@ Conventions (formulas: docs/spectra.md):
   (with the harmonic Q this is the doc's (ν̃_in-ν̃)⁴/ν̃/(1-e^{-x})·FT⟨α̇α̇⟩ up to a constant).
 - Units: dipoles e·Å, polarizabilities Å³, time fs. Relative spectra are not normalised;
   their unit is stated in metadata["units"]. IR with volume_a3: n(ω)α(ω) in cm⁻¹ from
-  β/(6cVε₀)·FT⟨Ṁ·Ṁ⟩ (SI). The Raman derivative form reports 0 at ω = 0 (0/0 there).
+  β/(6cVε₀)·FT⟨Ṁ·Ṁ⟩ (SI).
 """
 
 from __future__ import annotations
@@ -38,6 +41,22 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import fft as sfft
 
 from model.errors import ConfigError, DataError
+from model.trajectory import unwrap_positions, wannier_total_dipole
+
+__all__ = [
+    "Spectrum",
+    "SpectrumOptions",
+    "autocorrelation",
+    "hz_to_wavenumber",
+    "ir_spectrum",
+    "lag_window",
+    "nyquist_cm",
+    "quantum_correction",
+    "raman_spectrum",
+    "unwrap_positions",  # total-dipole helpers live with the positions (trajectory.py)
+    "wannier_total_dipole",
+    "wavenumber_to_hz",
+]
 
 # Physical constants (SI 2019 exact values, except ε₀: CODATA 2018).
 C_LIGHT = 299_792_458.0  # m/s, exact
@@ -94,7 +113,7 @@ class SpectrumOptions:
     zero_pad: float = 4.0
     correction: str = "harmonic"
     freq_max_cm: float | None = None
-    derivative: bool = True
+    derivative: bool | None = None
     raman_reduced: bool = False
     laser_cm: float | None = None
 
@@ -112,8 +131,9 @@ class SpectrumOptions:
                 f"must be one of {CORRECTIONS}, got {self.correction!r}", path="correction"
             )
         for flag in ("derivative", "raman_reduced"):
-            if not isinstance(getattr(self, flag), bool):
-                raise ConfigError(f"must be true or false, got {getattr(self, flag)!r}", path=flag)
+            value = getattr(self, flag)
+            if not isinstance(value, bool) and not (flag == "derivative" and value is None):
+                raise ConfigError(f"must be true or false, got {value!r}", path=flag)
         if self.raman_reduced and self.laser_cm is not None:
             raise ConfigError(
                 "reduced spectra remove the laser/thermal factors; set raman_reduced or "
@@ -285,15 +305,9 @@ def _transform(
     fmax = min(wanted, nyq)
     keep = nu <= fmax * (1 + 1e-12)
     tau = (n_lag - 1) * dt
-    # line width that the window alone imposes (FWHM, cm⁻¹): Gaussian exact, others approximate
-    fwhm = {
-        "gaussian": 2.0
-        * math.sqrt(2.0 * math.log(2.0))
-        * 3.0
-        / (2.0 * math.pi * C_CM_PER_FS * tau),
-        "hann": 1.44 / (2.0 * tau * C_CM_PER_FS),
-        "none": 1.21 / (2.0 * tau * C_CM_PER_FS),
-    }[options.window]
+    # FWHM (cm⁻¹) of the window's transform, i.e. the width it alone gives a sharp line
+    gauss = 2.0 * math.sqrt(2.0 * math.log(2.0)) * 3.0 / (2.0 * math.pi)  # σ_t = τ/3
+    fwhm = {"gaussian": gauss, "hann": 1.0, "none": 0.604}[options.window] / (tau * C_CM_PER_FS)
     meta = {
         "grid_spacing_cm": 1.0 / (n_fft * dt * C_CM_PER_FS),
         "nyquist_cm": nyq,
@@ -316,17 +330,21 @@ def _omega_fd(nu: FloatArray, dt: float) -> FloatArray:
     return 2.0 * np.sin(0.5 * _omega(nu) * dt) / dt
 
 
-def _prepare(series: list[FloatArray], options: SpectrumOptions) -> list[FloatArray]:
-    if options.derivative:
+def _prepare(
+    series: list[FloatArray], options: SpectrumOptions, derivative: bool
+) -> list[FloatArray]:
+    if derivative:
         return [np.diff(s, axis=0) / options.dt_fs for s in series]
     return [s - s.mean(axis=0) for s in series]
 
 
-def _base_meta(kind: str, options: SpectrumOptions, series: list[FloatArray]) -> dict[str, Any]:
+def _base_meta(
+    kind: str, options: SpectrumOptions, series: list[FloatArray], derivative: bool
+) -> dict[str, Any]:
     frames = [int(s.shape[0]) for s in series]
     return {
         "kind": kind,
-        "form": "derivative" if options.derivative else "autocorrelation",
+        "form": "derivative" if derivative else "autocorrelation",
         "estimator": "unbiased, pooled over trajectories",
         "window": options.window,
         "correction": options.correction,
@@ -371,10 +389,11 @@ def ir_spectrum(
     """
     _positive("volume_a3", volume_a3, allow_none=True)
     raw = _as_series(dipoles, "dipoles", [(3,)])
-    series = _prepare(raw, options)
+    deriv = options.derivative is not False  # default: derivative form
+    series = _prepare(raw, options, deriv)
     n_lag, lag_meta = _plan(series, options)
     nu, spec, grid_meta = _transform(autocorrelation(series, n_lag), options)
-    if options.derivative:  # undo the forward-difference response, see module docstring
+    if deriv:  # undo the forward-difference response, see module docstring
         w, wfd = _omega(nu), _omega_fd(nu, options.dt_fs)
         spec = spec * np.divide(w**2, wfd**2, out=np.ones_like(w), where=wfd > 0)
     else:
@@ -386,7 +405,7 @@ def ir_spectrum(
         si = (E_CHARGE * 1e-10) ** 2 / 1e-15  # (e·Å)²/fs → (C·m)²/s
         spec = spec * si * beta / (6.0 * C_LIGHT * volume_a3 * 1e-30 * EPS0) / 100.0
         units = "cm^-1: n(ω)α(ω) = β/(6cVε₀)·FT⟨Ṁ·Ṁ⟩ × correction"
-    meta = {**_base_meta("ir", options, raw), **lag_meta, **grid_meta, "units": units}
+    meta = {**_base_meta("ir", options, raw, deriv), **lag_meta, **grid_meta, "units": units}
     if volume_a3 is not None:
         meta["volume_a3"] = volume_a3
     return _finish("ir", nu, {"ir": spec}, meta, metadata)
@@ -406,12 +425,13 @@ def raman_spectrum(
     aniso = [
         (a - m[:, :, None] * np.eye(3)).reshape(-1, 9) for a, m in zip(alpha, mean, strict=True)
     ]
-    iso_s, aniso_s = _prepare(mean, options), _prepare(aniso, options)
+    deriv = options.derivative is True  # default: direct form, see module docstring
+    iso_s, aniso_s = _prepare(mean, options, deriv), _prepare(aniso, options, deriv)
     n_lag, lag_meta = _plan(iso_s, options)
     nu, s_iso, grid_meta = _transform(autocorrelation(iso_s, n_lag), options)
     _, s_aniso, _ = _transform(autocorrelation(aniso_s, n_lag), options)
     s_aniso = s_aniso * (2.0 / 15.0)
-    if options.derivative:  # S_cl = FT⟨ẋẋ⟩ / ω_fd²; undefined (reported 0) at ω = 0
+    if deriv:  # S_cl = FT⟨ẋẋ⟩ / ω_fd²; undefined (reported 0) at ω = 0
         wfd2 = _omega_fd(nu, options.dt_fs) ** 2
         inv = np.divide(1.0, wfd2, out=np.zeros_like(wfd2), where=wfd2 > 0)
         s_iso, s_aniso = s_iso * inv, s_aniso * inv
@@ -432,7 +452,7 @@ def raman_spectrum(
     iso, ani = s_iso * factor, s_aniso * factor
     out = {"iso": iso, "aniso": ani, "vv": iso + ani, "vh": 0.75 * ani}
     meta = {
-        **_base_meta("raman", options, raw),
+        **_base_meta("raman", options, raw, deriv),
         **lag_meta,
         **grid_meta,
         "units": units,
@@ -440,85 +460,3 @@ def raman_spectrum(
         "laser_cm": options.laser_cm,
     }
     return _finish("raman", nu, out, meta, metadata)
-
-
-# ---- total dipole from positions ------------------------------------------------------------
-
-
-def unwrap_positions(
-    coords: ArrayLike, cells: ArrayLike | None, pbc: bool | Sequence[bool] = True
-) -> FloatArray:
-    """Undo jumps across periodic boundaries, frame to frame, in fractional coordinates.
-
-    coords [nf, nat, 3] Å; cells [nf, 3, 3] or [3, 3] (rows = lattice vectors, triclinic ok).
-    Assumes no atom moves more than half a cell between frames. Frame 0 is kept as is.
-    """
-    r = np.asarray(coords, dtype=np.float64)
-    if r.ndim != 3 or r.shape[2] != 3:
-        raise DataError(f"coords: shape {r.shape}, expected [nframes, natoms, 3]")
-    periodic = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))
-    if cells is None or not periodic.any():
-        return r.copy()
-    h = np.broadcast_to(np.asarray(cells, dtype=np.float64), (r.shape[0], 3, 3))
-    det = np.linalg.det(h)
-    bad = ~(np.abs(det) > 1e-8)
-    if bad.any():
-        raise DataError(f"cells: singular or invalid cell in frame {int(np.argmax(bad))}")
-    frac = np.einsum("fai,fij->faj", r, np.linalg.inv(h))  # r = s·h
-    jump = np.zeros_like(frac)
-    jump[1:] = np.round(np.diff(frac, axis=0))
-    jump[..., ~periodic] = 0.0
-    images = -np.cumsum(jump, axis=0)  # integer lattice shifts that undo every crossing
-    return r + np.einsum("faj,fjk->fak", images, h)
-
-
-def wannier_total_dipole(
-    coords: ArrayLike,
-    wannier_deltas: ArrayLike,
-    atype: ArrayLike,
-    ionic_charges: Mapping[int, float] | ArrayLike,
-    q_w: float,
-    sel_mask: ArrayLike,
-    *,
-    cells: ArrayLike | None = None,
-    pbc: bool | Sequence[bool] = True,
-) -> FloatArray:
-    """M = Σ_a Z_a r_a + q_W Σ_sel (r_i + Δ_i) in e·Å (water: Z_O=6, Z_H=1, q_W=-8).
-
-    coords must be unwrapped (pass cells/pbc to unwrap here); for a neutral cell
-    (Σ Z + q_W·n_sel = 0) M does not depend on the origin. wannier_deltas: [nf, n_sel, 3],
-    [nf, n_sel·3] or [nf, nat, 3] (then only the selected rows are used).
-    """
-    r = unwrap_positions(coords, cells, pbc)
-    nf, nat, _ = r.shape
-    types = np.asarray(atype, dtype=np.int64).reshape(-1)
-    sel = np.asarray(sel_mask, dtype=bool).reshape(-1)
-    if types.shape[0] != nat or sel.shape[0] != nat:
-        raise DataError(
-            f"atype/sel_mask have {types.shape[0]}/{sel.shape[0]} entries for {nat} atoms"
-        )
-    if isinstance(ionic_charges, Mapping):
-        missing = sorted({int(t) for t in types} - {int(k) for k in ionic_charges})
-        if missing:
-            raise DataError(f"ionic_charges: no charge for atom type(s) {missing}")
-        z = np.array([ionic_charges[int(t)] for t in types], dtype=np.float64)
-    else:
-        by_type = np.asarray(ionic_charges, dtype=np.float64).reshape(-1)
-        if types.max(initial=0) >= by_type.shape[0] or types.min(initial=0) < 0:
-            raise DataError(
-                f"ionic_charges: {by_type.shape[0]} charges but types {sorted(set(types.tolist()))}"
-            )
-        z = by_type[types]
-    n_sel = int(sel.sum())
-    d = np.asarray(wannier_deltas, dtype=np.float64)
-    if d.shape == (nf, nat, 3) and n_sel != nat:
-        d = d[:, sel]
-    d = d.reshape(nf, -1) if d.ndim >= 2 and d.shape[0] == nf else d
-    if d.shape != (nf, 3 * n_sel):
-        raise DataError(
-            f"wannier_deltas: shape {np.shape(wannier_deltas)}, expected [{nf}, {n_sel}, 3] "
-            f"(frames, selected atoms, xyz) or [{nf}, {nat}, 3]"
-        )
-    ionic = np.einsum("fai,a->fi", r, z)
-    wannier = q_w * (r[:, sel].sum(axis=1) + d.reshape(nf, n_sel, 3).sum(axis=1))
-    return ionic + wannier

@@ -3,6 +3,8 @@
 Formats: extended XYZ, LAMMPS text dump and ASE ``.traj`` through ASE's readers, and DeePMD
 npy systems (a folder) with a small numpy reader. The time step is deliberately not read:
 dumps carry step counters, not times, and a guessed Δt would silently rescale a spectrum.
+Also the total-dipole helpers (unwrap_positions, wannier_total_dipole; re-exported by
+model.spectra), which work on the positions read here.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 from model.errors import ConfigError, DataError
 
@@ -108,25 +110,31 @@ def read_trajectory(
             raise ConfigError(f"unknown format {format!r}; known: {FORMATS}", path="format")
     if fmt != "deepmd/npy" and p.is_file() and p.stat().st_size == 0:
         raise DataError("file is empty", path=src)
-    if fmt == "deepmd/npy":
+    if fmt == "deepmd/npy":  # its own errors name sets and whole-system frame numbers
         symbols, coords, cells, pbc = _read_deepmd(p, _as_slice(index))
-    else:
-        symbols, coords, cells, pbc = _read_ase(p, fmt, index, lammps_type_symbols)
-    if max_frames is not None:
-        coords = coords[:max_frames]
-        cells = None if cells is None else cells[:max_frames]
-    if coords.shape[0] == 0:
-        raise DataError(f"no frames selected by index {index!r}", path=src)
-    _check_finite(coords, "coordinates", src)
-    if cells is not None:
-        _check_finite(cells, "cell", src)
-        if any(pbc):
+    try:
+        if fmt != "deepmd/npy":
+            symbols, coords, cells, pbc = _read_ase(p, fmt, index, max_frames, lammps_type_symbols)
+        if max_frames is not None:
+            coords = coords[:max_frames]
+            cells = None if cells is None else cells[:max_frames]
+        if coords.shape[0] == 0:
+            raise DataError(f"no frames selected by index {index!r}", path=src)
+        _check_finite(coords, "coordinates", src)
+        if cells is not None:
+            _check_finite(cells, "cell", src)
             singular = ~(np.abs(np.linalg.det(cells)) > 1e-8)
-            if singular.any():
+            if any(pbc) and singular.any():
                 raise DataError(
                     f"frame {int(np.argmax(singular))}: periodic but the cell is singular",
                     path=src,
                 )
+    except DataError as exc:
+        if index in (":", slice(None)) or "frame" not in exc.detail:
+            raise
+        # frame numbers count within the selection; say so rather than mislead
+        msg = f"{exc.detail} (frames numbered from the first one selected by index={index!r})"
+        raise DataError(msg, path=exc.path) from exc
     return Trajectory(symbols, coords, cells, pbc, src)
 
 
@@ -170,7 +178,11 @@ def _lammps_columns(path: Path) -> list[str]:
 
 
 def _read_ase(
-    path: Path, fmt: str, index: str | int | slice, type_symbols: Mapping[int, str] | None
+    path: Path,
+    fmt: str,
+    index: str | int | slice,
+    max_frames: int | None,
+    type_symbols: Mapping[int, str] | None,
 ) -> tuple[list[str], NDArray[np.float64], NDArray[np.float64] | None, tuple[bool, bool, bool]]:
     import ase.io  # only this reader needs ASE (optional dependency "traj")
 
@@ -186,7 +198,7 @@ def _read_ase(
                 path=src,
             )
     try:
-        frames = list(ase.io.iread(src, index=index, format=fmt))
+        frames = list(itertools.islice(ase.io.iread(src, index=index, format=fmt), max_frames))
     except Exception as exc:  # ASE raises many types for malformed files
         raise DataError(f"cannot read as {fmt}: {type(exc).__name__}: {exc}", path=src) from exc
     if not frames:
@@ -302,3 +314,85 @@ def _load_npy(path: Path, src: str) -> NDArray[np.float64]:
         return np.asarray(np.load(path, allow_pickle=False), dtype=np.float64)
     except (OSError, ValueError) as exc:
         raise DataError(f"{path.name}: cannot load ({exc})", path=str(path)) from exc
+
+
+# ---- total dipole from positions ------------------------------------------------------------
+
+
+def unwrap_positions(
+    coords: ArrayLike, cells: ArrayLike | None, pbc: bool | Sequence[bool] = True
+) -> NDArray[np.float64]:
+    """Undo jumps across periodic boundaries, frame to frame, in fractional coordinates.
+
+    coords [nf, nat, 3] Å; cells [nf, 3, 3] or [3, 3] (rows = lattice vectors, triclinic ok).
+    Assumes no atom moves more than half a cell between frames. Frame 0 is kept as is.
+    """
+    r = np.asarray(coords, dtype=np.float64)
+    if r.ndim != 3 or r.shape[2] != 3:
+        raise DataError(f"coords: shape {r.shape}, expected [nframes, natoms, 3]")
+    periodic = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))
+    if cells is None or not periodic.any():
+        return r.copy()
+    h = np.broadcast_to(np.asarray(cells, dtype=np.float64), (r.shape[0], 3, 3))
+    det = np.linalg.det(h)
+    bad = ~(np.abs(det) > 1e-8)
+    if bad.any():
+        raise DataError(f"cells: singular or invalid cell in frame {int(np.argmax(bad))}")
+    frac = np.einsum("fai,fij->faj", r, np.linalg.inv(h))  # r = s·h
+    jump = np.zeros_like(frac)
+    jump[1:] = np.round(np.diff(frac, axis=0))
+    jump[..., ~periodic] = 0.0
+    images = -np.cumsum(jump, axis=0)  # integer lattice shifts that undo every crossing
+    return r + np.einsum("faj,fjk->fak", images, h)
+
+
+def wannier_total_dipole(
+    coords: ArrayLike,
+    wannier_deltas: ArrayLike,
+    atype: ArrayLike,
+    ionic_charges: Mapping[int, float] | ArrayLike,
+    q_w: float,
+    sel_mask: ArrayLike,
+    *,
+    cells: ArrayLike | None = None,
+    pbc: bool | Sequence[bool] = True,
+) -> NDArray[np.float64]:
+    """M = Σ_a Z_a r_a + q_W Σ_sel (r_i + Δ_i) in e·Å (water: Z_O=6, Z_H=1, q_W=-8).
+
+    coords must be unwrapped (pass cells/pbc to unwrap here); for a neutral cell
+    (Σ Z + q_W·n_sel = 0) M does not depend on the origin. wannier_deltas: [nf, n_sel, 3],
+    [nf, n_sel·3] or [nf, nat, 3] (then only the selected rows are used).
+    """
+    r = unwrap_positions(coords, cells, pbc)
+    nf, nat, _ = r.shape
+    types = np.asarray(atype, dtype=np.int64).reshape(-1)
+    sel = np.asarray(sel_mask, dtype=bool).reshape(-1)
+    if types.shape[0] != nat or sel.shape[0] != nat:
+        raise DataError(
+            f"atype/sel_mask have {types.shape[0]}/{sel.shape[0]} entries for {nat} atoms"
+        )
+    if isinstance(ionic_charges, Mapping):
+        missing = sorted({int(t) for t in types} - {int(k) for k in ionic_charges})
+        if missing:
+            raise DataError(f"ionic_charges: no charge for atom type(s) {missing}")
+        z = np.array([ionic_charges[int(t)] for t in types], dtype=np.float64)
+    else:
+        by_type = np.asarray(ionic_charges, dtype=np.float64).reshape(-1)
+        if types.max(initial=0) >= by_type.shape[0] or types.min(initial=0) < 0:
+            raise DataError(
+                f"ionic_charges: {by_type.shape[0]} charges but types {sorted(set(types.tolist()))}"
+            )
+        z = by_type[types]
+    n_sel = int(sel.sum())
+    d = np.asarray(wannier_deltas, dtype=np.float64)
+    if d.shape == (nf, nat, 3) and n_sel != nat:
+        d = d[:, sel]
+    d = d.reshape(nf, -1) if d.ndim >= 2 and d.shape[0] == nf else d
+    if d.shape != (nf, 3 * n_sel):
+        raise DataError(
+            f"wannier_deltas: shape {np.shape(wannier_deltas)}, expected [{nf}, {n_sel}, 3] "
+            f"(frames, selected atoms, xyz) or [{nf}, {nat}, 3]"
+        )
+    ionic = np.einsum("fai,a->fi", r, z)
+    wannier = q_w * (r[:, sel].sum(axis=1) + d.reshape(nf, n_sel, 3).sum(axis=1))
+    return ionic + wannier
