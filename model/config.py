@@ -201,11 +201,10 @@ class ModelConfig(Section):
     @model_validator(mode="after")
     def _types(self) -> ModelConfig:
         sel_type = self.fitting_net.sel_type_list()
-        if sel_type is not None and self.atom_exclude_types:
-            if set(sel_type) & set(self.atom_exclude_types):
-                raise ValueError(
-                    f"fitting_net.sel_type {sel_type} and atom_exclude_types {self.atom_exclude_types} overlap"
-                )
+        if sel_type is not None and set(sel_type) & set(self.atom_exclude_types):
+            raise ValueError(
+                f"fitting_net.sel_type {sel_type} and atom_exclude_types {self.atom_exclude_types} overlap"
+            )
         if self.type_map is not None:
             nt = len(self.type_map)
             if len(set(self.type_map)) != nt:
@@ -299,8 +298,7 @@ class TrainingConfig(Section):
     IGNORED: ClassVar[frozenset[str]] = frozenset(
         {"disp_training", "time_training", "profiling", "profiling_file", "enable_profiler",
          "tensorboard", "tensorboard_log_dir", "tensorboard_freq", "stat_file", "disp_avg",
-         "change_bias_after_training", "numb_test", "zero_stage", "save_ckpt", "max_ckpt_keep",
-         "opt_type", "mixed_precision"}
+         "change_bias_after_training", "numb_test", "zero_stage", "opt_type", "mixed_precision"}
     )
 
     training_data: DataConfig
@@ -310,6 +308,8 @@ class TrainingConfig(Section):
     disp_file: str = "lcurve.out"
     disp_freq: int = Field(1000, ge=1)
     save_freq: int = Field(1000, ge=1)
+    save_ckpt: str = Field("model.ckpt", pattern=r"^[A-Za-z0-9_.-]+$")
+    max_ckpt_keep: int = Field(5, ge=1)
     warmup_steps: int = Field(0, ge=0)
     gradient_max_norm: float | None = Field(None, gt=0)
 

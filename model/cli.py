@@ -1,0 +1,160 @@
+"""``dptensor train | test | predict | spectrum`` — the model library's command line,
+mirroring DeePMD-kit's ``dp``. Errors caused by input print one clear line and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from model.errors import DptensorError
+
+
+def _fmt_duration(seconds: float) -> str:
+    if seconds != seconds or seconds == float("inf"):
+        return "?"
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from model.train import TrainProgress, train
+
+    tty = sys.stdout.isatty()
+
+    def show(p: TrainProgress) -> None:
+        status = (f"step {p.step:>7d}/{p.numb_steps}  lr {p.lr:8.2e}  {p.steps_per_s:7.1f} steps/s  "
+                  f"ETA {_fmt_duration(p.eta_s)}")
+        if p.row is not None:
+            losses = "  ".join(f"{k} {v:8.2e}" for k, v in p.row.items() if k != "lr" and v == v)
+            print(("\r" if tty else "") + f"{status}  {losses}", flush=True)
+        elif tty:
+            print("\r" + status, end="", flush=True)
+
+    output = Path(args.output)
+    result = train(args.input, output, restart=args.restart, device=args.device, on_progress=show)
+    print(f"trained {result.steps_done} steps -> {result.model_path}")
+    for key, value in result.metrics.items():
+        if key != "steps":
+            print(f"  {key:28s} {value:.4e}")
+    return 0
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from model.checkpoint import load_model
+    from model.evaluation import load_test_systems, score_system, write_detail
+
+    model = load_model(args.model, device=args.device or "cpu")
+    systems = load_test_systems(model, args.system)
+    scores = [score_system(model, s, args.numb_test, args.batch_size) for s in systems]
+    if args.json:
+        print(json.dumps(scores[0].to_json() if len(scores) == 1 else [s.to_json() for s in scores]))
+    else:
+        name = "Dipole" if model.kind == "dipole" else "Polarizability"
+        for s in scores:
+            print(f"# system       : {s.system}")
+            print(f"# number of test data : {s.nframes}   atoms of sel_type N = {s.n_sel}")
+            if s.global_rmse is not None:
+                print(f"{name} RMSE        : {s.global_rmse:e}")
+                print(f"{name} RMSE/sqrtN  : {s.global_rmse / s.n_sel ** 0.5:e}")
+                print(f"{name} RMSE/N      : {s.global_rmse / s.n_sel:e}")
+            if s.atomic_rmse is not None and (args.atomic or s.global_rmse is None):
+                print(f"Atomic {name} RMSE : {s.atomic_rmse:e}")
+    if args.detail:
+        for path in write_detail(args.detail, model.kind, scores):
+            print(f"# wrote {path}", file=sys.stderr)
+    return 0
+
+
+def load_structures(path: str, type_map: list[str], fmt: str | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """A DeePMD system folder or a trajectory file → coord [nf, nat, 3], atype, box | None."""
+    from model.data import is_system_dir, load_system
+
+    p = Path(path)
+    if p.is_dir() and is_system_dir(p):
+        system = load_system(p, type_map=type_map)
+        return system.coord, system.atype, system.box
+    from model.trajectory import map_symbols_to_types, read_trajectory
+
+    traj = read_trajectory(p, fmt)
+    atype = map_symbols_to_types(traj.symbols, type_map)
+    box = traj.cells if traj.cells is not None and all(traj.pbc) else None
+    return traj.coords, atype, box
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from model.checkpoint import load_model
+    from model.inference import save_predictions_npz
+
+    model = load_model(args.model, device=args.device or "cpu", precision=args.precision)
+    coord, atype, box = load_structures(args.system, model.type_map, args.format)
+    t0 = time.monotonic()
+    out = save_predictions_npz(args.output, model, coord, atype, box, batch_size=args.batch_size)
+    dt = time.monotonic() - t0
+    print(f"predicted {coord.shape[0]} frames ({coord.shape[1]} atoms) in {dt:.2f} s "
+          f"({coord.shape[0] / max(dt, 1e-9):.1f} frames/s) -> {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dptensor", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a dipole/polar model from a DeePMD-kit input.json")
+    p.add_argument("input", help="DeePMD-kit input.json (system paths relative to its folder)")
+    p.add_argument("-o", "--output", default=".", help="output folder (lcurve.out, checkpoints, model.pt)")
+    p.add_argument("--restart", help="checkpoint to continue from (e.g. model.ckpt.pt)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("test", help="RMSE of a model on labelled systems, like dp test")
+    p.add_argument("-m", "--model", required=True, help="dptensor or DeePMD-kit checkpoint")
+    p.add_argument("-s", "--system", required=True, help="system folder, or a folder of systems")
+    p.add_argument("-n", "--numb-test", type=int, default=None, help="first N frames of each system")
+    p.add_argument("-a", "--atomic", action="store_true", help="also report the atomic RMSE")
+    p.add_argument("-d", "--detail", default="test", help="prefix of the data-vs-prediction files ('' for none)")
+    p.add_argument("--json", action="store_true", help="print the scores as JSON")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--device")
+    p.set_defaults(func=cmd_test)
+
+    p = sub.add_parser("predict", help="batched inference to an .npz (global [nf,dim], atomic [nf,nat,dim])")
+    p.add_argument("-m", "--model", required=True)
+    p.add_argument("-s", "--system", required=True, help="DeePMD system folder or trajectory file (xyz, dump, traj)")
+    p.add_argument("-o", "--output", required=True, help="output .npz")
+    p.add_argument("--format", help="trajectory format when the extension does not tell")
+    p.add_argument("--batch-size", type=int, default=None, help="frames per chunk (default: by size)")
+    p.add_argument("--precision", choices=["float64", "float32"], default=None)
+    p.add_argument("--device")
+    p.set_defaults(func=cmd_predict)
+
+    try:
+        from model.spectrum_cli import add_spectrum_parser
+    except ImportError:  # pragma: no cover - optional module
+        pass
+    else:
+        add_spectrum_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    warnings.simplefilter("default")
+    try:
+        return int(args.func(args))
+    except DptensorError as exc:
+        print(f"dptensor {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\ndptensor {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
