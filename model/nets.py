@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import torch
@@ -48,7 +49,7 @@ class MLP(nn.Module):
         super().__init__()
         self.activation = activation
         self.act = ACTIVATIONS[activation]
-        layers = [Dense(a, b, resnet_dt=resnet_dt, dtype=dtype, generator=generator) for a, b in zip(sizes, sizes[1:])]
+        layers = [Dense(a, b, resnet_dt=resnet_dt, dtype=dtype, generator=generator) for a, b in itertools.pairwise(sizes)]
         if linear_out is not None:
             layers.append(Dense(sizes[-1], linear_out, resnet_dt=False, dtype=dtype, generator=generator))
         self.layers = nn.ModuleList(layers)
