@@ -66,7 +66,7 @@ def test_translation_and_periodic_image_invariance(kind: str, over: dict) -> Non
     model = tiny_model(kind, **over)
     coord, atype, box = random_frames(2, 16, 2, box_len=5.0, seed=13)
     assert box is not None
-    g0, a0 = _run(model, coord, atype, box)
+    _, a0 = _run(model, coord, atype, box)
     shifted = coord + np.array([0.37, -1.2, 2.5])
     np.testing.assert_allclose(_run(model, shifted, atype, box)[1], a0, atol=1e-11)
     wrapped = coord.copy()
