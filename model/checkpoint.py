@@ -40,7 +40,7 @@ def save_checkpoint(path: str | Path, model: TensorModel, *, input_config: dict[
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         **model_summary(model),
-        "config": model.config.model_dump(mode="json", by_alias=True),
+        "config": model.config.to_json(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "input": input_config,
         "train": train_state,

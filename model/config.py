@@ -221,6 +221,14 @@ class ModelConfig(Section):
                 raise ValueError(f"fitting_net.scale has {len(scale)} entries but type_map has {nt} types")
         return self
 
+    def to_json(self) -> dict[str, Any]:
+        """The resolved config as plain JSON, valid input for ``parse_section(…, ModelConfig)``."""
+        data = self.model_dump(mode="json", by_alias=True)
+        if self.fitting_net.type == "dipole":
+            for key in ("fit_diag", "scale", "shift_diag"):
+                data["fitting_net"].pop(key, None)
+        return data
+
     def sel_type(self, ntypes: int) -> list[int]:
         """Types whose atoms carry the tensor (fitting_net.sel_type, else the complement of
         atom_exclude_types, else all)."""

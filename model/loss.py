@@ -56,9 +56,9 @@ class Metrics:
         def mean(values: list[float]) -> float:
             return sum(values) / len(values) if values else math.nan
 
-        total = mean([float(t.loss) for t in terms])
-        lc = mean([float(t.l2_atomic) for t in terms if t.l2_atomic is not None])
-        gl = mean([float(t.l2_global) / t.n_sel**2 for t in terms if t.l2_global is not None])
-        gl_abs = mean([float(t.l2_global) for t in terms if t.l2_global is not None])
+        total = mean([float(t.loss.detach()) for t in terms])
+        lc = mean([float(t.l2_atomic.detach()) for t in terms if t.l2_atomic is not None])
+        gl_abs = mean([float(t.l2_global.detach()) for t in terms if t.l2_global is not None])
+        gl = mean([float(t.l2_global.detach()) / t.n_sel**2 for t in terms if t.l2_global is not None])
         return Metrics(rmse=math.sqrt(total) if terms else math.nan, rmse_lc=math.sqrt(lc),
                        rmse_gl=math.sqrt(gl), rmse_gl_abs=math.sqrt(gl_abs))

@@ -1,0 +1,121 @@
+"""DeePMD npy systems: label layouts, type maps, several sets, and every error path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model.data import DataWarning, find_systems, load_system, load_systems
+from model.errors import DataError
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "water_tensor"
+
+
+def write_system(root: Path, *, nframes: int = 4, types: tuple[int, ...] = (0, 1, 1, 0, 1, 1),
+                 type_map: list[str] | None = None, pbc: bool = True, sets: int = 1,
+                 labels: dict[str, np.ndarray] | None = None, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "type.raw").write_text("\n".join(map(str, types)) + "\n")
+    if type_map is not None:
+        (root / "type_map.raw").write_text("\n".join(type_map) + "\n")
+    if not pbc:
+        (root / "nopbc").touch()
+    nat = len(types)
+    for k in range(sets):
+        s = root / f"set.{k:03d}"
+        s.mkdir()
+        np.save(s / "coord.npy", rng.random((nframes, nat * 3)).astype(np.float32) * 5)
+        np.save(s / "box.npy", np.tile(np.eye(3).reshape(9) * 5, (nframes, 1)).astype(np.float32))
+        for name, arr in (labels or {}).items():
+            np.save(s / f"{name}.npy", arr[k * nframes:(k + 1) * nframes])
+    return root
+
+
+def test_reads_the_example_systems() -> None:
+    found = find_systems(EXAMPLES / "dipole" / "training_data_reformat")
+    assert [p.name for p in found] == ["atomic_system", "global_system"]
+    atomic = load_system(found[0], kind="dipole", type_map=["O", "H"], sel_type=[0])
+    assert atomic.coord.shape == (80, 192, 3) and atomic.box is None  # nopbc
+    assert atomic.atomic_label is not None and atomic.atomic_label.shape == (80, 192, 3)
+    assert atomic.global_label is None
+    polar = load_system(EXAMPLES / "polar/training_data_reformat/global_system", kind="polar", type_map=["O", "H"])
+    assert polar.box is not None and polar.box.shape == (80, 3, 3)
+    assert polar.global_label is not None and polar.global_label.shape == (80, 9)
+
+
+def test_atomic_labels_in_nsel_and_natoms_layouts_agree(tmp_path: Path) -> None:
+    types = (0, 1, 1, 0, 1, 1)
+    sel = np.random.default_rng(1).random((4, 2, 3))
+    full = np.zeros((4, 6, 3))
+    full[:, [0, 3]] = sel
+    a = load_system(write_system(tmp_path / "a", labels={"atomic_dipole": sel.reshape(4, -1)}, types=types),
+                    kind="dipole", sel_type=[0])
+    b = load_system(write_system(tmp_path / "b", labels={"atomic_dipole": full.reshape(4, -1)}, types=types),
+                    kind="dipole", sel_type=[0])
+    assert a.atomic_label is not None and b.atomic_label is not None
+    np.testing.assert_array_equal(a.atomic_label, b.atomic_label)
+
+
+def test_types_are_mapped_by_name(tmp_path: Path) -> None:
+    path = write_system(tmp_path / "s", types=(0, 1, 1), type_map=["H", "O"])
+    system = load_system(path, type_map=["O", "H"])
+    assert system.atype.tolist() == [1, 0, 0]
+
+
+def test_several_sets_are_concatenated(tmp_path: Path) -> None:
+    lab = np.random.default_rng(2).random((8, 3))
+    system = load_system(write_system(tmp_path / "s", nframes=4, sets=2, labels={"dipole": lab}), kind="dipole")
+    assert system.nframes == 8
+    np.testing.assert_allclose(system.global_label, lab)
+
+
+def test_misnamed_atom_label_file_is_accepted_with_a_warning(tmp_path: Path) -> None:
+    path = write_system(tmp_path / "s", labels={"atom_dipole": np.ones((4, 6))}, types=(0, 1, 1, 0, 1, 1))
+    with pytest.warns(DataWarning, match="atomic_dipole"):
+        system = load_system(path, kind="dipole", sel_type=[0])
+    assert system.atomic_label is not None
+
+
+@pytest.mark.parametrize(
+    ("setup", "fragment"),
+    [
+        (lambda p: (p / "type.raw").unlink(), "type.raw is missing"),
+        (lambda p: (p / "type.raw").write_text("0 1 x\n"), "integers"),
+        (lambda p: np.save(p / "set.000/coord.npy", np.zeros((4, 7))), "coord.npy: has shape (4, 7), expected (nframes, 18)"),
+        (lambda p: np.save(p / "set.000/box.npy", np.zeros((3, 9))), "box.npy: has shape (3, 9), expected (4, 9)"),
+        (lambda p: (p / "set.000/box.npy").unlink(), "box.npy is missing"),
+        (lambda p: np.save(p / "set.000/coord.npy", np.full((4, 18), np.nan)), "NaN or inf"),
+        (lambda p: np.save(p / "set.000/box.npy", np.zeros((4, 9))), "zero volume"),
+        (lambda p: (p / "set.000/coord.npy").write_bytes(b"garbage"), "cannot read"),
+        (lambda p: np.save(p / "set.000/dipole.npy", np.zeros((4, 6))), "dipole.npy: has shape (4, 6), expected (4, 3)"),
+        (lambda p: np.save(p / "set.000/atomic_dipole.npy", np.zeros((4, 3))), "looks like a global label"),
+        (lambda p: np.save(p / "set.000/atomic_dipole.npy", np.zeros((4, 5))), "expected (4, 6)"),
+        (lambda p: (p / "type_map.raw").write_text("O C\n"), "['C'] are not in the model's type_map"),
+        (lambda p: [f.unlink() for f in (p / "set.000").iterdir()] and (p / "set.000").rmdir(), "no set.*"),
+    ],
+)
+def test_malformed_data_names_file_and_shapes(tmp_path: Path, setup, fragment: str) -> None:
+    path = write_system(tmp_path / "sys", type_map=["O", "H"])
+    setup(path)
+    with pytest.raises(DataError) as info:
+        load_system(path, kind="dipole", type_map=["O", "H"], sel_type=[0])
+    assert fragment in str(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_label_missing_in_one_set_is_an_error(tmp_path: Path) -> None:
+    path = write_system(tmp_path / "s", sets=2, labels={"dipole": np.zeros((8, 3))})
+    (path / "set.001" / "dipole.npy").unlink()
+    with pytest.raises(DataError, match="present in some set"):
+        load_system(path, kind="dipole")
+
+
+def test_system_without_labels_is_refused_for_training(tmp_path: Path) -> None:
+    write_system(tmp_path / "s")
+    with pytest.raises(DataError, match="no dipole labels"):
+        load_systems(["s"], tmp_path, kind="dipole", type_map=None, sel_type=None)
+    with pytest.raises(DataError, match="does not exist"):
+        load_systems(["nope"], tmp_path, kind="dipole", type_map=None, sel_type=None)
