@@ -1,0 +1,89 @@
+"""Checkpoints: self-contained, weights_only-loadable, clear errors for bad files."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from model.checkpoint import FORMAT_VERSION, load_model, read_checkpoint, save_checkpoint
+from model.errors import CheckpointError
+from model.inference import predict, save_predictions_npz
+from tests.model.conftest import random_frames, tiny_model
+
+
+@pytest.mark.parametrize("kind", ["dipole", "polar"])
+def test_round_trip_gives_identical_predictions(tmp_path: Path, kind: str) -> None:
+    model = tiny_model(kind, fit_diag=False) if kind == "polar" else tiny_model(kind)
+    save_checkpoint(tmp_path / "m.pt", model, metrics={"val_rmse": 0.5})
+    raw = torch.load(tmp_path / "m.pt", weights_only=True)  # only plain types inside
+    assert raw["format_version"] == FORMAT_VERSION and raw["kind"] == kind
+    assert raw["type_map"] == ["O", "H"] and raw["sel_type"] == [0, 1]  # tiny models select all types
+    assert set(raw["state_dict"]) == set(model.state_dict())
+    again = load_model(tmp_path / "m.pt")
+    coord, atype, box = random_frames(2, 12, 2, box_len=4.5, seed=5)
+    a, b = predict(model, coord, atype, box), predict(again, coord, atype, box)
+    assert np.array_equal(a.atomic_tensor, b.atomic_tensor)
+
+
+def test_precision_override(tmp_path: Path) -> None:
+    model = tiny_model("dipole")
+    save_checkpoint(tmp_path / "m.pt", model)
+    m32 = load_model(tmp_path / "m.pt", precision="float32")
+    assert next(m32.parameters()).dtype == torch.float32
+    coord, atype, box = random_frames(1, 12, 2, box_len=4.5, seed=6)
+    np.testing.assert_allclose(predict(m32, coord, atype, box).global_tensor,
+                               predict(model, coord, atype, box).global_tensor, rtol=1e-4, atol=1e-6)
+
+
+class Evil:
+    def __reduce__(self):  # a pickle that would run code when loaded without weights_only
+        return (print, ("pwned",))
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"not a checkpoint", "not a loadable model file"),
+        (None, "neither a dptensor nor a DeePMD-kit checkpoint"),
+        ("evil", "not a loadable model file"),
+        ("future", "newer than this dptensor"),
+    ],
+)
+def test_bad_files_are_clear_errors(tmp_path: Path, content, message: str, capsys) -> None:
+    path = tmp_path / "bad.pt"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is None:
+        torch.save({"hello": 1}, path)
+    elif content == "evil":
+        with open(path, "wb") as f:
+            pickle.dump({"x": Evil()}, f)
+    else:
+        save_checkpoint(path, tiny_model("dipole"))
+        ck = torch.load(path, weights_only=True)
+        ck["format_version"] = FORMAT_VERSION + 1
+        torch.save(ck, path)
+    with pytest.raises(CheckpointError, match=message):
+        load_model(path)
+    assert "pwned" not in capsys.readouterr().out
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="does not exist"):
+        read_checkpoint(tmp_path / "nope.pt")
+
+
+def test_streamed_predictions_file(tmp_path: Path) -> None:
+    model = tiny_model("polar")
+    coord, atype, box = random_frames(5, 12, 2, box_len=4.5, seed=7)
+    save_predictions_npz(tmp_path / "p.npz", model, coord, atype, box, batch_size=2)
+    with np.load(tmp_path / "p.npz", allow_pickle=False) as npz:
+        ref = predict(model, coord, atype, box)
+        assert npz["global"].shape == (5, 9) and npz["atomic"].shape == (5, 12, 9)
+        np.testing.assert_allclose(npz["atomic"], ref.atomic_tensor, rtol=1e-12, atol=1e-15)  # chunking only
+        assert str(npz["kind"]) == "polar" and npz["type_map"].tolist() == ["O", "H"]
+    assert not list(tmp_path.glob(".*"))  # no temporary files left behind
