@@ -1,0 +1,189 @@
+"""Uploaded datasets: per-system summaries (with model.data's own rules, numpy only) and
+the ``dataset:<id>[/<path>]`` references that input.json uses to name them.
+
+Reference syntax, in ``training.training_data.systems`` / ``validation_data.systems``:
+
+    "dataset:ds-1a2b3c4d5e6f"                          every system of the dataset
+    "dataset:ds-1a2b3c4d5e6f/training_data_reformat"   every system below that folder
+    "dataset:ds-1a2b3c4d5e6f/train/atomic_system"      one system
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import re
+import warnings
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from model.data import find_systems, load_system
+from model.errors import ConfigError, DataError
+from model.keys import ATOMIC_LABEL, ATOMIC_LABEL_ALIAS, GLOBAL_LABEL, TENSOR_DIM
+
+REF = re.compile(r"^dataset:([A-Za-z0-9_-]+)(?:/(.*))?$")
+REF_HELP = "refer to an uploaded dataset as 'dataset:<id>' or 'dataset:<id>/<path inside it>'"
+FILES = "files"  # datasets/<id>/files/ holds the extracted archive
+
+
+def _relative(text: str, root: Path) -> str:
+    """Server paths out of messages: users know their archive, not our data dir."""
+    return text.replace(str(root) + "/", "").replace(str(root), ".")
+
+
+def _sel_candidates(counts: list[int], nsel: int) -> list[int] | None:
+    """Smallest set of types whose atoms number ``nsel`` (the nsel label layout)."""
+    for size in range(1, len(counts) + 1):
+        for combo in itertools.combinations(range(len(counts)), size):
+            if sum(counts[t] for t in combo) == nsel:
+                return list(combo)
+    return None
+
+
+def _label_info(folder: Path, kind: str, atype: np.ndarray) -> dict[str, Any] | None:
+    """Which labels of ``kind`` the system has and their layout, validated by load_system."""
+    dim = TENSOR_DIM[kind]
+    first_set = sorted(p for p in folder.glob("set.*") if p.is_dir())[0]
+    gfile = first_set / f"{GLOBAL_LABEL[kind]}.npy"
+    afile = next((first_set / f"{n}.npy" for n in (ATOMIC_LABEL[kind], ATOMIC_LABEL_ALIAS[kind])
+                  if (first_set / f"{n}.npy").is_file()), None)
+    if not gfile.is_file() and afile is None:
+        return None
+    info: dict[str, Any] = {"global": gfile.is_file(), "atomic": None}
+    sel_type = None
+    if afile is not None:
+        try:
+            shape = np.load(afile, mmap_mode="r", allow_pickle=False).shape
+        except (ValueError, OSError) as exc:
+            raise DataError(f"cannot read as a numpy .npy file ({exc})", path=str(afile)) from None
+        cols = int(np.prod(shape[1:])) if len(shape) > 1 else 0
+        nat = int(atype.shape[0])
+        counts = [int((atype == t).sum()) for t in range(int(atype.max()) + 1)]
+        if cols == nat * dim:
+            info["atomic"] = {"file": afile.name, "layout": "natoms", "nsel": nat}
+        elif cols % dim == 0 and 0 < cols // dim < nat:
+            sel_type = _sel_candidates(counts, cols // dim)
+            info["atomic"] = {"file": afile.name, "layout": "nsel", "nsel": cols // dim, "sel_type": sel_type}
+    # the full check (shapes in every set, NaN/inf) with the library's rules and messages
+    load_system(folder, kind=kind, sel_type=sel_type)
+    return info
+
+
+def summarize_system(folder: Path, root: Path) -> dict[str, Any]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        system = load_system(folder)
+        names = system.type_names
+        counts = Counter(system.atype.tolist())
+        labels = {kind: _label_info(folder, kind, system.atype) for kind in TENSOR_DIM}
+    rel = folder.relative_to(root).as_posix()
+    return {
+        "path": rel,
+        "frames": system.nframes,
+        "atoms": system.natoms,
+        "type_map": names,
+        "type_counts": {(names[t] if names and t < len(names) else str(t)): n for t, n in sorted(counts.items())},
+        "pbc": system.pbc,
+        "sets": len([p for p in folder.glob("set.*") if p.is_dir()]),
+        "labels": {k: v for k, v in labels.items() if v is not None},
+        "warnings": [_relative(str(w.message), root) for w in caught],
+    }
+
+
+def summarize(root: Path) -> list[dict[str, Any]]:
+    """Every DeePMD system below ``root`` (the extracted archive). DataError messages and
+    paths are made relative to the archive."""
+    folders = find_systems(root)
+    if not folders:
+        raise DataError("no DeePMD system found in the archive (a system is a folder with type.raw "
+                        "and set.*/coord.npy)")
+    try:
+        return [summarize_system(f, root) for f in folders]
+    except DataError as exc:
+        path = _relative(exc.path, root) if exc.path else None
+        raise DataError(_relative(exc.detail, root), path=path) from None
+
+
+# --- references in input.json ------------------------------------------------------------
+
+def parse_ref(text: str) -> tuple[str, str]:
+    """'dataset:<id>/<sub>' -> (id, normalised sub path, '' for the whole dataset)."""
+    m = REF.match(text)
+    if m is None:
+        raise ValueError(f"{text!r} is not a dataset reference: {REF_HELP}")
+    sub = (m.group(2) or "").strip("/")
+    parts = PurePosixPath(sub).parts
+    if ".." in parts or "\\" in sub:
+        raise ValueError(f"{text!r}: the path must stay inside the dataset (no '..')")
+    return m.group(1), "/".join(p for p in parts if p != ".")
+
+
+def _sections(raw: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    training = raw.get("training") or {}
+    return [(f"training.{key}", training[key]) for key in ("training_data", "validation_data")
+            if isinstance(training.get(key), dict)]
+
+
+def _entries(section: dict[str, Any], path: str) -> list[tuple[str, str]]:
+    systems = section.get("systems")
+    if isinstance(systems, str):
+        return [(f"{path}.systems", systems)]
+    return [(f"{path}.systems[{i}]", s) for i, s in enumerate(systems or []) if isinstance(s, str)]
+
+
+def check_refs(raw: dict[str, Any], kind: str, type_map: list[str] | None,
+               lookup: Callable[[str], list[dict[str, Any]] | None]) -> list[str]:
+    """Check every system reference against the datasets (``lookup(id)`` returns the
+    summaries of a dataset the user may read, else None). Returns the dataset ids used;
+    raises ConfigError listing every problem with its JSON path."""
+    problems: list[tuple[str, str]] = []
+    used: list[str] = []
+    for section_path, section in _sections(raw):
+        for path, text in _entries(section, section_path):
+            try:
+                ds_id, sub = parse_ref(text)
+            except ValueError as exc:
+                problems.append((path, str(exc)))
+                continue
+            systems = lookup(ds_id)
+            if systems is None:
+                problems.append((path, f"dataset {ds_id} not found"))
+                continue
+            used.append(ds_id)
+            chosen = [s for s in systems if not sub or s["path"] == sub or s["path"].startswith(sub + "/")]
+            if not chosen:
+                have = ", ".join(s["path"] for s in systems[:10])
+                problems.append((path, f"no system at {sub!r} in dataset {ds_id} (it has: {have})"))
+                continue
+            for s in chosen:
+                if kind not in s["labels"]:
+                    problems.append((path, f"system {s['path']} of dataset {ds_id} has no {kind} labels "
+                                           f"({GLOBAL_LABEL[kind]}.npy / {ATOMIC_LABEL[kind]}.npy)"))
+                names = s.get("type_map")
+                if type_map is not None and names:
+                    unknown = sorted(set(s["type_counts"]) - set(type_map))
+                    if unknown:
+                        problems.append((path, f"system {s['path']} has element(s) {unknown} that are not "
+                                               f"in model.type_map {type_map}"))
+    if problems:
+        raise ConfigError.from_problems(problems)
+    return sorted(set(used))
+
+
+def resolve_refs(raw: dict[str, Any], root: Path) -> dict[str, Any]:
+    """input.json with every reference replaced by the absolute folder (for the worker)."""
+    out = copy.deepcopy(raw)
+    for _, section in _sections(out):
+        systems = section["systems"]
+        as_list = [systems] if isinstance(systems, str) else list(systems)
+        resolved = []
+        for text in as_list:
+            ds_id, sub = parse_ref(text)
+            resolved.append(str(root / "datasets" / ds_id / FILES / sub) if sub else
+                            str(root / "datasets" / ds_id / FILES))
+        section["systems"] = resolved
+    return out

@@ -1,0 +1,80 @@
+"""Creating and presenting jobs (shared by the train, predict and — later — spectrum routes)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from app.errors import ServiceUnavailable
+from app.queue import JOB_TASKS, TaskQueue
+from app.schemas import JobPublic, LcurvePublic, Progress
+from app.settings import Settings
+from app.store import job_dir
+from app.tables import Job, User, new_id, utcnow
+
+
+def submit(session: Session, queue: TaskQueue, settings: Settings, user: User, *, kind: str, inputs: dict[str, Any],
+           name: str = "", files: dict[str, Any] | None = None, **fields: Any) -> Job:
+    """Store the job (and its input files) first, then enqueue it: the row is the truth,
+    the message only a wake-up call. A broker that is down fails the job visibly."""
+    job = Job(id=new_id("job"), kind=kind, owner_id=user.id, name=name, queue=JOB_TASKS[kind][1], inputs=inputs,
+              max_attempts=settings.max_attempts, **fields)
+    folder = job_dir(settings.root, job.id)
+    folder.mkdir(parents=True)
+    for fname, content in (files or {}).items():
+        (folder / fname).write_text(json.dumps(content, indent=1))
+    session.add(job)
+    session.commit()
+    try:
+        job.task_id = queue.enqueue_job(job.id, kind)
+    except Exception as exc:  # broker unreachable: kombu raises several types
+        job.status, job.finished_at = "failed", utcnow()
+        job.error = {"type": "BrokerUnavailable", "message": f"could not enqueue: {exc}", "traceback": None}
+        session.commit()
+        raise ServiceUnavailable(f"the job queue (broker) is unavailable: {exc}") from None
+    session.commit()
+    return job
+
+
+def job_public(job: Job, owner: str) -> JobPublic:
+    unit = "frames" if job.kind == "predict" else "steps"
+    return JobPublic(
+        id=job.id, kind=job.kind, status=job.status, name=job.name, owner=owner, queue=job.queue,  # type: ignore[arg-type]
+        created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
+        progress=Progress(step=job.step, total=job.total, unit=unit, rate=job.rate, eta_s=job.eta_s),
+        lcurve=job.last_row, attempt=job.attempt, max_attempts=job.max_attempts,
+        cancel_requested=job.cancel_requested, model_id=job.model_id, result=job.result,
+        error=job.error, warnings=job.warnings or [], inputs=job.inputs,  # type: ignore[arg-type]
+    )
+
+
+def lcurve_file(root: Path, job: Job) -> Path:
+    name = (job.inputs.get("training") or {}).get("disp_file", "lcurve.out")
+    return job_dir(root, job.id) / name
+
+
+def read_lcurve(path: Path) -> LcurvePublic:
+    """lcurve.out (header '#  step col col ...', rows of numbers, 'nan' for absent)."""
+    if not path.is_file():
+        return LcurvePublic(columns=[], rows=[])
+    columns: list[str] = []
+    rows: list[dict[str, float | None]] = []
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            words = line[1:].split()
+            if words and words[0] == "step" and not columns:
+                columns = words
+            continue
+        values = line.split()
+        if not columns or len(values) != len(columns):
+            continue  # a row being written right now
+        row: dict[str, float | None] = {}
+        for col, text in zip(columns, values, strict=True):
+            v = float(text)
+            row[col] = None if math.isnan(v) else (int(v) if col == "step" else v)
+        rows.append(row)
+    return LcurvePublic(columns=columns, rows=rows)

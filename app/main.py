@@ -1,0 +1,56 @@
+"""create_app(): routers, error handlers, limits, the janitor. Imports neither torch nor
+the worker (a test checks): the api image carries no torch."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app import errors
+from app.db import init_db, session_factory
+from app.janitor import Janitor
+from app.limits import BodySizeLimit
+from app.queue import TaskQueue
+from app.routes import api
+from app.settings import Settings, get_settings
+
+DESCRIPTION = """Train and serve DeePMD-style dipole / polarizability models.
+
+1. `POST /v1/datasets` an archive of DeePMD systems → its id `ds-…`
+2. `POST /v1/jobs/train` a DeePMD-kit input.json whose systems are `dataset:<id>[/<path>]`
+3. poll `GET /v1/jobs/{id}` → `model_id` when it has succeeded
+4. `POST /v1/models/{id}/predict` structures → dipoles / polarizabilities
+
+Authenticate with `Authorization: Bearer <token>` (`dptensor token create --user NAME`).
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    settings.root.mkdir(parents=True, exist_ok=True)
+    init_db(settings.db_url)
+    sessions = session_factory(settings.db_url)
+    queue = TaskQueue(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        janitor = Janitor(sessions, queue, settings)
+        janitor.start()
+        try:
+            yield
+        finally:
+            janitor.stop()
+
+    app = FastAPI(title="dptensor", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings, app.state.sessions, app.state.queue = settings, sessions, queue
+    errors.install(app)
+
+    def limit_for(method: str, path: str) -> int:
+        uploads = method == "POST" and path in ("/v1/datasets", "/v1/models")
+        return settings.max_upload_bytes if uploads else settings.max_json_bytes
+
+    app.add_middleware(BodySizeLimit, limit_for=limit_for)
+    app.include_router(api)
+    return app

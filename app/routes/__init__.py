@@ -1,0 +1,11 @@
+"""The /v1 routers."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.routes import datasets, health, jobs, models, users
+
+api = APIRouter(prefix="/v1")
+for module in (health, users, datasets, jobs, models):
+    api.include_router(module.router)

@@ -1,0 +1,174 @@
+"""/v1/jobs: submit a training, follow any job (status, progress, learning curve, logs),
+cancel it, download its files."""
+
+from __future__ import annotations
+
+import re
+import threading
+import warnings
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Query, Response, status
+from fastapi.responses import FileResponse, PlainTextResponse
+from sqlalchemy import func, select, update
+
+from app.access import owned, visible
+from app.datasets import check_refs
+from app.deps import CurrentUser, QueueDep, SessionDep, SettingsDep
+from app.errors import Conflict, NotFound
+from app.jobs import job_public, lcurve_file, read_lcurve, submit
+from app.schemas import ERRORS, CancelPublic, ErrorBody, FileInfo, JobList, JobPublic, LcurvePublic
+from app.store import job_dir
+from app.tables import TERMINAL, Dataset, Job, User, utcnow
+from model.config import ConfigWarning, InputConfig, parse_section
+from model.errors import ConfigError
+
+router = APIRouter(prefix="/jobs", tags=["jobs"], responses=ERRORS)
+
+PLAIN_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+# warnings.catch_warnings swaps process-global state: serialise the config parse
+_PARSE_LOCK = threading.Lock()
+
+TRAIN_EXAMPLE = {
+    "model": {"type_map": ["O", "H"], "atom_exclude_types": [1],
+              "descriptor": {"type": "se_e2_a", "sel": [46, 92], "rcut_smth": 3.8, "rcut": 4.0,
+                             "neuron": [25, 50, 100], "axis_neuron": 6, "type_one_side": True},
+              "fitting_net": {"type": "dipole", "neuron": [100, 100, 100]}},
+    "learning_rate": {"type": "exp", "start_lr": 0.01, "decay_steps": 5000},
+    "loss": {"type": "tensor", "pref": 1.0, "pref_atomic": 1.0},
+    "training": {"training_data": {"systems": ["dataset:ds-0123456789ab/dipole/training_data_reformat"],
+                                   "batch_size": "auto"},
+                 "validation_data": {"systems": ["dataset:ds-0123456789ab/dipole/validation_data_reformat"],
+                                     "batch_size": 1, "numb_btch": 3},
+                 "numb_steps": 2000, "disp_freq": 100, "save_freq": 500},
+}
+
+
+def validate_train_input(raw: dict[str, Any], session: SessionDep, user: User) -> tuple[list[str], list[str]]:
+    """The library's own schema + dataset references. Returns (warnings, dataset ids)."""
+    with _PARSE_LOCK, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConfigWarning)
+        cfg: InputConfig = parse_section(raw, InputConfig)
+    problems = [(f"training.{key}", "must be a plain file name (it is written in the job folder)")
+                for key in ("disp_file",) if not PLAIN_NAME.match(getattr(cfg.training, key))]
+    if problems:
+        raise ConfigError.from_problems(problems)
+
+    def lookup(ds_id: str) -> list[dict[str, Any]] | None:
+        ds = session.get(Dataset, ds_id)
+        return ds.systems if ds is not None and (user.is_admin or ds.owner_id == user.id) else None
+
+    used = check_refs(raw, cfg.model.fitting_net.type, cfg.model.type_map, lookup)
+    return [str(w.message) for w in caught if issubclass(w.category, ConfigWarning)], used
+
+
+@router.post("/train", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic)
+def submit_training(
+    session: SessionDep, settings: SettingsDep, queue: QueueDep, user: CurrentUser, response: Response,
+    input_json: Annotated[dict[str, Any], Body(
+        description="A DeePMD-kit input.json. training_data/validation_data systems refer to uploaded "
+                    "datasets: 'dataset:<id>' (all its systems) or 'dataset:<id>/<path>'.",
+        openapi_examples={"water dipole": {"value": TRAIN_EXAMPLE}})],
+    name: Annotated[str, Query(max_length=300)] = "",
+) -> JobPublic:
+    """Validate input.json with the model library's rules (422 lists each problem with its JSON
+    path; ignored DeePMD-kit keys come back as warnings) and queue the training."""
+    warns, used = validate_train_input(input_json, session, user)
+    numb_steps = int(input_json["training"].get("numb_steps", input_json["training"].get("stop_batch", 0)))
+    job = submit(session, queue, settings, user, kind="train", inputs=input_json, name=name,
+                 files={"input.json": input_json}, warnings=warns, dataset_ids=used, total=numb_steps)
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return job_public(job, user.name)
+
+
+@router.get("", response_model=JobList)
+def list_jobs(
+    session: SessionDep, user: CurrentUser,
+    kind: Literal["train", "predict", "spectrum"] | None = None,
+    status_: Annotated[Literal["queued", "running", "succeeded", "failed", "cancelled"] | None,
+                       Query(alias="status")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100, offset: Annotated[int, Query(ge=0)] = 0,
+) -> JobList:
+    query = visible(select(Job, User.name).join(User, User.id == Job.owner_id), Job, user)
+    if kind is not None:
+        query = query.where(Job.kind == kind)
+    if status_ is not None:
+        query = query.where(Job.status == status_)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.execute(query.order_by(Job.created_at.desc()).limit(limit).offset(offset)).all()
+    return JobList(items=[job_public(job, owner) for job, owner in rows], total=total)
+
+
+def _job_and_owner(session: SessionDep, job_id: str, user: User) -> tuple[Job, str]:
+    job = owned(session, Job, job_id, user)
+    owner = user.name if job.owner_id == user.id else session.get(User, job.owner_id).name  # type: ignore[union-attr]
+    return job, owner
+
+
+@router.get("/{job_id}", response_model=JobPublic)
+def get_job(job_id: str, session: SessionDep, user: CurrentUser) -> JobPublic:
+    return job_public(*_job_and_owner(session, job_id, user))
+
+
+@router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=CancelPublic,
+             responses={409: {"model": ErrorBody, "description": "the job has already finished"}})
+def cancel_job(job_id: str, session: SessionDep, user: CurrentUser) -> CancelPublic:
+    """A queued job is cancelled at once; a running one stops cooperatively at its next
+    step (a training writes a checkpoint first) — poll the job for status 'cancelled'."""
+    job = owned(session, Job, job_id, user)
+    if job.status in TERMINAL:
+        raise Conflict(f"job {job.id} has already {job.status}")
+    session.execute(update(Job).where(Job.id == job.id, Job.status == "queued")
+                    .values(status="cancelled", cancel_requested=True, finished_at=utcnow()))
+    session.execute(update(Job).where(Job.id == job.id, Job.status == "running").values(cancel_requested=True))
+    session.commit()
+    session.refresh(job)
+    return CancelPublic(id=job.id, status=job.status, cancel_requested=job.cancel_requested)
+
+
+@router.get("/{job_id}/lcurve", response_model=LcurvePublic)
+def get_lcurve(job_id: str, session: SessionDep, settings: SettingsDep, user: CurrentUser) -> LcurvePublic:
+    """The full learning curve (lcurve.out) as JSON; grows while the training runs."""
+    job = owned(session, Job, job_id, user)
+    return read_lcurve(lcurve_file(settings.root, job))
+
+
+@router.get("/{job_id}/logs", response_class=PlainTextResponse,
+            responses={200: {"content": {"text/plain": {}}, "description": "the job's log"}})
+def get_logs(job_id: str, session: SessionDep, settings: SettingsDep, user: CurrentUser,
+             tail: Annotated[int | None, Query(ge=1, le=100_000)] = None) -> PlainTextResponse:
+    job = owned(session, Job, job_id, user)
+    path = job_dir(settings.root, job.id) / "job.log"
+    text = path.read_text(errors="replace") if path.is_file() else ""
+    if tail is not None:
+        text = "\n".join(text.splitlines()[-tail:]) + "\n"
+    return PlainTextResponse(text)
+
+
+def _files(settings: SettingsDep, job: Job) -> dict[str, int]:
+    folder = job_dir(settings.root, job.id)
+    out: dict[str, int] = {}
+    if folder.is_dir():
+        for p in sorted(folder.iterdir()):
+            if p.is_file() and not p.name.startswith(".") and p.resolve().parent == folder.resolve():
+                out[p.name] = p.stat().st_size
+    return out
+
+
+@router.get("/{job_id}/files", response_model=list[FileInfo])
+def list_files(job_id: str, session: SessionDep, settings: SettingsDep, user: CurrentUser) -> list[FileInfo]:
+    """input.json, job.log, lcurve.out, checkpoints (model.ckpt.pt = the newest), model.pt,
+    predictions.json / predictions.npz."""
+    job = owned(session, Job, job_id, user)
+    return [FileInfo(name=n, size_bytes=s) for n, s in _files(settings, job).items()]
+
+
+@router.get("/{job_id}/files/{name}", response_class=FileResponse,
+            responses={200: {"content": {"application/octet-stream": {}}, "description": "the file"}})
+def download_file(job_id: str, name: str, session: SessionDep, settings: SettingsDep,
+                  user: CurrentUser) -> FileResponse:
+    job = owned(session, Job, job_id, user)
+    if name not in _files(settings, job):  # only listed names: no path tricks
+        raise NotFound(f"job {job.id} has no file {name!r}")
+    path = (job_dir(settings.root, job.id) / name).resolve()
+    return FileResponse(path, filename=name, media_type="application/octet-stream")

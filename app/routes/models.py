@@ -1,0 +1,168 @@
+"""/v1/models: trained and uploaded models; download; predict."""
+
+from __future__ import annotations
+
+import shutil
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, File, Form, Query, Response, UploadFile, status
+from fastapi.responses import FileResponse, JSONResponse
+from sqlalchemy import select
+
+from app.access import owned, visible
+from app.datasets import parse_ref
+from app.deps import CurrentUser, QueueDep, SessionDep, SettingsDep
+from app.errors import ServiceUnavailable, Unprocessable
+from app.jobs import job_public, submit
+from app.predict import COMPONENTS, to_payload, units
+from app.queue import INSPECT_TASK, PREDICT_TASK, TaskTimeout
+from app.schemas import (
+    ERRORS,
+    ErrorBody,
+    JobPublic,
+    ModelPublic,
+    PredictRequest,
+    PredictResponse,
+    TensorResult,
+)
+from app.store import model_dir
+from app.tables import Dataset, ModelRecord, new_id
+from model.errors import DataError
+
+router = APIRouter(prefix="/models", tags=["models"], responses=ERRORS)
+UNAVAILABLE = {503: {"model": ErrorBody, "description": "no worker of the 'predict' queue answered in time"}}
+
+PREDICT_EXAMPLE = {"structures": [{"symbols": ["O", "H", "H"],
+                                   "positions": [[0.0, 0.0, 0.0], [0.757, 0.586, 0.0], [-0.757, 0.586, 0.0]]}]}
+
+
+def model_public(m: ModelRecord) -> ModelPublic:
+    return ModelPublic.model_validate(m)
+
+
+@router.get("", response_model=list[ModelPublic])
+def list_models(session: SessionDep, user: CurrentUser) -> list[ModelPublic]:
+    rows = session.scalars(visible(select(ModelRecord), ModelRecord, user).order_by(ModelRecord.created_at.desc()))
+    return [model_public(m) for m in rows]
+
+
+@router.get("/{model_id}", response_model=ModelPublic)
+def get_model(model_id: str, session: SessionDep, user: CurrentUser) -> ModelPublic:
+    return model_public(owned(session, ModelRecord, model_id, user))
+
+
+@router.get("/{model_id}/download", response_class=FileResponse,
+            responses={200: {"content": {"application/octet-stream": {}}, "description": "checkpoint (.pt)"}})
+def download_model(model_id: str, session: SessionDep, settings: SettingsDep, user: CurrentUser) -> FileResponse:
+    """The checkpoint: loadable with `dptensor predict -m` or torch.load(weights_only=True)."""
+    m = owned(session, ModelRecord, model_id, user)
+    return FileResponse(model_dir(settings.root, m.id) / "model.pt", filename=f"{m.id}.pt",
+                        media_type="application/octet-stream")
+
+
+def _call(queue: QueueDep, name: str, payload: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    try:
+        answer: dict[str, Any] = queue.call(name, payload, timeout_s)
+    except TaskTimeout as exc:
+        raise ServiceUnavailable(f"{exc}; is a worker running with --queues predict?") from None
+    if not answer.get("ok"):
+        err = answer.get("error") or {}
+        if err.get("type") in ("CheckpointError", "DataError", "ConfigError"):
+            raise Unprocessable(f"{err['type']}: {err.get('message')}")
+        raise ServiceUnavailable(f"the worker failed: {err.get('type')}: {err.get('message')}")
+    return answer
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=ModelPublic, responses=UNAVAILABLE)
+def upload_model(
+    session: SessionDep, settings: SettingsDep, queue: QueueDep, user: CurrentUser,
+    file: Annotated[UploadFile, File(description="a dptensor checkpoint or a DeePMD-kit (PyTorch) checkpoint "
+                                                 "/ slim checkpoint")],
+    name: Annotated[str | None, Form(max_length=300)] = None,
+) -> ModelPublic:
+    """A worker loads the file (weights only, never code) to check it and read its kind,
+    type_map and sel_type; the api itself never unpickles uploads."""
+    model_id = new_id("mdl")
+    staging = settings.root / "models" / f".{model_id}.partial"
+    staging.mkdir(parents=True)
+    try:
+        with open(staging / "model.pt", "wb") as out:
+            shutil.copyfileobj(file.file, out, 1 << 20)
+        info = _call(queue, INSPECT_TASK, {"path": str((staging / "model.pt").relative_to(settings.root))},
+                     settings.model_inspect_timeout_s)
+        staging.rename(model_dir(settings.root, model_id))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    s = info["summary"]
+    record = ModelRecord(id=model_id, owner_id=user.id, name=name or file.filename or model_id, kind=s["kind"],
+                         type_map=s["type_map"], sel_type=s["sel_type"],
+                         info={k: s[k] for k in ("rcut", "sel", "precision", "format")},
+                         metrics=info.get("metrics") or {}, source="uploaded", source_job_id=None,
+                         size_bytes=(model_dir(settings.root, model_id) / "model.pt").stat().st_size)
+    session.add(record)
+    session.commit()
+    return model_public(record)
+
+
+@router.delete("/{model_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+def delete_model(model_id: str, session: SessionDep, settings: SettingsDep, user: CurrentUser) -> Response:
+    m = owned(session, ModelRecord, model_id, user)
+    session.delete(m)
+    session.commit()
+    shutil.rmtree(model_dir(settings.root, m.id), ignore_errors=True)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/{model_id}/predict", response_model=PredictResponse,
+             responses={202: {"model": JobPublic, "description": "too large to answer at once: a prediction job"},
+                        413: {"model": ErrorBody, "description": "too many structures or atoms"}, **UNAVAILABLE})
+def predict(
+    model_id: str, session: SessionDep, settings: SettingsDep, queue: QueueDep, user: CurrentUser,
+    req: Annotated[PredictRequest, Body(openapi_examples={"water molecule": {"value": PREDICT_EXAMPLE}})],
+    job: Annotated[bool, Query(description="always run as a job (202), even when small")] = False,
+) -> PredictResponse | JSONResponse:
+    """Global (per-frame) and per-atom tensors of each structure. Small requests answer at
+    once (200); large ones, `job=true` and `system` references become a prediction job (202)
+    with the same status API as trainings and a predictions.json / predictions.npz file."""
+    m = owned(session, ModelRecord, model_id, user)
+    if req.system is not None:
+        return _system_job(session, settings, queue, user, m, req.system, req.name)
+    structures, total_atoms = to_payload(req, m, settings)
+    if job or total_atoms > settings.sync_predict_max_atoms:
+        created = submit(session, queue, settings, user, kind="predict", name=req.name, model_id=m.id,
+                         inputs={"model_id": m.id, "structures": len(structures), "atoms": total_atoms},
+                         files={"structures.json": structures}, total=len(structures))
+        return _accepted(job_public(created, user.name))
+    answer = _call(queue, PREDICT_TASK, {"model_id": m.id, "structures": structures},
+                   settings.sync_predict_timeout_s)
+    results = [TensorResult(global_tensor=g, atomic_tensor=a) for g, a in zip(answer["global"], answer["atomic"],
+                                                                               strict=True)]
+    return PredictResponse(model_id=m.id, kind=m.kind, components=COMPONENTS[m.kind], units=units(m.kind),  # type: ignore[arg-type]
+                           results=results)
+
+
+def _accepted(job: JobPublic) -> JSONResponse:
+    return JSONResponse(job.model_dump(mode="json"), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
+
+
+def _system_job(session: SessionDep, settings: SettingsDep, queue: QueueDep, user: CurrentUser,
+                m: ModelRecord, ref: str, name: str) -> JSONResponse:
+    try:
+        ds_id, sub = parse_ref(ref)
+    except ValueError as exc:
+        raise Unprocessable(str(exc), [("system", str(exc))]) from None
+    ds = session.get(Dataset, ds_id)
+    if ds is None or not (user.is_admin or ds.owner_id == user.id):
+        raise Unprocessable(f"dataset {ds_id} not found", [("system", f"dataset {ds_id} not found")])
+    system = next((s for s in ds.systems if s["path"] == (sub or ".")), None)
+    if system is None:
+        msg = f"no system at {sub or '.'!r} in dataset {ds_id}; it has {[s['path'] for s in ds.systems][:10]}"
+        raise Unprocessable(msg, [("system", msg)])
+    unknown = sorted(set(system["type_counts"]) - set(m.type_map)) if system.get("type_map") else []
+    if unknown:
+        err = DataError(f"element(s) {unknown} are not in the model's type_map {m.type_map}", path=ref)
+        raise Unprocessable(str(err), [("system", str(err))])
+    created = submit(session, queue, settings, user, kind="predict", name=name, model_id=m.id,
+                     inputs={"model_id": m.id, "system": ref}, dataset_ids=[ds_id], total=system["frames"])
+    return _accepted(job_public(created, user.name))
+

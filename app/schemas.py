@@ -1,0 +1,258 @@
+"""Request and response schemas. Request bodies forbid unknown keys (a typo is a 422 that
+names the key, not a silently ignored option); responses are separate *Public models."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Vec3 = Annotated[list[Finite], Field(min_length=3, max_length=3)]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Public(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class Problem(Public):
+    loc: str = Field(description="JSON path, file name or field that is wrong")
+    msg: str
+
+
+class ErrorBody(Public):
+    detail: str
+    problems: list[Problem] = []
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in ((401, "missing or unknown token"), (404, "not found (or not yours)"),
+                       (422, "invalid input; `problems` lists each field/file with its message"))
+}
+
+
+# --- users -------------------------------------------------------------------------------
+
+class UserPublic(Public):
+    name: str
+    is_admin: bool
+
+
+class TokenCreate(Request):
+    user: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.@-]+$")
+    admin: bool = False
+    label: str = Field("", max_length=200)
+
+
+class TokenCreated(Public):
+    user: str
+    admin: bool
+    token: str = Field(description="shown once; store it (only its hash is kept)")
+
+
+# --- datasets ----------------------------------------------------------------------------
+
+class AtomicLabelInfo(Public):
+    file: str
+    layout: Literal["natoms", "nsel"] = Field(description="rows for all atoms, or only for sel_type atoms")
+    nsel: int
+    sel_type: list[int] | None = Field(None, description="nsel layout: the types whose atoms match nsel")
+
+
+class LabelInfo(Public):
+    model_config = ConfigDict(populate_by_name=True, from_attributes=True)
+    global_: bool = Field(alias="global", description="set.*/dipole.npy or polarizability.npy present")
+    atomic: AtomicLabelInfo | None
+
+
+class SystemSummary(Public):
+    path: str = Field(description="folder inside the archive ('.' for its root)")
+    frames: int
+    atoms: int
+    type_map: list[str] | None = Field(description="from type_map.raw")
+    type_counts: dict[str, int]
+    pbc: bool
+    sets: int
+    labels: dict[str, LabelInfo] = Field(description="by kind: dipole / polar")
+    warnings: list[str] = []
+
+
+class DatasetPublic(Public):
+    id: str
+    name: str
+    reference: str = Field(description="use in input.json systems: 'dataset:<id>' or 'dataset:<id>/<path>'")
+    created_at: datetime
+    size_bytes: int
+    n_files: int
+    systems: list[SystemSummary]
+
+
+# --- jobs --------------------------------------------------------------------------------
+
+class Progress(Public):
+    step: int | None = None
+    total: int | None = None
+    unit: Literal["steps", "frames"] = "steps"
+    rate: float | None = Field(None, description="steps (or frames) per second")
+    eta_s: float | None = None
+
+
+class JobError(Public):
+    type: str
+    message: str
+    traceback: str | None = Field(None, description="last frames of the worker's traceback")
+
+
+class JobPublic(Public):
+    id: str
+    kind: Literal["train", "predict", "spectrum"]
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    name: str
+    owner: str
+    queue: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    progress: Progress
+    lcurve: dict[str, float | None] | None = Field(None, description="latest learning-curve row")
+    attempt: int
+    max_attempts: int
+    cancel_requested: bool
+    model_id: str | None = Field(None, description="train: the model it registered; predict: the model used")
+    result: dict[str, Any] | None
+    error: JobError | None
+    warnings: list[str]
+    inputs: dict[str, Any] = Field(description="the request as submitted (input.json for training)")
+
+
+class JobList(Public):
+    items: list[JobPublic]
+    total: int
+
+
+class LcurvePublic(Public):
+    columns: list[str]
+    rows: list[dict[str, float | None]] = Field(description="one object per displayed step; NaN as null")
+
+
+class FileInfo(Public):
+    name: str
+    size_bytes: int
+
+
+class CancelPublic(Public):
+    id: str
+    status: str
+    cancel_requested: bool
+
+
+# --- models ------------------------------------------------------------------------------
+
+class ModelPublic(Public):
+    id: str
+    name: str
+    kind: Literal["dipole", "polar"]
+    type_map: list[str]
+    sel_type: list[int]
+    info: dict[str, Any] = Field(description="rcut, sel, precision")
+    metrics: dict[str, float | None]
+    source: Literal["trained", "uploaded"]
+    source_job_id: str | None
+    size_bytes: int
+    created_at: datetime
+
+
+# --- prediction --------------------------------------------------------------------------
+
+class Structure(Request):
+    """One frame: atoms by element symbol or by model type index, positions in Å."""
+
+    symbols: list[str] | None = Field(None, description="element per atom, e.g. ['O','H','H']")
+    types: list[Annotated[int, Field(ge=0)]] | None = Field(None, description="model type index per atom")
+    positions: list[Vec3] = Field(description="[n_atoms, 3] in Å")
+    cell: Annotated[list[Vec3], Field(min_length=3, max_length=3)] | None = Field(
+        None, description="3×3, rows are the cell vectors in Å")
+    pbc: bool | Annotated[list[bool], Field(min_length=3, max_length=3)] | None = Field(
+        None, description="default: true when a cell is given")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Structure:
+        if (self.symbols is None) == (self.types is None):
+            raise ValueError("give exactly one of 'symbols' or 'types'")
+        n = len(self.symbols if self.symbols is not None else self.types or [])
+        if len(self.positions) == 0 or n == 0:
+            raise ValueError("empty structure: at least one atom is needed")
+        if len(self.positions) != n:
+            raise ValueError(f"positions has {len(self.positions)} rows but there are {n} atoms")
+        flags = [self.pbc] * 3 if isinstance(self.pbc, bool) else self.pbc
+        if flags is not None and any(flags) and not all(flags):
+            raise ValueError("partial periodicity is not supported: pbc must be all true or all false")
+        if flags is not None and all(flags) and self.cell is None:
+            raise ValueError("pbc is true but no cell is given")
+        return self
+
+    @property
+    def periodic(self) -> bool:
+        if self.pbc is None:
+            return self.cell is not None
+        return bool(self.pbc if isinstance(self.pbc, bool) else all(self.pbc))
+
+
+class PredictRequest(Request):
+    structures: list[Structure] | None = Field(None, min_length=1, description="one entry per frame")
+    system: str | None = Field(None, description="or a DeePMD system of an uploaded dataset: "
+                                                 "'dataset:<id>/<path>' (always a job)")
+    name: str = Field("", max_length=300)
+
+    @model_validator(mode="after")
+    def _one(self) -> PredictRequest:
+        if (self.structures is None) == (self.system is None):
+            raise ValueError("give exactly one of 'structures' or 'system'")
+        return self
+
+
+class TensorResult(Public):
+    global_tensor: list[float] = Field(description="sum over atoms: 3 (dipole) or 9 (polar, row-major)")
+    atomic_tensor: list[list[float]] = Field(description="[n_atoms, 3|9]; zeros for atoms outside sel_type")
+
+
+class PredictResponse(Public):
+    model_id: str
+    kind: Literal["dipole", "polar"]
+    components: list[str]
+    units: dict[str, str]
+    results: list[TensorResult]
+
+
+# --- health ------------------------------------------------------------------------------
+
+class Live(Public):
+    status: Literal["ok"] = "ok"
+
+
+class Check(Public):
+    ok: bool
+    detail: str = ""
+
+
+class WorkerPublic(Public):
+    id: str
+    queues: list[str]
+    device: str
+    gpu: str | None
+    heartbeat_at: datetime
+
+
+class Ready(Public):
+    ready: bool
+    database: Check
+    broker: Check
+    workers: list[WorkerPublic]
+    queues_without_worker: list[str]
+    gpu: bool = Field(description="at least one live worker has a GPU")

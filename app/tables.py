@@ -1,0 +1,119 @@
+"""SQLAlchemy tables of the job store (named tables.py, not models.py: "model" means a
+trained network in this project). Shared by the api and the workers."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+JOB_KINDS = ("train", "predict", "spectrum")
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)  # naive UTC: SQLite has no time zones
+
+
+def new_id(prefix: str) -> str:
+    """Short ids that say what they name (``ds-…``, ``job-…``, ``mdl-…``) for curl users."""
+    return f"{prefix}-{secrets.token_hex(6)}"
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Token(Base):
+    __tablename__ = "tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256: a leaked DB leaks no token
+    label: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    size_bytes: Mapped[int] = mapped_column(Integer, default=0)
+    n_files: Mapped[int] = mapped_column(Integer, default=0)
+    systems: Mapped[list[Any]] = mapped_column(JSON, default=list)  # per-system summaries
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), index=True)  # train | predict | spectrum
+    status: Mapped[str] = mapped_column(String(16), index=True, default="queued")
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(300), default="")
+    queue: Mapped[str] = mapped_column(String(32))
+    inputs: Mapped[dict[str, Any]] = mapped_column(JSON)  # as submitted (dataset references, not paths)
+    model_id: Mapped[str | None] = mapped_column(String(32), nullable=True)  # predict: model used
+    dataset_ids: Mapped[list[Any]] = mapped_column(JSON, default=list)  # datasets it reads
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # type, message, traceback
+    warnings: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    # progress
+    step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    total: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    rate: Mapped[float | None] = mapped_column(Float, nullable=True)  # steps (or frames) per second
+    eta_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    last_row: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # latest lcurve row
+    # delivery bookkeeping (see docs/service.md, "heartbeats")
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    worker_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    task_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class ModelRecord(Base):
+    __tablename__ = "models"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(300))
+    kind: Mapped[str] = mapped_column(String(16))  # dipole | polar
+    type_map: Mapped[list[Any]] = mapped_column(JSON)
+    sel_type: Mapped[list[Any]] = mapped_column(JSON)
+    info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # rcut, sel, precision, format
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    source: Mapped[str] = mapped_column(String(16))  # trained | uploaded
+    source_job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    size_bytes: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class WorkerRecord(Base):
+    """Workers announce themselves and heartbeat here: readiness works on any broker
+    (the embedded transport has no broadcast, so Celery's inspect/ping cannot)."""
+
+    __tablename__ = "workers"
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)  # celery hostname, unique per process
+    queues: Mapped[list[Any]] = mapped_column(JSON)
+    device: Mapped[str] = mapped_column(String(64))
+    gpu: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
