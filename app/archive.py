@@ -87,7 +87,7 @@ def _copy_capped(src: object, dest: Path, cap: int, name: str) -> int:
 
 def _extract_tar(path: Path, dest: Path, limits: Limits) -> Extracted:
     try:
-        tar = tarfile.open(path, "r:*")
+        tar = tarfile.open(path, "r:*")  # noqa: SIM115 - closed by the with below
     except (tarfile.TarError, OSError) as exc:
         raise ArchiveError(f"not a readable tar archive ({exc})") from None
     with tar:

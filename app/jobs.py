@@ -62,7 +62,7 @@ def read_lcurve(path: Path) -> LcurvePublic:
     if not path.is_file():
         return LcurvePublic(columns=[], rows=[])
     columns: list[str] = []
-    rows: list[dict[str, float | None]] = []
+    rows: list[dict[str, int | float | None]] = []
     for line in path.read_text().splitlines():
         if line.startswith("#"):
             words = line[1:].split()
@@ -72,7 +72,7 @@ def read_lcurve(path: Path) -> LcurvePublic:
         values = line.split()
         if not columns or len(values) != len(columns):
             continue  # a row being written right now
-        row: dict[str, float | None] = {}
+        row: dict[str, int | float | None] = {}
         for col, text in zip(columns, values, strict=True):
             v = float(text)
             row[col] = None if math.isnan(v) else (int(v) if col == "step" else v)

@@ -138,7 +138,7 @@ class JobList(Public):
 
 class LcurvePublic(Public):
     columns: list[str]
-    rows: list[dict[str, float | None]] = Field(description="one object per displayed step; NaN as null")
+    rows: list[dict[str, int | float | None]] = Field(description="one object per displayed step; NaN as null")
 
 
 class FileInfo(Public):

@@ -55,15 +55,16 @@ def claim(session: Session, job_id: str, worker_id: str, stale_after_s: float) -
         if job.attempt >= job.max_attempts:
             _fail_exhausted(session, job, worker_lost=job.status == "running")
             return Claim(False, reason="attempts exhausted")
+        seen = job.attempt  # read before the UPDATE: the ORM syncs the in-memory row
         res = session.execute(
             update(Job)
-            .where(Job.id == job_id, Job.attempt == job.attempt, Job.status == job.status)
-            .values(status="running", attempt=job.attempt + 1, worker_id=worker_id, heartbeat_at=now,
+            .where(Job.id == job_id, Job.attempt == seen, Job.status == job.status)
+            .values(status="running", attempt=seen + 1, worker_id=worker_id, heartbeat_at=now,
                     started_at=job.started_at or now)
         )
         session.commit()
         if res.rowcount == 1:  # type: ignore[attr-defined]
-            return Claim(True, attempt=job.attempt + 1)
+            return Claim(True, attempt=seen + 1)
     return Claim(False, reason="lost the race for this job")
 
 

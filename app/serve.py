@@ -1,0 +1,105 @@
+"""``dptensor serve``: the api (uvicorn, in this process) plus worker processes, stopped
+together. Workers get SIGTERM (Celery's warm shutdown: a running training checkpoints
+and goes back to the queue), then SIGKILL after a grace period; they also die with
+this process if it is killed outright (Linux parent-death signal), so nothing is
+left orphaned."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+from app.settings import Settings
+
+# One process per queue group: short synchronous predictions never wait behind a
+# training or a batch job.
+DEFAULT_WORKERS = ("train,batch", "predict")
+STOP_GRACE_S = 60.0
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def preexec() -> None:
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+    return preexec
+
+
+class Workers:
+    """Starts worker processes and restarts one that crashes (not one asked to stop)."""
+
+    def __init__(self, settings: Settings, groups: list[str], device: str | None = None) -> None:
+        self.groups = groups
+        self.env = {**os.environ, **settings.env()}
+        if device:
+            self.env["DPTENSOR_WORKER_DEVICE"] = device
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.stopping = threading.Event()
+        self._watch = threading.Thread(target=self._supervise, name="worker-supervisor", daemon=True)
+
+    def _spawn(self, queues: str) -> None:
+        cmd = [sys.executable, "-m", "worker", "--queues", queues]
+        self.procs[queues] = subprocess.Popen(cmd, env=self.env, start_new_session=True,
+                                              preexec_fn=_die_with_parent())  # noqa: PLW1509
+
+    def start(self) -> None:
+        for group in self.groups:
+            self._spawn(group)
+        self._watch.start()
+
+    def _supervise(self) -> None:
+        restarts: list[float] = []
+        while not self.stopping.wait(1.0):
+            for queues, proc in list(self.procs.items()):
+                if proc.poll() is None or self.stopping.is_set():
+                    continue
+                restarts = [t for t in restarts if time.monotonic() - t < 60] + [time.monotonic()]
+                if len(restarts) > 5:
+                    print(f"dptensor serve: worker '{queues}' keeps crashing (exit {proc.returncode}); "
+                          "not restarting it", file=sys.stderr, flush=True)
+                    del self.procs[queues]
+                    continue
+                print(f"dptensor serve: worker '{queues}' exited with {proc.returncode}; restarting",
+                      file=sys.stderr, flush=True)
+                self._spawn(queues)
+
+    def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        self.stopping.set()
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def serve(settings: Settings, *, workers: list[str], device: str | None = None) -> int:
+    import uvicorn
+
+    from app.main import create_app
+
+    app = create_app(settings)  # creates the data dir and tables before any worker starts
+    pool = Workers(settings, workers, device)
+    pool.start()
+    broker = "embedded (SQLite, no server)" if settings.embedded_broker else settings.broker
+    print(f"dptensor: serving on http://{settings.host}:{settings.port}  (API docs: "
+          f"http://{settings.host}:{settings.port}/docs)\n  data: {settings.root}\n  broker: {broker}\n"
+          f"  auth: {settings.auth}\n  workers: {', '.join(workers) or 'none (--no-worker)'}", flush=True)
+    try:
+        uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info")).run()
+    finally:
+        pool.stop()
+    return 0

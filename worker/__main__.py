@@ -1,0 +1,41 @@
+"""``python -m worker --queues train,batch [--device cuda:1]``: one Celery worker process
+(solo pool) — what ``dptensor worker`` and ``dptensor serve`` start."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+
+from app.queue import QUEUES
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dptensor worker")
+    parser.add_argument("--queues", default="train,predict,batch",
+                        help=f"comma-separated, from {', '.join(QUEUES)} (default: all)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    parser.add_argument("--loglevel", default="INFO")
+    args = parser.parse_args(argv)
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+    unknown = sorted(set(queues) - set(QUEUES))
+    if not queues or unknown:
+        parser.error(f"unknown queue(s) {unknown or queues}; choose from {', '.join(QUEUES)}")
+    if args.device:
+        os.environ["DPTENSOR_WORKER_DEVICE"] = args.device
+    from app.settings import SettingsError
+
+    try:
+        from worker.celery_app import celery
+    except SettingsError as exc:
+        print(f"dptensor worker: {exc}", file=sys.stderr)
+        return 2
+    name = f"{'+'.join(queues)}@{socket.gethostname()}.{os.getpid()}"
+    celery.worker_main(["worker", "--pool", "solo", "--queues", ",".join(queues), "--hostname", name,
+                        "--loglevel", args.loglevel, "--without-gossip", "--without-mingle", "--without-heartbeat"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""What a running job reports to the job store: heartbeats, the cancel flag, progress,
+and its own log file (kept in the job folder, also after a failure)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from app import store
+
+log = logging.getLogger("dptensor.worker")
+
+# Set when the worker is asked to shut down (SIGTERM / Ctrl-C): running jobs checkpoint,
+# go back to the queue and are resumed by the next worker.
+SHUTDOWN = threading.Event()
+
+
+class JobMonitor(threading.Thread):
+    """Polls the job row every ``poll_s`` (cancel flag, ownership) and refreshes the
+    heartbeat every ``heartbeat_s``, in a thread, so that a slow training step never
+    makes a live job look dead."""
+
+    def __init__(self, sessions: sessionmaker[Session], job_id: str, worker_id: str, *, poll_s: float,
+                 heartbeat_s: float) -> None:
+        super().__init__(name=f"monitor-{job_id}", daemon=True)
+        self.sessions, self.job_id, self.worker_id = sessions, job_id, worker_id
+        self.poll_s, self.heartbeat_s = poll_s, heartbeat_s
+        self.cancel = threading.Event()
+        self.lost = threading.Event()  # another worker owns the job now: stop, write nothing
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        last_beat = time.monotonic()
+        while not self._done.wait(self.poll_s):
+            try:
+                with self.sessions() as session:
+                    if time.monotonic() - last_beat >= self.heartbeat_s:
+                        last_beat = time.monotonic()
+                        if not store.heartbeat(session, self.job_id, self.worker_id):
+                            self.lost.set()
+                    owned, cancel = store.poll(session, self.job_id, self.worker_id)
+                if not owned:
+                    self.lost.set()
+                if cancel:
+                    self.cancel.set()
+            except Exception:  # the database may blip; the next round retries
+                log.exception("job %s: heartbeat failed", self.job_id)
+
+    def should_stop(self) -> bool:
+        return self.cancel.is_set() or self.lost.is_set() or SHUTDOWN.is_set()
+
+    def __enter__(self) -> JobMonitor:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._done.set()
+        self.join(timeout=10)
+
+
+def clean_row(row: dict[str, float] | None) -> dict[str, float | None] | None:
+    """NaN (absent column) -> None: JSON has no NaN."""
+    if row is None:
+        return None
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+
+
+def finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+@contextmanager
+def job_log(path: Path) -> Iterator[logging.Logger]:
+    """Everything logged under 'dptensor' (and Python warnings) while the job runs goes
+    to jobs/<id>/job.log too."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root = logging.getLogger("dptensor")
+    warn_logger = logging.getLogger("py.warnings")
+    root.addHandler(handler)
+    warn_logger.addHandler(handler)
+    logging.captureWarnings(True)
+    try:
+        yield root.getChild("job")
+    finally:
+        logging.captureWarnings(False)
+        root.removeHandler(handler)
+        warn_logger.removeHandler(handler)
+        handler.close()
+
+
+def report(sessions: sessionmaker[Session], job_id: str, worker_id: str, **values: Any) -> None:
+    with sessions() as session:
+        store.report_progress(session, job_id, worker_id, **values)
