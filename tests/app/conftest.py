@@ -1,0 +1,73 @@
+"""Api tests: the real app (TestClient) on a temporary data dir with the embedded broker.
+No worker runs here — jobs stay queued; tests/e2e covers workers."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))  # kit.py, shared test helpers
+
+from kit import water_archive  # noqa: E402
+
+from app.auth import create_token  # noqa: E402
+from app.db import session_scope  # noqa: E402
+from app.main import create_app  # noqa: E402
+from app.settings import Settings, load_settings  # noqa: E402
+from app.tables import ModelRecord, User  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def water_tgz(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return water_archive(tmp_path_factory.mktemp("archive"))
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return load_settings(data_dir=tmp_path / "data", max_upload_bytes=3 << 20, max_json_bytes=1 << 20,
+                         sync_predict_max_atoms=1000, max_atoms_per_structure=500, max_archive_members=200,
+                         janitor_interval_s=3600)
+
+
+class Users:
+    def __init__(self, client: TestClient, tokens: dict[str, str]) -> None:
+        self.client, self.tokens = client, tokens
+
+    def h(self, name: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[name]}"}
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+@pytest.fixture
+def users(client: TestClient, settings: Settings) -> Users:
+    with session_scope(settings.db_url) as s:
+        tokens = {name: create_token(s, name, admin=name == "admin") for name in ("alice", "bob", "admin")}
+    return Users(client, tokens)
+
+
+@pytest.fixture
+def dataset(users: Users, water_tgz: Path) -> dict:
+    r = users.client.post("/v1/datasets", files={"file": ("water.tgz", water_tgz.read_bytes())},
+                          headers=users.h("alice"))
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+@pytest.fixture
+def model_id(users: Users, settings: Settings) -> str:
+    """A model row owned by alice (no file: validation happens before any worker call)."""
+    with session_scope(settings.db_url) as s:
+        alice = s.scalars(select(User).where(User.name == "alice")).one()
+        s.add(ModelRecord(id="mdl-000000000001", owner_id=alice.id, name="m", kind="dipole", type_map=["O", "H"],
+                          sel_type=[0], info={}, metrics={}, source="uploaded", size_bytes=0))
+    return "mdl-000000000001"

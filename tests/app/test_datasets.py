@@ -1,0 +1,153 @@
+"""Dataset upload: summaries, safe extraction, limits, ownership — and bad input never
+destroys what is already stored."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import Users
+from kit import WATER
+
+
+def _tar(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for info, data in members:
+            if data is not None:
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+def _file(name: str, data: bytes = b"0\n") -> tuple[tarfile.TarInfo, bytes]:
+    return tarfile.TarInfo(name), data
+
+
+def _link(name: str, target: str, kind: bytes = tarfile.SYMTYPE) -> tuple[tarfile.TarInfo, None]:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, target
+    return info, None
+
+
+def _upload(users: Users, content: bytes, name: str = "x.tar.gz", who: str = "alice"):
+    return users.client.post("/v1/datasets", files={"file": (name, content)}, headers=users.h(who))
+
+
+def test_upload_summarises_every_system(dataset: dict) -> None:
+    systems = {s["path"]: s for s in dataset["systems"]}
+    assert sorted(systems) == ["train/atomic_system", "train/global_system", "valid/atomic_system",
+                               "valid/global_system"]
+    atomic = systems["train/atomic_system"]
+    assert (atomic["frames"], atomic["atoms"], atomic["pbc"]) == (80, 192, False)
+    assert atomic["type_map"] == ["O", "H"] and atomic["type_counts"] == {"O": 64, "H": 128}
+    assert atomic["labels"]["dipole"]["global"] is False
+    assert atomic["labels"]["dipole"]["atomic"]["layout"] == "natoms"
+    assert systems["train/global_system"]["labels"] == {"dipole": {"global": True, "atomic": None}}
+    assert dataset["reference"] == f"dataset:{dataset['id']}"
+
+
+def test_nsel_layout_is_recognised(users: Users, tmp_path: Path) -> None:
+    src = WATER / "dipole" / "training_data_reformat" / "atomic_system"
+    sysdir = tmp_path / "sys"
+    shutil.copytree(src, sysdir)
+    full = np.load(src / "set.000" / "atomic_dipole.npy").reshape(80, 192, 3)
+    np.save(sysdir / "set.000" / "atomic_dipole.npy", full[:, ::3].reshape(80, 64 * 3))  # O atoms only
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        tar.add(sysdir, arcname="nsel_system")
+    r = _upload(users, buf.getvalue())
+    assert r.status_code == 201, r.text
+    atomic = r.json()["systems"][0]["labels"]["dipole"]["atomic"]
+    assert atomic == {"file": "atomic_dipole.npy", "layout": "nsel", "nsel": 64, "sel_type": [0]}
+
+
+def test_list_show_delete_and_ownership(users: Users, dataset: dict) -> None:
+    c = users.client
+    assert [d["id"] for d in c.get("/v1/datasets", headers=users.h("alice")).json()] == [dataset["id"]]
+    assert c.get("/v1/datasets", headers=users.h("bob")).json() == []
+    assert c.get(f"/v1/datasets/{dataset['id']}", headers=users.h("bob")).status_code == 404
+    assert c.delete(f"/v1/datasets/{dataset['id']}", headers=users.h("bob")).status_code == 404
+    assert c.get(f"/v1/datasets/{dataset['id']}", headers=users.h("admin")).status_code == 200
+    assert c.delete(f"/v1/datasets/{dataset['id']}", headers=users.h("alice")).status_code == 204
+    assert c.get(f"/v1/datasets/{dataset['id']}", headers=users.h("alice")).status_code == 404
+
+
+def _device(name: str) -> tuple[tarfile.TarInfo, None]:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.CHRTYPE
+    return info, None
+
+
+def _npy(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+BAD_ARCHIVES = {
+    "dot-dot": (_tar([_file("../evil.txt")]), "escapes the archive"),
+    "absolute": (_tar([_file("/etc/evil")]), "absolute path"),
+    "symlink outside": (_tar([_link("sys/type.raw", "../../../../etc/passwd")]), "points outside"),
+    "absolute symlink": (_tar([_link("sys/type.raw", "/etc/passwd")]), "points outside"),
+    "hardlink outside": (_tar([_link("sys/type.raw", "../x", tarfile.LNKTYPE)]), "points outside"),
+    "device": (_tar([_device("dev")]), "only regular files"),
+    "not an archive": (b"hello, I am not an archive", "not a readable tar archive"),
+    "no system": (_tar([_file("readme.txt")]), "no DeePMD system"),
+    "too many members": (_tar([_file(f"f{i}") for i in range(201)]), "more than 200 members"),
+    "bad coord shape": (_tar([_file("s/type.raw", b"0 1\n"), _file("s/nopbc", b""),
+                              _file("s/set.000/coord.npy", _npy(np.zeros((2, 5))))]),
+                        "s/set.000/coord.npy: has shape (2, 5), expected (nframes, 6)"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_ARCHIVES))
+def test_bad_archives_are_rejected_and_nothing_is_lost(users: Users, dataset: dict, settings, case: str) -> None:
+    content, message = BAD_ARCHIVES[case]
+    r = _upload(users, content)
+    assert r.status_code == 422, r.text
+    assert message in r.json()["detail"]
+    assert not (settings.root.parent / "evil.txt").exists()
+    # the earlier upload is intact, and no half-extracted dataset was left behind
+    listed = users.client.get("/v1/datasets", headers=users.h("alice")).json()
+    assert [d["id"] for d in listed] == [dataset["id"]]
+    assert sorted(p.name for p in (settings.root / "datasets").iterdir()) == [dataset["id"]]
+    assert list((settings.root / "tmp").iterdir()) == []
+
+
+def test_zip_with_symlink_is_rejected(users: Users) -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        info = zipfile.ZipInfo("sys/type.raw")
+        info.external_attr = (0o120777 << 16)
+        zf.writestr(info, "/etc/passwd")
+    r = _upload(users, buf.getvalue(), "x.zip")
+    assert r.status_code == 422 and "symbolic links are not allowed" in r.json()["detail"]
+
+
+def test_zip_upload_works(users: Users) -> None:
+    buf = io.BytesIO()
+    src = WATER / "dipole" / "validation_data_reformat" / "global_system"
+    with zipfile.ZipFile(buf, "w") as zf:
+        for p in src.rglob("*"):
+            zf.write(p, f"g/{p.relative_to(src)}")
+    r = _upload(users, buf.getvalue(), "x.zip")
+    assert r.status_code == 201, r.text
+    assert r.json()["systems"][0]["path"] == "g"
+
+
+def test_huge_upload_is_413(users: Users, dataset: dict) -> None:
+    r = _upload(users, b"\0" * (4 << 20))
+    assert r.status_code == 413
+    assert "limit is 3145728 bytes" in r.json()["detail"]
+    assert len(users.client.get("/v1/datasets", headers=users.h("alice")).json()) == 1
+
+
+def test_upload_needs_a_token(users: Users, water_tgz: Path) -> None:
+    r = users.client.post("/v1/datasets", files={"file": ("w.tgz", water_tgz.read_bytes())})
+    assert r.status_code == 401 and "bearer token" in r.json()["detail"]

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from app.settings import SettingsError, load_settings
+
+
+def test_defaults_are_embedded_and_local(tmp_path) -> None:
+    s = load_settings(data_dir=tmp_path)
+    assert s.embedded_broker and s.broker.startswith("dptensor-sqla+sqlite:///")
+    assert s.db_url == f"sqlite:///{tmp_path.resolve() / 'dptensor.sqlite'}"
+    assert s.results.startswith("db+sqlite:///")
+    redis = load_settings(data_dir=tmp_path, broker_url="redis://127.0.0.1:6379/3")
+    assert not redis.embedded_broker and redis.results == "redis://127.0.0.1:6379/3"
+
+
+@pytest.mark.parametrize(("overrides", "names"), [
+    ({"port": 70000}, "DPTENSOR_PORT"),
+    ({"database_url": "mysql://x"}, "DPTENSOR_DATABASE_URL"),
+    ({"broker_url": "amqp://x"}, "DPTENSOR_BROKER_URL"),
+    ({"auth": "none", "host": "0.0.0.0"}, "would open the service to the network"),
+    ({"heartbeat_interval_s": 10, "stale_after_s": 5}, "at least twice"),
+])
+def test_invalid_settings_fail_fast_naming_the_variable(overrides: dict, names: str) -> None:
+    with pytest.raises(SettingsError, match=names):
+        load_settings(**overrides)
+
+
+def test_cli_refuses_no_auth_on_public_host(tmp_path) -> None:
+    out = subprocess.run([sys.executable, "-m", "app.cli", "serve", "--no-auth", "--host", "0.0.0.0",
+                          "--data-dir", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert "would open the service to the network" in out.stderr
+    assert not (tmp_path / "dptensor.sqlite").exists()  # refused before touching anything

@@ -1,0 +1,138 @@
+"""Helpers shared by the service tests (tests/app, tests/worker and tests/e2e put this
+folder on sys.path): example data, a tiny training input, real processes, polling."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+WATER = Path(__file__).resolve().parents[3] / "shared" / "data" / "water_tensor"
+if not WATER.is_dir():  # CI: shared/ beside the clone
+    WATER = Path("/work/shared/data/water_tensor")
+DEEPMD_REF = WATER.parent / "deepmd_reference"
+T = TypeVar("T")
+
+
+def water_archive(dest: Path) -> Path:
+    """The dipole example (4 systems) as a .tar.gz, the way a user would upload it."""
+    path = dest / "water_dipole.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(WATER / "dipole" / "training_data_reformat", arcname="train")
+        tar.add(WATER / "dipole" / "validation_data_reformat", arcname="valid")
+    return path
+
+
+def tiny_input(train: str, valid: str | None, *, numb_steps: int = 20, save_freq: int = 10) -> dict[str, Any]:
+    """The example dipole input, shrunk so that a training takes seconds on a CPU."""
+    raw: dict[str, Any] = json.loads((WATER / "dipole" / "dipole_input_torch.json").read_text())
+    raw["model"]["descriptor"].update(neuron=[4, 8], axis_neuron=4, sel=[20, 40])
+    raw["model"]["fitting_net"]["neuron"] = [8]
+    raw["training"]["training_data"]["systems"] = [train]
+    raw["training"]["training_data"]["batch_size"] = 1
+    if valid is None:
+        del raw["training"]["validation_data"]
+    else:
+        raw["training"]["validation_data"].update(systems=[valid], numb_btch=1)
+    raw["training"].update(numb_steps=numb_steps, disp_freq=5, save_freq=save_freq)
+    return raw
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 120.0, every: float = 0.2) -> T:
+    """Poll ``probe`` until it returns something truthy; fail with ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def service_env(data_dir: Path, **values: Any) -> dict[str, str]:
+    """A clean environment for service processes: DPTENSOR_* from the arguments only."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DPTENSOR_")}
+    env.update({"DPTENSOR_DATA_DIR": str(data_dir), "DPTENSOR_HEARTBEAT_INTERVAL_S": "0.5",
+                "DPTENSOR_STALE_AFTER_S": "3", "DPTENSOR_JANITOR_INTERVAL_S": "0.5",
+                "DPTENSOR_PROGRESS_EVERY_S": "0.2", "DPTENSOR_WORKER_DEVICE": "cpu"})
+    env.update({f"DPTENSOR_{k.upper()}": str(v) for k, v in values.items()})
+    return env
+
+
+def dptensor(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    out = open(log, "ab")  # noqa: SIM115 - owned by the child process
+    return subprocess.Popen([sys.executable, "-m", "app.cli", *args], env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return int(proc.returncode)
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (from /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+class Api:
+    """A client for a running service."""
+
+    def __init__(self, base_url: str, token: str | None = None) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=base_url, headers=headers, timeout=60.0)
+
+    def ready(self) -> dict[str, Any] | None:
+        try:
+            r = self.http.get("/v1/health/ready")
+        except httpx.TransportError:
+            return None
+        return r.json() if r.status_code == 200 else None
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        r = self.http.get(f"/v1/jobs/{job_id}")
+        r.raise_for_status()
+        return r.json()  # type: ignore[no-any-return]
+
+    def wait_job(self, job_id: str, statuses: tuple[str, ...] = ("succeeded", "failed", "cancelled"),
+                 timeout: float = 180.0) -> dict[str, Any]:
+        return wait_for(f"job {job_id} to reach {statuses}",
+                        lambda: (j if (j := self.job(job_id))["status"] in statuses else None), timeout)
