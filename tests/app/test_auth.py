@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import Users
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.settings import load_settings
+
+
+def test_tokens(users: Users) -> None:
+    c = users.client
+    assert c.get("/v1/me").status_code == 401
+    assert c.get("/v1/me", headers={"Authorization": "Bearer dpt_wrong"}).json()["detail"] == "unknown or revoked token"
+    assert c.get("/v1/me", headers=users.h("alice")).json() == {"name": "alice", "is_admin": False}
+    r = c.post("/v1/admin/tokens", json={"user": "carol"}, headers=users.h("alice"))
+    assert r.status_code == 403
+    r = c.post("/v1/admin/tokens", json={"user": "carol", "colour": "red"}, headers=users.h("admin"))
+    assert r.status_code == 422 and r.json()["problems"][0]["loc"] == "colour"
+    r = c.post("/v1/admin/tokens", json={"user": "carol"}, headers=users.h("admin"))
+    assert r.status_code == 201
+    token = r.json()["token"]
+    assert c.get("/v1/me", headers={"Authorization": f"Bearer {token}"}).json()["name"] == "carol"
+
+
+def test_token_cli(tmp_path) -> None:
+    out = subprocess.run([sys.executable, "-m", "app.cli", "token", "create", "--user", "dave", "--admin",
+                          "--data-dir", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    token = out.stdout.strip()
+    with TestClient(create_app(load_settings(data_dir=tmp_path))) as c:
+        assert c.get("/v1/me", headers={"Authorization": f"Bearer {token}"}).json() == {"name": "dave",
+                                                                                       "is_admin": True}
+
+
+def test_no_auth_mode_on_loopback(tmp_path) -> None:
+    with TestClient(create_app(load_settings(data_dir=tmp_path, auth="none"))) as c:
+        assert c.get("/v1/me").json() == {"name": "local", "is_admin": True}

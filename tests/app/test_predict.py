@@ -1,0 +1,83 @@
+"""Prediction requests are checked against the model before any worker sees them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import Users
+
+WATER = {"symbols": ["O", "H", "H"], "positions": [[0.0, 0.0, 0.0], [0.757, 0.586, 0.0], [-0.757, 0.586, 0.0]]}
+
+
+def _post(users: Users, model_id: str, body, who: str = "alice", query: str = ""):
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()  # json.dumps writes NaN/Infinity
+    return users.client.post(f"/v1/models/{model_id}/predict{query}", content=content,
+                             headers={**users.h(who), "Content-Type": "application/json"})
+
+
+@pytest.mark.parametrize(("structure", "loc", "msg"), [
+    ({**WATER, "positions": [[0.0, 0.0, float("nan")], *WATER["positions"][1:]]},
+     "structures[0].positions[0][2]", "finite number"),
+    ({**WATER, "positions": [[0.0, float("inf"), 0.0], *WATER["positions"][1:]]},
+     "structures[0].positions[0][1]", "finite number"),
+    ({**WATER, "positions": [[0.0, 0.0], *WATER["positions"][1:]]}, "structures[0].positions[0]", "at least 3"),
+    ({**WATER, "positions": WATER["positions"][:2]}, "structures[0]", "positions has 2 rows but there are 3 atoms"),
+    ({"symbols": [], "positions": []}, "structures[0]", "empty structure"),
+    ({**WATER, "types": [0, 1, 1]}, "structures[0]", "exactly one of 'symbols' or 'types'"),
+    ({**WATER, "pbc": [True, True, False], "cell": [[10, 0, 0], [0, 10, 0], [0, 0, 10]]}, "structures[0]",
+     "partial periodicity"),
+    ({**WATER, "pbc": True}, "structures[0]", "no cell"),
+    ({**WATER, "charge": 0}, "structures[0].charge", "unknown key"),
+    ({**WATER, "symbols": ["O", "H", "Na"]}, "structures[0].symbols",
+     "element(s) ['Na'] are not in the model's type_map ['O', 'H']"),
+    ({"types": [0, 1, 2], "positions": WATER["positions"]}, "structures[0].types", "type index(es) [2] out of range"),
+    ({**WATER, "cell": [[1, 0, 0], [2, 0, 0], [0, 0, 1]]}, "structures[0].cell", "singular"),
+])
+def test_bad_structures_are_422(users: Users, model_id: str, structure: dict, loc: str, msg: str) -> None:
+    r = _post(users, model_id, {"structures": [structure]})
+    assert r.status_code == 422, r.text
+    problems = r.json()["problems"]
+    assert any(p["loc"] == loc and msg in p["msg"] for p in problems), problems
+
+
+def test_request_level_errors(users: Users, model_id: str) -> None:
+    assert _post(users, model_id, b"{not json").json()["problems"][0]["msg"].startswith("malformed JSON")
+    r = _post(users, model_id, {"structures": []})
+    assert r.status_code == 422 and r.json()["problems"][0]["loc"] == "structures"
+    r = _post(users, model_id, {})
+    assert r.status_code == 422 and "exactly one of 'structures' or 'system'" in r.json()["detail"]
+    r = _post(users, model_id, {"structures": [{**WATER, "positions": [[0, 0, 0]] * 501,
+                                                "symbols": ["O"] * 501}]})
+    assert r.status_code == 413 and "at most 500 per structure" in r.json()["detail"]
+    r = _post(users, model_id, b"[" + b"1," * (1 << 20) + b"1]")
+    assert r.status_code == 413
+
+
+def test_someone_elses_model_is_404(users: Users, model_id: str) -> None:
+    r = _post(users, model_id, {"structures": [WATER]}, who="bob")
+    assert r.status_code == 404 and r.json()["detail"] == f"model '{model_id}' not found"
+    assert users.client.get(f"/v1/models/{model_id}", headers=users.h("bob")).status_code == 404
+    assert users.client.get("/v1/models", headers=users.h("bob")).json() == []
+    assert [m["id"] for m in users.client.get("/v1/models", headers=users.h("alice")).json()] == [model_id]
+
+
+def test_large_request_becomes_a_job(users: Users, model_id: str, settings) -> None:
+    many = {"structures": [WATER] * 400}  # 1200 atoms > sync_predict_max_atoms (1000)
+    r = _post(users, model_id, many)
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert (job["kind"], job["status"], job["queue"], job["model_id"]) == ("predict", "queued", "batch", model_id)
+    assert job["progress"] == {"step": None, "total": 400, "unit": "frames", "rate": None, "eta_s": None}
+    stored = json.loads((settings.root / "jobs" / job["id"] / "structures.json").read_text())
+    assert len(stored) == 400 and stored[0]["types"] == [0, 1, 1]
+    small = _post(users, model_id, {"structures": [WATER]}, query="?job=true")
+    assert small.status_code == 202 and small.headers["location"] == f"/v1/jobs/{small.json()['id']}"
+
+
+def test_system_reference_job(users: Users, model_id: str, dataset: dict) -> None:
+    ref = f"dataset:{dataset['id']}/valid/global_system"
+    r = _post(users, model_id, {"system": ref})
+    assert r.status_code == 202 and r.json()["progress"]["total"] == 80
+    r = _post(users, model_id, {"system": f"dataset:{dataset['id']}/nope"})
+    assert r.status_code == 422 and "no system at 'nope'" in r.json()["detail"]

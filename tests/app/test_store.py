@@ -1,0 +1,118 @@
+"""Job-state transitions (claim, duplicate delivery, heartbeat fencing, janitor sweep) on
+SQLite and on PostgreSQL (skipped only when no server answers on 127.0.0.1:5432)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session
+
+from app import store
+from app.db import init_db, session_factory
+from app.tables import Job, User, utcnow
+
+PG = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+
+
+def _pg_schema() -> Iterator[str]:
+    try:
+        engine = create_engine(PG, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:
+        pytest.skip(f"PostgreSQL not reachable at {PG}: {exc}")
+    schema = f"dptensor_test_{secrets.token_hex(4)}"
+    with engine.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield f"{PG}?options=-csearch_path%3D{schema}"
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def session(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Session]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'jobs.sqlite'}"
+        yield from _with(url)
+    else:
+        for url in _pg_schema():
+            yield from _with(url)
+
+
+def _with(url: str) -> Iterator[Session]:
+    init_db(url)
+    with session_factory(url)() as s:
+        s.add(User(name="u"))
+        s.commit()
+        yield s
+
+
+def _job(s: Session, **values) -> Job:
+    job = Job(id=f"job-{secrets.token_hex(3)}", kind="train", owner_id=1, queue="train", inputs={}, max_attempts=2,
+              **values)
+    s.add(job)
+    s.commit()
+    return job
+
+
+def test_claim_runs_once_and_drops_duplicates(session: Session) -> None:
+    job = _job(session)
+    first = store.claim(session, job.id, "w1", stale_after_s=60)
+    assert (first.run, first.attempt) == (True, 1)
+    dup = store.claim(session, job.id, "w2", stale_after_s=60)
+    assert not dup.run and "running on w1" in dup.reason
+    session.refresh(job)
+    assert (job.status, job.worker_id, job.attempt) == ("running", "w1", 1)
+    assert store.finish(session, job.id, "w1", "succeeded", result={"ok": 1})
+    assert store.claim(session, job.id, "w2", 60).reason == "job is already succeeded"
+
+
+def test_stale_job_is_taken_over_and_the_old_worker_is_fenced(session: Session) -> None:
+    job = _job(session)
+    store.claim(session, job.id, "w1", 60)
+    session.execute(text("UPDATE jobs SET heartbeat_at = :t WHERE id = :i"),
+                    {"t": utcnow() - timedelta(seconds=120), "i": job.id})
+    session.commit()
+    second = store.claim(session, job.id, "w2", 60)
+    assert (second.run, second.attempt) == (True, 2)
+    assert not store.heartbeat(session, job.id, "w1")  # w1 learns it lost the job
+    assert store.poll(session, job.id, "w1") == (False, False)
+    assert not store.finish(session, job.id, "w1", "succeeded")  # and cannot overwrite w2's outcome
+    assert store.heartbeat(session, job.id, "w2")
+
+
+def test_sweep_requeues_then_fails_with_a_reason(session: Session) -> None:
+    job = _job(session)
+    store.claim(session, job.id, "w1", 60)
+    old = utcnow() - timedelta(seconds=120)
+    session.execute(text("UPDATE jobs SET heartbeat_at = :t WHERE id = :i"), {"t": old, "i": job.id})
+    session.commit()
+    requeued, failed = store.sweep_stale(session, 60)
+    assert [j.id for j in requeued] == [job.id] and failed == []
+    session.refresh(job)
+    assert (job.status, job.worker_id, job.attempt) == ("queued", None, 1)
+    # second attempt dies too: attempts exhausted -> failed, never left running
+    store.claim(session, job.id, "w2", 60)
+    session.execute(text("UPDATE jobs SET heartbeat_at = :t WHERE id = :i"), {"t": old, "i": job.id})
+    session.commit()
+    requeued, failed = store.sweep_stale(session, 60)
+    assert requeued == [] and [j.id for j in failed] == [job.id]
+    session.refresh(job)
+    assert job.status == "failed" and job.error["type"] == "WorkerLost"
+    assert "gave up after 2 attempt(s)" in job.error["message"]
+
+
+def test_release_gives_the_attempt_back(session: Session) -> None:
+    job = _job(session)
+    store.claim(session, job.id, "w1", 60)
+    assert store.release(session, job.id, "w1")
+    session.refresh(job)
+    assert (job.status, job.attempt, job.worker_id) == ("queued", 0, None)
