@@ -85,6 +85,8 @@ def job_log(path: Path) -> Iterator[logging.Logger]:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     root = logging.getLogger("dptensor")
     warn_logger = logging.getLogger("py.warnings")
+    if root.getEffectiveLevel() > logging.INFO:  # the job log always has the progress lines
+        root.setLevel(logging.INFO)
     root.addHandler(handler)
     warn_logger.addHandler(handler)
     logging.captureWarnings(True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from typing import Any
 from celery import Task
 
 from app import store
-from app.datasets import resolve_refs
+from app.datasets import FILES, resolve_refs
 from app.queue import INSPECT_TASK, JOB_TASKS, PREDICT_TASK
 from app.tables import Job
 from model.errors import DptensorError
@@ -32,9 +33,18 @@ class Outcome:
     model_id: str | None = None
 
 
+def _for_user(text: str) -> str:
+    """Server paths of dataset files back to the references the user wrote."""
+    return re.sub(re.escape(str(SETTINGS.root / "datasets")) + r"/([A-Za-z0-9_-]+)/" + FILES + r"/?",
+                  r"dataset:\1/", text)
+
+
 def _error(exc: BaseException) -> dict[str, Any]:
+    """Type, message and the last frames of the traceback (header kept) for the job row."""
     tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
-    return {"type": type(exc).__name__, "message": str(exc), "traceback": "".join(tb[-6:])[-4000:]}
+    short = tb if len(tb) <= 7 else [tb[0], "  ...\n", *tb[-6:]]
+    return {"type": type(exc).__name__, "message": _for_user(str(exc)),
+            "traceback": _for_user("".join(short))[-4000:]}
 
 
 def run_job(task: Task, job_id: str, body: Callable[[Job, Path, JobMonitor, logging.Logger], Outcome]) -> str:
