@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import struct
 import tempfile
 import zipfile
 from pathlib import Path
@@ -67,7 +68,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: larger than {MAX_CHECKPOINT_BYTES} bytes")
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, AttributeError) as exc:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, AttributeError,
+            struct.error) as exc:  # struct.error: a few bytes of garbage
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         hint = ""
         if "constants.pkl" in str(exc) or "TorchScript" in str(exc) or "torch.jit" in str(exc):
