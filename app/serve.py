@@ -98,8 +98,23 @@ def serve(settings: Settings, *, workers: list[str], device: str | None = None) 
     print(f"dptensor: serving on http://{settings.host}:{settings.port}  (API docs: "
           f"http://{settings.host}:{settings.port}/docs)\n  data: {settings.root}\n  broker: {broker}\n"
           f"  auth: {settings.auth}\n  workers: {', '.join(workers) or 'none (--no-worker)'}", flush=True)
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal: turn that
+    # into an exception here so the workers are always stopped and the exit code is 0
+    previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info")).run()
+    except _Stop:
+        pass
     finally:
         pool.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(*_: object) -> None:
+    raise _Stop

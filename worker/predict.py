@@ -80,8 +80,11 @@ def inspect(root: Path, relative: str) -> dict[str, Any]:
     path = (root / relative).resolve()
     if root.resolve() not in path.parents:
         raise CheckpointError("model path outside the data directory")
-    ck = read_checkpoint(path)
-    model = model_from_checkpoint(ck)
+    try:
+        ck = read_checkpoint(path)
+        model = model_from_checkpoint(ck)
+    except CheckpointError as exc:  # the user knows their file, not our staging path
+        raise CheckpointError(str(exc).replace(str(path), "the uploaded file")) from None
     summary = {**model_summary(model), "format": "deepmd-kit" if is_deepmd_checkpoint(ck) else "dptensor"}
     metrics = {k: float(v) for k, v in (ck.get("metrics") or {}).items() if isinstance(v, int | float)}
     return {"summary": summary, "metrics": metrics}

@@ -1,0 +1,146 @@
+"""upload → train → poll → model registered → predict, against real processes; values
+equal to model.inference.predict and to `dptensor predict` on the same structures."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from kit import DEEPMD_REF, Api, alive, children, dptensor, free_port, service_env, stop, tiny_input, wait_for
+
+pytestmark = pytest.mark.e2e
+WATER_MOLECULE = {"symbols": ["O", "H", "H"], "positions": [[0, 0, 0], [0.757, 0.586, 0], [-0.757, 0.586, 0]]}
+
+
+def _token(env: dict[str, str], user: str) -> str:
+    out = subprocess.run([sys.executable, "-m", "app.cli", "token", "create", "--user", user], env=env,
+                         capture_output=True, text=True, timeout=60, check=True)
+    return out.stdout.strip()
+
+
+def _upload_and_train(api: Api, archive: Path, **kw: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    r = api.http.post("/v1/datasets", files={"file": ("water.tgz", archive.read_bytes())})
+    assert r.status_code == 201, r.text
+    ds = r.json()
+    r = api.http.post("/v1/jobs/train", json=tiny_input(f"dataset:{ds['id']}/train", f"dataset:{ds['id']}/valid",
+                                                        **kw))
+    assert r.status_code == 202, r.text
+    return ds, r.json()
+
+
+def _frames(data_dir: Path, ds: dict[str, Any], n: int) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
+    from model.data import load_system
+
+    system = load_system(data_dir / "datasets" / ds["id"] / "files" / "valid" / "global_system",
+                         type_map=["O", "H"])
+    structures = [{"types": system.atype.tolist(), "positions": system.coord[i].tolist()} for i in range(n)]
+    return system.coord[:n], system.atype, structures
+
+
+def _check_model_and_predict(api: Api, data_dir: Path, ds: dict[str, Any], job: dict[str, Any],
+                             tmp: Path) -> tuple[Path, dict[str, Any]]:
+    from model.checkpoint import load_model
+    from model.inference import predict
+
+    assert job["status"] == "succeeded", job
+    models = {m["id"]: m for m in api.http.get("/v1/models").json()}
+    model = models[job["model_id"]]
+    assert (model["kind"], model["type_map"], model["sel_type"], model["source"], model["source_job_id"]) == (
+        "dipole", ["O", "H"], [0], "trained", job["id"])
+    lcurve = api.http.get(f"/v1/jobs/{job['id']}/lcurve").json()
+    assert lcurve["rows"][-1]["step"] == job["progress"]["total"]
+
+    ckpt = tmp / "downloaded.pt"
+    ckpt.write_bytes(api.http.get(f"/v1/models/{model['id']}/download").content)
+    coord, atype, structures = _frames(data_dir, ds, 4)
+    r = api.http.post(f"/v1/models/{model['id']}/predict", json={"structures": [*structures, WATER_MOLECULE]})
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert answer["model_id"] == model["id"] and answer["units"]["global_tensor"] == "e·Å"
+    ref = predict(load_model(ckpt), coord, atype)
+    got = answer["results"]
+    np.testing.assert_allclose([g["global_tensor"] for g in got[:4]], ref.global_tensor, rtol=0, atol=1e-10)
+    np.testing.assert_allclose([g["atomic_tensor"] for g in got[:4]], ref.atomic_tensor, rtol=0, atol=1e-10)
+    return ckpt, answer
+
+
+def test_redis_broker_and_worker_process(tmp_path: Path, redis_url: str, water_tgz: Path) -> None:
+    data = tmp_path / "data"
+    port = free_port()
+    env = service_env(data, broker_url=redis_url, port=port)
+    api = Api(f"http://127.0.0.1:{port}", _token(env, "alice"))
+    server = dptensor("serve", "--no-worker", env=env, log=tmp_path / "api.log")
+    worker = dptensor("worker", "--queues", "train,predict,batch", env=env, log=tmp_path / "worker.log")
+    try:
+        ready = wait_for("service ready", api.ready, timeout=90)
+        assert ready["broker"]["detail"] == "redis" and ready["queues_without_worker"] == []
+        ds, job = _upload_and_train(api, water_tgz)
+        job = api.wait_job(job["id"])
+        ckpt, answer = _check_model_and_predict(api, data, ds, job, tmp_path)
+
+        # the same structures through `dptensor predict` (the model library's command)
+        system = data / "datasets" / ds["id"] / "files" / "valid" / "global_system"
+        out = subprocess.run([sys.executable, "-m", "app.cli", "predict", "-m", str(ckpt), "-s", str(system),
+                              "-o", str(tmp_path / "cli.npz")], env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        cli = np.load(tmp_path / "cli.npz")
+        np.testing.assert_allclose([g["global_tensor"] for g in answer["results"][:4]], cli["global"][:4],
+                                   rtol=0, atol=1e-10)
+
+        # a prediction job gives the same numbers in predictions.json
+        r = api.http.post(f"/v1/models/{job['model_id']}/predict?job=true",
+                          json={"structures": [WATER_MOLECULE]})
+        assert r.status_code == 202
+        pjob = api.wait_job(r.json()["id"])
+        assert pjob["status"] == "succeeded" and pjob["progress"]["step"] == 1
+        stored = json.loads(api.http.get(f"/v1/jobs/{pjob['id']}/files/predictions.json").content)
+        assert stored["results"][0] == answer["results"][4]
+
+        # an uploaded DeePMD-kit checkpoint is inspected by the worker and served
+        r = api.http.post("/v1/models", files={"file": ("slim.pt", (DEEPMD_REF / "dipole" / "model_slim.pt")
+                                                        .read_bytes())})
+        assert r.status_code == 201, r.text
+        assert (r.json()["source"], r.json()["info"]["format"]) == ("uploaded", "deepmd-kit")
+        r = api.http.post("/v1/models", files={"file": ("junk.pt", b"junk")})
+        assert r.status_code == 422 and "not a loadable model file" in r.json()["detail"]
+
+        # restart the api: every job is still there, with its status
+        before = {j["id"]: j["status"] for j in api.http.get("/v1/jobs").json()["items"]}
+        assert stop(server) == 0
+        server = dptensor("serve", "--no-worker", env=env, log=tmp_path / "api.log")
+        wait_for("api back", api.ready, timeout=60)
+        after = {j["id"]: j["status"] for j in api.http.get("/v1/jobs").json()["items"]}
+        assert after == before and len(after) == 2
+    finally:
+        stop(server)
+        stop(worker)
+
+
+def test_embedded_default_one_command(tmp_path: Path, water_tgz: Path) -> None:
+    """`dptensor serve` alone: embedded broker, two worker processes; Ctrl-C stops all."""
+    data = tmp_path / "data"
+    port = free_port()
+    env = service_env(data, port=port)
+    api = Api(f"http://127.0.0.1:{port}")
+    serve = dptensor("serve", "--no-auth", env=env, log=tmp_path / "serve.log")
+    try:
+        ready = wait_for("both workers", lambda: (r if (r := api.ready()) and len(r["workers"]) == 2 else None),
+                         timeout=90)
+        assert ready["broker"]["detail"] == "embedded (SQLite)"
+        assert sorted(w["queues"] for w in ready["workers"]) == [["predict"], ["train", "batch"]]
+        ds, job = _upload_and_train(api, water_tgz)
+        job = api.wait_job(job["id"])
+        _check_model_and_predict(api, data, ds, job, tmp_path)
+        kids = children(serve.pid)
+        assert len(kids) == 2
+    finally:
+        code = stop(serve, signal.SIGINT)
+    assert code == 0
+    wait_for("workers to exit", lambda: not any(alive(p) for p in kids), timeout=30)
+    assert "serving on http://127.0.0.1" in (tmp_path / "serve.log").read_text()
