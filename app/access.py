@@ -3,7 +3,7 @@ reported exactly like a missing one (404), so ids cannot be probed; admins see a
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from sqlalchemy import Select
 from sqlalchemy.orm import Session
@@ -12,6 +12,7 @@ from app.errors import NotFound
 from app.tables import Dataset, Job, ModelRecord, User
 
 Owned = TypeVar("Owned", Dataset, Job, ModelRecord)
+S = TypeVar("S", bound=Select)  # a Select of any columns
 WHAT = {Dataset: "dataset", Job: "job", ModelRecord: "model"}
 
 
@@ -22,5 +23,5 @@ def owned(session: Session, table: type[Owned], obj_id: str, user: User) -> Owne
     return obj
 
 
-def visible(query: Select[Any], table: type[Owned], user: User) -> Select[Any]:
+def visible(query: S, table: type[Owned], user: User) -> S:
     return query if user.is_admin else query.where(table.owner_id == user.id)

@@ -19,7 +19,7 @@ bearer = HTTPBearer(auto_error=False, description="API token from `dptensor toke
 
 
 def get_settings(request: Request) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+    return request.app.state.settings
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -29,7 +29,7 @@ def get_session(request: Request) -> Iterator[Session]:
 
 
 def get_queue(request: Request) -> TaskQueue:
-    return request.app.state.queue  # type: ignore[no-any-return]
+    return request.app.state.queue
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -46,10 +46,10 @@ def current_user(session: SessionDep, settings: SettingsDep,
     if creds is None or creds.scheme.lower() != "bearer":
         raise Unauthorized("missing bearer token: send 'Authorization: Bearer <token>'",
                            headers={"WWW-Authenticate": "Bearer"})
-    user = user_for_token(session, creds.credentials)
-    if user is None:
+    found = user_for_token(session, creds.credentials)
+    if found is None:
         raise Unauthorized("unknown or revoked token", headers={"WWW-Authenticate": "Bearer"})
-    return user
+    return found
 
 
 CurrentUser = Annotated[User, Depends(current_user)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 
@@ -41,7 +41,7 @@ def submit(session: Session, queue: TaskQueue, settings: Settings, user: User, *
 
 
 def job_public(job: Job, owner: str) -> JobPublic:
-    unit = "frames" if job.kind == "predict" else "steps"
+    unit: Literal["steps", "frames"] = "frames" if job.kind == "predict" else "steps"
     return JobPublic(
         id=job.id, kind=job.kind, status=job.status, name=job.name, owner=owner, queue=job.queue,  # type: ignore[arg-type]
         created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,

@@ -49,7 +49,7 @@ class Workers:
     def _spawn(self, queues: str) -> None:
         cmd = [sys.executable, "-m", "worker", "--queues", queues]
         self.procs[queues] = subprocess.Popen(cmd, env=self.env, start_new_session=True,
-                                              preexec_fn=_die_with_parent())  # noqa: PLW1509
+                                              preexec_fn=_die_with_parent())
 
     def start(self) -> None:
         for group in self.groups:

@@ -87,7 +87,7 @@ def heartbeat(session: Session, job_id: str, worker_id: str) -> bool:
         .values(heartbeat_at=utcnow())
     )
     session.commit()
-    return res.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+    return res.rowcount == 1  # type: ignore[attr-defined]
 
 
 def poll(session: Session, job_id: str, worker_id: str) -> tuple[bool, bool]:
@@ -115,7 +115,7 @@ def finish(session: Session, job_id: str, worker_id: str, status: str, *, result
         update(Job).where(Job.id == job_id, Job.worker_id == worker_id, Job.status == "running").values(**values)
     )
     session.commit()
-    return res.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+    return res.rowcount == 1  # type: ignore[attr-defined]
 
 
 def release(session: Session, job_id: str, worker_id: str) -> bool:
@@ -125,7 +125,7 @@ def release(session: Session, job_id: str, worker_id: str) -> bool:
         .values(status="queued", worker_id=None, heartbeat_at=None, attempt=Job.attempt - 1)
     )
     session.commit()
-    return res.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+    return res.rowcount == 1  # type: ignore[attr-defined]
 
 
 def sweep_stale(session: Session, stale_after_s: float) -> tuple[list[Job], list[Job]]:

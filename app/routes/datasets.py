@@ -23,7 +23,7 @@ router = APIRouter(prefix="/datasets", tags=["datasets"], responses=ERRORS)
 
 def dataset_public(ds: Dataset) -> DatasetPublic:
     return DatasetPublic(id=ds.id, name=ds.name, reference=f"dataset:{ds.id}", created_at=ds.created_at,
-                         size_bytes=ds.size_bytes, n_files=ds.n_files, systems=ds.systems)  # type: ignore[arg-type]
+                         size_bytes=ds.size_bytes, n_files=ds.n_files, systems=ds.systems)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetPublic,

@@ -30,7 +30,7 @@ from app.tables import Dataset, ModelRecord, new_id
 from model.errors import DataError
 
 router = APIRouter(prefix="/models", tags=["models"], responses=ERRORS)
-UNAVAILABLE = {503: {"model": ErrorBody, "description": "no worker of the 'predict' queue answered in time"}}
+UNAVAILABLE: dict[int | str, dict[str, Any]] = {503: {"model": ErrorBody, "description": "no worker of the 'predict' queue answered in time"}}
 
 PREDICT_EXAMPLE = {"structures": [{"symbols": ["O", "H", "H"],
                                    "positions": [[0.0, 0.0, 0.0], [0.757, 0.586, 0.0], [-0.757, 0.586, 0.0]]}]}

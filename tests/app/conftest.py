@@ -13,13 +13,13 @@ from sqlalchemy import select
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))  # kit.py, shared test helpers
 
-from kit import water_archive  # noqa: E402
+from kit import water_archive
 
-from app.auth import create_token  # noqa: E402
-from app.db import session_scope  # noqa: E402
-from app.main import create_app  # noqa: E402
-from app.settings import Settings, load_settings  # noqa: E402
-from app.tables import ModelRecord, User  # noqa: E402
+from app.auth import create_token
+from app.db import session_scope
+from app.main import create_app
+from app.settings import Settings, load_settings
+from app.tables import ModelRecord, User
 
 
 @pytest.fixture(scope="session")

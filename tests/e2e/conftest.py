@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from kit import water_archive  # noqa: E402
+from kit import water_archive
 
 REDIS_URL = "redis://127.0.0.1:6379/13"  # a database of its own, flushed before use
 

@@ -12,7 +12,18 @@ from typing import Any
 
 import numpy as np
 import pytest
-from kit import DEEPMD_REF, Api, alive, children, dptensor, free_port, service_env, stop, tiny_input, wait_for
+from kit import (
+    DEEPMD_REF,
+    Api,
+    alive,
+    children,
+    dptensor,
+    free_port,
+    service_env,
+    stop,
+    tiny_input,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 WATER_MOLECULE = {"symbols": ["O", "H", "H"], "positions": [[0, 0, 0], [0.757, 0.586, 0], [-0.757, 0.586, 0]]}

@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))  # kit.py, shared test helpers
 
-from kit import water_archive  # noqa: E402
+from kit import water_archive
 
 
 @pytest.fixture(scope="session")
