@@ -43,6 +43,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="disp_freq for both runs (default: the input's, at most the steps)",
     )
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="run each step count this often, keep the fastest (default 1)",
+    )
     ns = ap.parse_args(argv)
     ns.log_s_per_step = {}
     short = ns.base_steps or max(1, ns.steps // 4)
@@ -56,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             res[side] = attempt(
                 errors,
                 f"{task}/{side}",
-                partial(common.steps_per_second, fn, short, ns.steps, wdir),
+                partial(common.steps_per_second, fn, short, ns.steps, wdir, ns.repeats),
             )
         ours, theirs = res.get(OURS) or {}, res.get(THEIRS) or {}
         table = Table(f"training, {task} ({short} vs {ns.steps} steps, fresh process each)")
