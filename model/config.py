@@ -336,7 +336,7 @@ class TrainingConfig(Section):
 
 class InputConfig(Section):
     model: ModelConfig
-    learning_rate: LearningRateConfig = Field(default_factory=LearningRateConfig)
+    learning_rate: LearningRateConfig = Field(default_factory=lambda: LearningRateConfig())
     loss: LossConfig
     training: TrainingConfig
 

@@ -58,7 +58,7 @@ def config_from_params(params: dict[str, Any]) -> ModelConfig:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConfigWarning)  # defaults DeePMD-kit wrote, not user input
         try:
-            return parse_section(params, ModelConfig, path="model_params")  # type: ignore[no-any-return]
+            return parse_section(params, ModelConfig, path="model_params")
         except ConfigError as exc:
             raise CheckpointError(f"unsupported DeePMD-kit model: {exc}") from None
 

@@ -2,6 +2,10 @@
 
 dipole: μ = F(D) · gr                        (1×M1 · M1×3)
 polar:  α = grᵀ · sym(F(D)·scale) · gr + shift·I   (fit_diag: F(D) is the diagonal)
+
+For full (not fit_diag) polar heads only the symmetric part of the M1×M1 output reaches
+α, so the output layer is applied in packed form: the M1(M1+1)/2 columns of the
+symmetrised weight matrix instead of M1² — half the cost of the largest matmul.
 """
 
 from __future__ import annotations
@@ -13,6 +17,13 @@ from model.nets import MLP
 
 
 class TensorFitting(nn.Module):
+    bias_atom_e: Tensor  # [nt, dim_out]
+    scale: Tensor  # [nt]
+    shift_diag: Tensor  # [nt]
+    pack_mn: Tensor  # [M1(M1+1)/2]
+    pack_nm: Tensor
+    unpack: Tensor  # [M1²]
+
     def __init__(self, *, kind: str, ntypes: int, sel_type: list[int], dim_descrpt: int, m1: int,
                  neuron: list[int], resnet_dt: bool, activation: str, dtype: torch.dtype,
                  fit_diag: bool = True, scale: float | list[float] = 1.0,
@@ -34,6 +45,14 @@ class TensorFitting(nn.Module):
         self.register_buffer("scale", torch.tensor(scales, dtype=dtype))
         # polar: constant added to the diagonal of each atom's α (already multiplied by scale).
         self.register_buffer("shift_diag", torch.zeros(ntypes, dtype=dtype))
+        # packed symmetric output: column p ↔ (m, n), m ≤ n; unpack index back to M1×M1
+        iu = torch.triu_indices(m1, m1)
+        self.register_buffer("pack_mn", iu[0] * m1 + iu[1], persistent=False)
+        self.register_buffer("pack_nm", iu[1] * m1 + iu[0], persistent=False)
+        unpack = torch.zeros(m1, m1, dtype=torch.long)
+        unpack[iu[0], iu[1]] = torch.arange(iu.shape[1])
+        unpack[iu[1], iu[0]] = torch.arange(iu.shape[1])
+        self.register_buffer("unpack", unpack.reshape(-1), persistent=False)
 
     @property
     def dim_tensor(self) -> int:
@@ -48,17 +67,34 @@ class TensorFitting(nn.Module):
             n = nf * (b - a)
             h = d[:, a:b].reshape(n, -1)
             g = gr[:, a:b].reshape(n, self.m1, 3)  # [n, M1, 3]
-            o = self.nets[str(t)](h) + self.bias_atom_e[t]  # [n, dim_out]
+            net = self.nets[str(t)]
+            assert isinstance(net, MLP)
             if self.kind == "dipole":
+                o = net(h) + self.bias_atom_e[t]  # [n, M1]
                 out = torch.bmm(o[:, None, :], g)[:, 0]  # [n, 3]
             else:
-                o = o * self.scale[t]
                 if self.fit_diag:
+                    o = (net(h) + self.bias_atom_e[t]) * self.scale[t]  # [n, M1]
                     x = torch.bmm(g.transpose(1, 2), g * o[:, :, None])  # grᵀ diag(o) gr
                 else:
-                    x = torch.bmm(g.transpose(1, 2), torch.bmm(o.view(n, self.m1, self.m1), g))
-                    x = 0.5 * (x + x.transpose(1, 2))  # grᵀ (o + oᵀ)/2 gr
+                    x = self._full_polar(net, h, g, t)
                 x = x + self.shift_diag[t] * torch.eye(3, dtype=x.dtype, device=x.device)
                 out = x.reshape(n, 9)
             outs.append(out.view(nf, b - a, -1))
         return torch.cat(outs, dim=1)
+
+    def _full_polar(self, net: MLP, h: Tensor, g: Tensor, t: int, chunk: int = 512) -> Tensor:
+        """grᵀ · (O + Oᵀ)/2 · gr with O = F(D)·scale reshaped M1×M1, via the packed
+        symmetric output layer. Unpacking is chunked to bound memory (M1² per atom)."""
+        last = net.layers[-1]
+        w = 0.5 * (last.matrix[:, self.pack_mn] + last.matrix[:, self.pack_nm])  # [H, M1(M1+1)/2]
+        b_full = last.bias + self.bias_atom_e[t]
+        b = 0.5 * (b_full[self.pack_mn] + b_full[self.pack_nm])
+        hidden = net.hidden(h)  # [n, H]
+        outs = []
+        for c0 in range(0, hidden.shape[0], chunk):
+            packed = torch.addmm(b, hidden[c0:c0 + chunk], w, alpha=1.0) * self.scale[t]
+            a = packed[:, self.unpack].view(-1, self.m1, self.m1)  # symmetric [n, M1, M1]
+            gc = g[c0:c0 + chunk]
+            outs.append(torch.bmm(gc.transpose(1, 2), torch.bmm(a, gc)))
+        return torch.cat(outs) if outs else g.new_zeros(0, 3, 3)

@@ -35,13 +35,11 @@ class NeighborWarning(UserWarning):
 class NeighborList:
     """Kept neighbour pairs of ``n_centres`` centres (flattened over frames: frame * nc + c)."""
 
-    centre: Tensor  # [P] int64, flat centre index
-    slot: Tensor  # [P] int64, rank of the pair among its centre's kept pairs (< width)
+    centre: Tensor  # [P] int64, flat centre index (pairs of one centre are contiguous)
     ntype: Tensor  # [P] int64, neighbour type
     vec: Tensor  # [P, 3] r_j - r_i (Å)
     counts: Tensor  # [n_centres, ntypes] int64, kept neighbours per type
     n_centres: int
-    width: int  # max kept neighbours of one centre
     n_dropped: int  # neighbours inside rcut dropped by sel
 
 
@@ -60,19 +58,28 @@ def _shift_grid(reach: list[int], device: torch.device, dtype: torch.dtype) -> T
     return torch.tensor(list(itertools.product(*ranges)), device=device, dtype=dtype)  # [S, 3]
 
 
+def _type_counts(mask: Tensor, ctype: Tensor, ntypes: int) -> Tensor:
+    """Per row, how many masked candidates of each type: [R, C] → [R, ntypes]."""
+    if ctype.shape[0] == 1 or ctype.stride(0) == 0:  # one type row shared by all rows: a matmul
+        onehot = torch.nn.functional.one_hot(ctype[0], ntypes).to(torch.float32)  # [C, nt]
+        return (mask.to(torch.float32) @ onehot).round_().long()
+    return torch.stack([(mask & (ctype == t)).sum(1) for t in range(ntypes)], dim=1)
+
+
 def _select(
-    vec: Tensor, ctype: Tensor, valid: Tensor, rcut: float, sel: list[int]
+    vec: Tensor, ctype: Tensor, valid: Tensor, rcut: float, sel: list[int], r2: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, int]:
     """Apply the cutoff and DeePMD-kit's two-stage sel rule to candidate pairs.
 
-    vec [R, C, 3], ctype [R, C] (candidate types), valid [R, C] (real candidate, not self).
-    Returns kept [R, C] bool, counts [R, ntypes] of kept pairs, and the number of dropped
-    in-range pairs.
+    vec [R, C, 3] (or [3, R, C] when ``r2`` [R, C] is given), ctype [R, C] (candidate types),
+    valid [R, C] (real candidate, not self). Returns kept [R, C] bool, counts [R, ntypes]
+    of kept pairs, and the number of dropped in-range pairs.
     """
-    r2 = (vec * vec).sum(-1)  # [R, C]
+    if r2 is None:
+        r2 = vec[..., 0] * vec[..., 0] + vec[..., 1] * vec[..., 1] + vec[..., 2] * vec[..., 2]  # [R, C]
     in_range = valid & (r2 < rcut * rcut)
-    counts_in = torch.stack([(in_range & (ctype == t)).sum(1) for t in range(len(sel))], dim=1)  # [R, nt]
-    sel_t = torch.tensor(sel, device=vec.device)
+    counts_in = _type_counts(in_range, ctype, len(sel))  # [R, nt]
+    sel_t = torch.tensor(sel, device=r2.device)
     nsel = sum(sel)
     if not bool(((counts_in > sel_t).any(-1) | (counts_in.sum(-1) > nsel)).any()):
         return in_range, counts_in, 0
@@ -81,13 +88,13 @@ def _select(
     r2_in = torch.where(in_range, r2, torch.full_like(r2, math.inf))
     order = torch.argsort(r2_in, dim=-1, stable=True)  # [R, C]
     sorted_type = ctype.gather(-1, order)
-    stage1 = in_range.gather(-1, order) & (torch.arange(order.shape[1], device=vec.device) < nsel)
+    stage1 = in_range.gather(-1, order) & (torch.arange(order.shape[1], device=r2.device) < nsel)
     keep_sorted = torch.zeros_like(stage1)
     for t, limit in enumerate(sel):
         of_type = stage1 & (sorted_type == t)
         keep_sorted |= of_type & (of_type.cumsum(1) <= limit)
     kept = torch.zeros_like(in_range).scatter(-1, order, keep_sorted)
-    counts = torch.stack([(kept & (ctype == t)).sum(1) for t in range(len(sel))], dim=1)
+    counts = _type_counts(kept, ctype, len(sel))
     dropped = int(in_range.sum()) - int(kept.sum())
     return kept, counts, dropped
 
@@ -95,42 +102,52 @@ def _select(
 def _brute_force(coord: Tensor, atype: Tensor, box: Tensor | None, centres: Tensor, rcut: float,
                  sel: list[int]) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
     """All atoms × the periodic images that can lie within rcut. Returns kept, counts,
-    vec [R, C, 3], ctype [C], dropped."""
+    vec [3, R, C] (component planes: reductions over a size-3 last axis are slow), ctype
+    [R, C] (a broadcast view), dropped."""
     nf, nat, _ = coord.shape
     nc = centres.shape[0]
     if box is None:
-        vec = coord[:, None, :, :] - coord[:, centres, None, :]  # [nf, nc, nat, 3]
+        planes = [coord[:, None, :, k] - coord[:, centres, None, k] for k in range(3)]  # 3 × [nf, nc, nat]
         cand_atom = torch.arange(nat, device=coord.device)
         self_cand = centres
     else:
         # Fractional differences wrapped to [-0.5, 0.5]; an image n can be in range only if
         # |df_k + n_k| · w_k < rcut, hence |n_k| <= floor(rcut / w_k + 0.5).
-        frac = torch.linalg.solve(box.transpose(1, 2), coord.transpose(1, 2)).transpose(1, 2)  # [nf, nat, 3]
-        df = frac[:, None, :, :] - frac[:, centres, None, :]  # [nf, nc, nat, 3]
-        df = df - torch.round(df)
+        frac = torch.linalg.solve(box.transpose(1, 2), coord.transpose(1, 2))  # [nf, 3, nat]
+        dfrac = []
+        for k in range(3):
+            d = frac[:, None, k, :] - frac[:, k, centres][:, :, None]  # [nf, nc, nat]
+            dfrac.append(d - torch.round(d))
         reach = torch.floor(rcut / perpendicular_widths(box) + 0.5).amax(0).long().tolist()
         shifts = _shift_grid(reach, coord.device, coord.dtype)  # [S, 3]
         nshift = shifts.shape[0]
-        base = df @ box[:, None]  # [nf, nc, nat, 3]
-        shift_cart = shifts @ box  # [nf, S, 3]
-        vec = (base[:, :, :, None, :] + shift_cart[:, None, None, :, :]).reshape(nf, nc, nat * nshift, 3)
+        planes = []
+        for k in range(3):  # Cartesian component k of (df + n) @ box
+            base = dfrac[0] * box[:, 0, k, None, None] + dfrac[1] * box[:, 1, k, None, None] \
+                + dfrac[2] * box[:, 2, k, None, None]  # [nf, nc, nat]
+            if nshift == 1:
+                planes.append(base)
+            else:
+                shift_k = (shifts @ box)[:, :, k]  # [nf, S]
+                planes.append((base[..., None] + shift_k[:, None, None, :]).reshape(nf, nc, nat * nshift))
         cand_atom = torch.arange(nat, device=coord.device).repeat_interleave(nshift)
         zero = int(((shifts == 0).all(-1)).nonzero()[0])
         self_cand = centres * nshift + zero
-    ncand = vec.shape[2]
+    ncand = planes[0].shape[2]
     valid = torch.ones(nc, ncand, dtype=torch.bool, device=coord.device)
     valid[torch.arange(nc, device=coord.device), self_cand] = False
-    ctype = atype[cand_atom]
-    vec = vec.reshape(nf * nc, ncand, 3)
-    kept, counts, dropped = _select(
-        vec, ctype.expand(nf * nc, ncand), valid.repeat(nf, 1), rcut, sel)
-    return kept, counts, vec, ctype.expand(nf * nc, ncand), dropped
+    vec = torch.stack(planes).reshape(3, nf * nc, ncand)
+    r2 = vec[0] * vec[0] + vec[1] * vec[1] + vec[2] * vec[2]  # [R, C]
+    ctype = atype[cand_atom].expand(nf * nc, ncand)
+    kept, counts, dropped = _select(vec, ctype, valid.repeat(nf, 1), rcut, sel, r2=r2)
+    return kept, counts, vec, ctype, dropped
 
 
 def _cell_list(coord: Tensor, atype: Tensor, box: Tensor | None, centres: Tensor, rcut: float,
                sel: list[int]) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
     """One frame (coord [nat, 3]) through a cell list. Cells are at least rcut wide, so a
-    stencil of ±reach cells (with its periodic shift) covers every pair in range."""
+    stencil of ±reach cells (with its periodic shift) covers every pair in range. Returns
+    the same as _brute_force."""
     device, dtype = coord.device, coord.dtype
     nat = coord.shape[0]
     if box is not None:
@@ -184,7 +201,7 @@ def _cell_list(coord: Tensor, atype: Tensor, box: Tensor | None, centres: Tensor
     vec = (pos[cand_safe] + shift_cart[:, :, None, :] - pos[centres][:, None, None, :]).reshape(nc, -1, 3)
     ctype = atype[cand_safe].reshape(nc, -1)
     kept, counts, dropped = _select(vec, ctype, valid.reshape(nc, -1), rcut, sel)
-    return kept, counts, vec, ctype, dropped
+    return kept, counts, vec.permute(2, 0, 1), ctype, dropped
 
 
 def build_neighbor_list(
@@ -216,15 +233,16 @@ def build_neighbor_list(
 
 def _flatten(pieces: list[tuple[Tensor, Tensor, Tensor, Tensor, int]], n_centres: int,
              ntypes: int) -> NeighborList:
-    centres_, slots, ntypes_, vecs, counts_ = [], [], [], [], []
+    centres_, ntypes_, vecs, counts_ = [], [], [], []
     offset, dropped = 0, 0
     for kept, counts, vec, ctype, drop in pieces:
-        rows, cand = kept.nonzero(as_tuple=True)
-        slot = (kept.cumsum(1) - 1)[rows, cand]
-        centres_.append(rows + offset)
-        slots.append(slot)
-        ntypes_.append(ctype[rows, cand])
-        vecs.append(vec[rows, cand])
+        flat = kept.reshape(-1).nonzero().squeeze(1)  # row-major: pairs of a centre contiguous
+        ncand = kept.shape[1]
+        centres_.append(torch.div(flat, ncand, rounding_mode="floor") + offset)
+        types = ctype[0] if ctype.stride(0) == 0 else None
+        ntypes_.append(types.index_select(0, flat % ncand) if types is not None
+                       else ctype.reshape(-1).index_select(0, flat))
+        vecs.append(vec.reshape(3, -1).index_select(1, flat).T)  # planes [3, R, C] → [P, 3]
         counts_.append(counts)
         offset += kept.shape[0]
         dropped += drop
@@ -235,7 +253,6 @@ def _flatten(pieces: list[tuple[Tensor, Tensor, Tensor, Tensor, int]], n_centres
             f"{dropped} neighbour(s) inside rcut were dropped because a type exceeded its sel; "
             "increase descriptor.sel", NeighborWarning, stacklevel=3)
     return NeighborList(
-        centre=torch.cat(centres_), slot=torch.cat(slots), ntype=torch.cat(ntypes_), vec=torch.cat(vecs),
-        counts=counts, n_centres=n_centres, width=int(counts.sum(1).max()) if n_centres else 0,
-        n_dropped=dropped,
+        centre=torch.cat(centres_), ntype=torch.cat(ntypes_), vec=torch.cat(vecs),
+        counts=counts, n_centres=n_centres, n_dropped=dropped,
     )

@@ -49,7 +49,7 @@ class TensorModel(nn.Module):
                               path="model.fitting_net.sel_type")
         desc, fit = config.descriptor, config.fitting_net
         self.rcut = float(desc.rcut)
-        self.sel = list(desc.sel)
+        self.sel: list[int] = [int(n) for n in desc.sel]
         gen_d = torch.Generator().manual_seed(desc.seed) if desc.seed is not None else None
         gen_f = torch.Generator().manual_seed(fit.seed) if fit.seed is not None else None
         self.descriptor = DescriptorSeA(
@@ -71,6 +71,12 @@ class TensorModel(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         return self.descriptor.dtype
+
+    def compile_nets(self, enable: bool = True) -> TensorModel:
+        """torch.compile the embedding and fitting nets (see MLP.compile)."""
+        for net in [*self.descriptor.embeddings, *self.fitting.nets.values()]:
+            net.compile() if enable else net.uncompile()
+        return self
 
     def set_precision(self, dtype: torch.dtype) -> TensorModel:
         """Run descriptor and fitting in ``dtype`` (float64 or float32)."""

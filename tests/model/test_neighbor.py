@@ -99,11 +99,11 @@ def test_cell_list_in_small_periodic_cell(monkeypatch: pytest.MonkeyPatch) -> No
     _check_against_reference(coord, atype, box, 3.5, [300, 300])
 
 
-def test_slots_are_dense_and_unique() -> None:
+def test_pairs_of_a_centre_are_contiguous_and_counted() -> None:
     coord, atype, box = random_frames(2, 20, 2, box_len=6.0, seed=7)
     nl, _ = _ours(coord, atype, box, 3.0, [30, 30])
-    key = nl.centre * nl.width + nl.slot
-    assert key.unique().numel() == key.numel()
-    assert int(nl.slot.max()) == nl.width - 1
+    assert torch.all(nl.centre[1:] >= nl.centre[:-1])
     per_centre = torch.bincount(nl.centre, minlength=nl.n_centres)
     assert torch.equal(per_centre, nl.counts.sum(1))
+    for t in (0, 1):
+        assert torch.equal(torch.bincount(nl.centre[nl.ntype == t], minlength=nl.n_centres), nl.counts[:, t])
