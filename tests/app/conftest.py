@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))  # kit.py, shared test helpers
 
-from kit import water_archive
+from kit import Users, water_archive
 
 from app.auth import create_token
 from app.db import session_scope
@@ -32,14 +32,6 @@ def settings(tmp_path: Path) -> Settings:
     return load_settings(data_dir=tmp_path / "data", max_upload_bytes=3 << 20, max_json_bytes=1 << 20,
                          sync_predict_max_atoms=1000, max_atoms_per_structure=500, max_archive_members=200,
                          janitor_interval_s=3600)
-
-
-class Users:
-    def __init__(self, client: TestClient, tokens: dict[str, str]) -> None:
-        self.client, self.tokens = client, tokens
-
-    def h(self, name: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.tokens[name]}"}
 
 
 @pytest.fixture

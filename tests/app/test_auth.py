@@ -3,8 +3,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import Users
 from fastapi.testclient import TestClient
+from kit import Users
 
 from app.main import create_app
 from app.settings import load_settings

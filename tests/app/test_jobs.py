@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import Users
-from kit import tiny_input
+from kit import Users, tiny_input
 
 from app.tables import Job
 

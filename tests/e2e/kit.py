@@ -136,3 +136,13 @@ class Api:
                  timeout: float = 180.0) -> dict[str, Any]:
         return wait_for(f"job {job_id} to reach {statuses}",
                         lambda: (j if (j := self.job(job_id))["status"] in statuses else None), timeout)
+
+
+class Users:
+    """An in-process client (TestClient) and a token per user name."""
+
+    def __init__(self, client: Any, tokens: dict[str, str]) -> None:
+        self.client, self.tokens = client, tokens
+
+    def h(self, name: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[name]}"}
