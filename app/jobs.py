@@ -43,12 +43,12 @@ def submit(session: Session, queue: TaskQueue, settings: Settings, user: User, *
 def job_public(job: Job, owner: str) -> JobPublic:
     unit: Literal["steps", "frames"] = "frames" if job.kind == "predict" else "steps"
     return JobPublic(
-        id=job.id, kind=job.kind, status=job.status, name=job.name, owner=owner, queue=job.queue,  # type: ignore[arg-type]
+        id=job.id, kind=job.kind, status=job.status, name=job.name, owner=owner, queue=job.queue,
         created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
         progress=Progress(step=job.step, total=job.total, unit=unit, rate=job.rate, eta_s=job.eta_s),
         lcurve=job.last_row, attempt=job.attempt, max_attempts=job.max_attempts,
         cancel_requested=job.cancel_requested, model_id=job.model_id, result=job.result,
-        error=job.error, warnings=job.warnings or [], inputs=job.inputs,  # type: ignore[arg-type]
+        error=job.error, warnings=job.warnings or [], inputs=job.inputs,
     )
 
 

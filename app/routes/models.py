@@ -137,7 +137,7 @@ def predict(
                    settings.sync_predict_timeout_s)
     results = [TensorResult(global_tensor=g, atomic_tensor=a) for g, a in zip(answer["global"], answer["atomic"],
                                                                                strict=True)]
-    return PredictResponse(model_id=m.id, kind=m.kind, components=COMPONENTS[m.kind], units=units(m.kind),  # type: ignore[arg-type]
+    return PredictResponse(model_id=m.id, kind=m.kind, components=COMPONENTS[m.kind], units=units(m.kind),
                            results=results)
 
 

@@ -138,6 +138,17 @@ class Api:
                         lambda: (j if (j := self.job(job_id))["status"] in statuses else None), timeout)
 
 
+def upload_and_train(api: Api, archive: Path, **kw: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Upload the water archive and submit a tiny training; returns (dataset, job)."""
+    r = api.http.post("/v1/datasets", files={"file": ("water.tgz", archive.read_bytes())})
+    assert r.status_code == 201, r.text
+    ds = r.json()
+    r = api.http.post("/v1/jobs/train", json=tiny_input(f"dataset:{ds['id']}/train", f"dataset:{ds['id']}/valid",
+                                                        **kw))
+    assert r.status_code == 202, r.text
+    return ds, r.json()
+
+
 class Users:
     """An in-process client (TestClient) and a token per user name."""
 

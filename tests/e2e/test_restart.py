@@ -7,8 +7,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from kit import Api, dptensor, free_port, service_env, stop, wait_for
-from test_service import _upload_and_train
+from kit import Api, dptensor, free_port, service_env, stop, upload_and_train, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -29,7 +28,7 @@ def test_killed_worker_resumes_from_checkpoint(tmp_path: Path, redis_url: str, w
     second = None
     try:
         wait_for("service ready", api.ready, timeout=90)
-        _, job = _upload_and_train(api, water_tgz, numb_steps=80, save_freq=5)
+        _, job = upload_and_train(api, water_tgz, numb_steps=80, save_freq=5)
         wait_for("training past a checkpoint", lambda: _running_past(api, job["id"], 12), timeout=120)
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
@@ -61,7 +60,7 @@ def test_killed_worker_fails_the_job_when_no_attempt_is_left(tmp_path: Path, wat
     worker = dptensor("worker", "--queues", "train", env=env, log=tmp_path / "worker.log")
     try:
         wait_for("service ready", api.ready, timeout=90)
-        _, job = _upload_and_train(api, water_tgz, numb_steps=100000, save_freq=100000)
+        _, job = upload_and_train(api, water_tgz, numb_steps=100000, save_freq=100000)
         wait_for("training to run", lambda: _running_past(api, job["id"], 1), timeout=120)
         worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=30)
@@ -86,7 +85,7 @@ def test_worker_shutdown_requeues_the_running_job(tmp_path: Path, water_tgz: Pat
     worker = dptensor("worker", "--queues", "train", env=env, log=tmp_path / "worker.log")
     try:
         wait_for("service ready", api.ready, timeout=90)
-        _, job = _upload_and_train(api, water_tgz, numb_steps=100000, save_freq=100000)
+        _, job = upload_and_train(api, water_tgz, numb_steps=100000, save_freq=100000)
         wait_for("training to run", lambda: _running_past(api, job["id"], 1), timeout=120)
         assert stop(worker) == 0
         queued = api.job(job["id"])

@@ -21,7 +21,7 @@ from kit import (
     free_port,
     service_env,
     stop,
-    tiny_input,
+    upload_and_train,
     wait_for,
 )
 
@@ -33,16 +33,6 @@ def _token(env: dict[str, str], user: str) -> str:
     out = subprocess.run([sys.executable, "-m", "app.cli", "token", "create", "--user", user], env=env,
                          capture_output=True, text=True, timeout=60, check=True)
     return out.stdout.strip()
-
-
-def _upload_and_train(api: Api, archive: Path, **kw: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    r = api.http.post("/v1/datasets", files={"file": ("water.tgz", archive.read_bytes())})
-    assert r.status_code == 201, r.text
-    ds = r.json()
-    r = api.http.post("/v1/jobs/train", json=tiny_input(f"dataset:{ds['id']}/train", f"dataset:{ds['id']}/valid",
-                                                        **kw))
-    assert r.status_code == 202, r.text
-    return ds, r.json()
 
 
 def _frames(data_dir: Path, ds: dict[str, Any], n: int) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
@@ -91,7 +81,7 @@ def test_redis_broker_and_worker_process(tmp_path: Path, redis_url: str, water_t
     try:
         ready = wait_for("service ready", api.ready, timeout=90)
         assert ready["broker"]["detail"] == "redis" and ready["queues_without_worker"] == []
-        ds, job = _upload_and_train(api, water_tgz)
+        ds, job = upload_and_train(api, water_tgz)
         job = api.wait_job(job["id"])
         ckpt, answer = _check_model_and_predict(api, data, ds, job, tmp_path)
 
@@ -145,7 +135,7 @@ def test_embedded_default_one_command(tmp_path: Path, water_tgz: Path) -> None:
                          timeout=90)
         assert ready["broker"]["detail"] == "embedded (SQLite)"
         assert sorted(w["queues"] for w in ready["workers"]) == [["predict"], ["train", "batch"]]
-        ds, job = _upload_and_train(api, water_tgz)
+        ds, job = upload_and_train(api, water_tgz)
         job = api.wait_job(job["id"])
         _check_model_and_predict(api, data, ds, job, tmp_path)
         kids = children(serve.pid)
