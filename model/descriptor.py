@@ -16,11 +16,23 @@ from torch import Tensor, nn
 from model.neighbor import NeighborList
 from model.nets import MLP
 
+EMBED_BLOCK = 2048
+DENSE_CONTRACTION_MAX = 2_000_000  # elements of the zero-padded [nC, width, M1] buffer
+
+
+def _blocked(net: MLP, s: Tensor) -> Tensor:
+    """net(s) in blocks of EMBED_BLOCK rows: each layer's activations stay in cache (the
+    nets are narrow, so whole-array layers would be bound by memory traffic)."""
+    if s.shape[0] <= EMBED_BLOCK:
+        return net(s)
+    return torch.cat([net(s[c:c + EMBED_BLOCK]) for c in range(0, s.shape[0], EMBED_BLOCK)])
+
 
 @dataclass
 class Segment:
     """A run of pairs of one group whose centres all have ``count`` pairs in that group."""
 
+    group: int
     count: int
     start: int  # pair range [start, stop)
     stop: int
@@ -39,8 +51,14 @@ class EnvPairs:
     offsets: list[int]  # pairs of group g are [offsets[g], offsets[g + 1])
     segments: list[Segment]
     block_centre: Tensor  # [n_blocks] centre of each block of pairs
+    dense: Tensor  # [P] centre · width + rank of the pair among its centre's pairs
+    width: int  # most pairs of one centre
     centre_type: Tensor  # [nC]
     counts: Tensor  # [nC, ntypes] real neighbours per type
+    # Groups whose centre and neighbour types are equal hold every pair twice (i→j and
+    # j→i have the same r, hence the same embedding): group → (distinct r̃₀ values, index
+    # of each pair's value).
+    distinct: dict[int, tuple[Tensor, Tensor]]
 
     @property
     def n_centres(self) -> int:
@@ -74,17 +92,37 @@ def environment(nl: NeighborList, centre_type: Tensor, ntypes: int, rcut_smth: f
             cnt = key % max_count
             n_blocks = length // cnt
             blocks.append(centre[pos:pos + length:cnt])
-            segments.append(Segment(count=cnt, start=pos, stop=pos + length, block_start=blk,
-                                    block_stop=blk + n_blocks))
+            segments.append(Segment(group=key // max_count, count=cnt, start=pos, stop=pos + length,
+                                    block_start=blk, block_stop=blk + n_blocks))
             pos += length
             blk += n_blocks
         sizes = torch.bincount(group, minlength=ntypes * ntypes).tolist()
         offsets = [0]
         for n in sizes:
             offsets.append(offsets[-1] + n)
+        # rank of each pair within its centre (for the dense contraction of small batches):
+        # rank inside its (group, centre) block + pairs of the centre in earlier groups
+        seg_start = torch.repeat_interleave(torch.tensor([s.start for s in segments], dtype=torch.long),
+                                            torch.tensor([s.stop - s.start for s in segments]))
+        seg_count = torch.repeat_interleave(torch.tensor([s.count for s in segments], dtype=torch.long),
+                                            torch.tensor([s.stop - s.start for s in segments]))
+        seg_start, seg_count = seg_start.to(centre.device), seg_count.to(centre.device)
+        earlier = nl.counts.cumsum(1) - nl.counts  # [nC, nt]
+        rank = (torch.arange(centre.numel(), device=centre.device) - seg_start) % seg_count
+        rank = rank + earlier[centre, nl.ntype[order]]
+        width = int(nl.counts.sum(1).max()) if nl.counts.numel() else 0
+        rij = rij[order]
+        distinct = {}
+        for g in range(0, ntypes * ntypes, ntypes + 1):  # groups with centre type = neighbour type
+            a, b = offsets[g], offsets[g + 1]
+            if b - a > 1:
+                values, index = torch.unique(rij[a:b, 0], return_inverse=True)
+                if values.numel() < 0.8 * (b - a):
+                    distinct[g] = (values, index)
         return EnvPairs(
-            rij=rij[order], group=group[order], offsets=offsets, segments=segments,
+            rij=rij, group=group[order], offsets=offsets, segments=segments,
             block_centre=torch.cat(blocks) if blocks else centre, centre_type=centre_type, counts=nl.counts,
+            distinct=distinct, dense=centre * width + rank, width=width,
         )
 
 
@@ -116,12 +154,46 @@ class DescriptorSeA(nn.Module):
     def dim_out(self) -> int:
         return self.m1 * self.m2
 
-    def _net_ranges(self, offsets: list[int]) -> list[tuple[int, int, int]]:
-        """(net index, start, stop) over the group-sorted pairs; one call per net."""
-        nt = self.ntypes
-        if self.type_one_side:  # groups tj·nt … tj·nt + nt − 1 share net tj and are contiguous
-            return [(tj, offsets[tj * nt], offsets[tj * nt + nt]) for tj in range(nt)]
-        return [(g, offsets[g], offsets[g + 1]) for g in range(nt * nt)]
+    def _net_of_group(self, g: int) -> MLP:
+        """Group g = ti + nt·tj uses net tj (type_one_side) or net g (DeePMD-kit's index)."""
+        return self._net(g // self.ntypes if self.type_one_side else g)
+
+    def _contract_blocked(self, env: EnvPairs, rn: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+        """Σ_pairs R̃ᵀ G per centre, computing G in blocks of whole centres of one segment."""
+        m1 = self.m1
+        t = rn.new_zeros(env.n_centres, 4, m1)
+        distinct_g = {g: _blocked(self._net_of_group(g), ((v - mean[g, 0]) / std[g, 0])[:, None])
+                      for g, (v, _) in env.distinct.items()}
+        for seg in env.segments:
+            net, c, first = self._net_of_group(seg.group), seg.count, env.offsets[seg.group]
+            step = max(1, EMBED_BLOCK // c)  # centres per block
+            for b0 in range(seg.block_start, seg.block_stop, step):
+                b1 = min(b0 + step, seg.block_stop)
+                p0 = seg.start + (b0 - seg.block_start) * c
+                p1 = p0 + (b1 - b0) * c
+                if seg.group in distinct_g:
+                    g = distinct_g[seg.group].index_select(0, env.distinct[seg.group][1][p0 - first:p1 - first])
+                else:
+                    g = net(rn[p0:p1, :1])
+                part = torch.bmm(rn[p0:p1].view(b1 - b0, c, 4).transpose(1, 2), g.view(b1 - b0, c, m1))
+                t.index_add_(0, env.block_centre[b0:b1], part)
+        return t
+
+    def _embed(self, env: EnvPairs, rn: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+        """G for every pair, in pair order [P, M1]."""
+        parts = []
+        for g in range(self.ntypes * self.ntypes):
+            a, b = env.offsets[g], env.offsets[g + 1]
+            if b == a:
+                continue
+            net = self._net_of_group(g)
+            if g in env.distinct:
+                values, index = env.distinct[g]
+                s = ((values - mean[g, 0]) / std[g, 0])[:, None]
+                parts.append(_blocked(net, s).index_select(0, index))
+            else:
+                parts.append(_blocked(net, rn[a:b, :1]))
+        return torch.cat(parts) if parts else rn.new_zeros(0, self.m1)
 
     def _net(self, k: int) -> MLP:
         net = self.embeddings[k]
@@ -138,23 +210,22 @@ class DescriptorSeA(nn.Module):
         nt, m1, n_c = self.ntypes, self.m1, env.n_centres
         mean, std = self._group_stats()  # [nt², 4]
         rn = (env.rij - mean[env.group]) / std[env.group]  # [P, 4]
-        s = rn[:, :1]  # [P, 1] embedding input
-        parts = [self._net(k)(s[a:b]) for k, a, b in self._net_ranges(env.offsets) if b > a]
-        g = torch.cat(parts) if parts else rn.new_zeros(0, m1)  # [P, M1]
 
-        # T = Σ_pairs R̃ᵀ G over real neighbours: one batched matmul per segment of centres
-        # with equal pair counts.
-        t = rn.new_zeros(n_c, 4, m1)
-        for seg in env.segments:
-            n, c = seg.block_stop - seg.block_start, seg.count
-            part = torch.bmm(rn[seg.start:seg.stop].view(n, c, 4).transpose(1, 2),
-                             g[seg.start:seg.stop].view(n, c, m1))  # [n, 4, M1]
-            t.index_add_(0, env.block_centre[seg.block_start:seg.block_stop], part)
+        # T = Σ_pairs R̃ᵀ G over real neighbours. Small batches (training): all G at once,
+        # each centre's pairs zero-padded to the widest centre, one matmul — few ops, good
+        # for autograd. Large batches (inference): G block by block, contracted while the
+        # block is in cache — the full [P, M1] G would be hundreds of MB of memory traffic.
+        if n_c * env.width * m1 <= DENSE_CONTRACTION_MAX or torch.is_grad_enabled():
+            g = self._embed(env, rn, mean, std)  # [P, M1]
+            dense_r = rn.new_zeros(n_c * env.width, 4).index_copy_(0, env.dense, rn)
+            dense_g = g.new_zeros(n_c * env.width, m1).index_copy_(0, env.dense, g)
+            t = torch.bmm(dense_r.view(n_c, env.width, 4).transpose(1, 2), dense_g.view(n_c, env.width, m1))
+        else:
+            t = self._contract_blocked(env, rn, mean, std)
 
         # Padded slots: all equal (−davg/dstd) within a group; add count × R̃padᵀ G(s_pad).
         pad_r = -mean / std  # [nt², 4]
-        net_of_group = torch.arange(nt * nt) // nt if self.type_one_side else torch.arange(nt * nt)
-        pad_g = torch.cat([self._net(int(k))(pad_r[gi:gi + 1, :1]) for gi, k in enumerate(net_of_group)])
+        pad_g = torch.cat([self._net_of_group(g)(pad_r[g:g + 1, :1]) for g in range(nt * nt)])
         pad_term = (pad_r[:, :, None] * pad_g[:, None, :]).reshape(nt * nt, 4 * m1)  # [nt², 4·M1]
         npad = (self.sel_t - env.counts.to(rn.dtype))  # [nC, nt] padded slots per neighbour type
         cols = env.centre_type[:, None] + nt * torch.arange(nt, device=rn.device)[None, :]  # [nC, nt]

@@ -5,7 +5,8 @@ polar:  α = grᵀ · sym(F(D)·scale) · gr + shift·I   (fit_diag: F(D) is the
 
 For full (not fit_diag) polar heads only the symmetric part of the M1×M1 output reaches
 α, so the output layer is applied in packed form: the M1(M1+1)/2 columns of the
-symmetrised weight matrix instead of M1² — half the cost of the largest matmul.
+symmetrised weight matrix instead of M1² — half the cost of the largest matmul — and
+contracted with gr straight from the packed rows.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ class TensorFitting(nn.Module):
     shift_diag: Tensor  # [nt]
     pack_mn: Tensor  # [M1(M1+1)/2]
     pack_nm: Tensor
-    unpack: Tensor  # [M1²]
+    pack_diag: Tensor  # [M1] packed position of (m, m)
 
     def __init__(self, *, kind: str, ntypes: int, sel_type: list[int], dim_descrpt: int, m1: int,
                  neuron: list[int], resnet_dt: bool, activation: str, dtype: torch.dtype,
@@ -49,10 +50,10 @@ class TensorFitting(nn.Module):
         iu = torch.triu_indices(m1, m1)
         self.register_buffer("pack_mn", iu[0] * m1 + iu[1], persistent=False)
         self.register_buffer("pack_nm", iu[1] * m1 + iu[0], persistent=False)
-        unpack = torch.zeros(m1, m1, dtype=torch.long)
-        unpack[iu[0], iu[1]] = torch.arange(iu.shape[1])
-        unpack[iu[1], iu[0]] = torch.arange(iu.shape[1])
-        self.register_buffer("unpack", unpack.reshape(-1), persistent=False)
+        self.row_offsets = [0]  # packed row m is [row_offsets[m], row_offsets[m + 1])
+        for m in range(m1):
+            self.row_offsets.append(self.row_offsets[-1] + m1 - m)
+        self.register_buffer("pack_diag", torch.tensor(self.row_offsets[:-1]), persistent=False)
 
     @property
     def dim_tensor(self) -> int:
@@ -76,6 +77,12 @@ class TensorFitting(nn.Module):
                 if self.fit_diag:
                     o = (net(h) + self.bias_atom_e[t]) * self.scale[t]  # [n, M1]
                     x = torch.bmm(g.transpose(1, 2), g * o[:, :, None])  # grᵀ diag(o) gr
+                elif torch.is_grad_enabled():
+                    # Training batches are small: the plain M1² output layer is a few large
+                    # ops; packing would add gathers/scatters that cost more than they save.
+                    o = ((net(h) + self.bias_atom_e[t]) * self.scale[t]).view(n, self.m1, self.m1)
+                    x = torch.bmm(g.transpose(1, 2), torch.bmm(o, g))
+                    x = 0.5 * (x + x.transpose(1, 2))  # grᵀ (o + oᵀ)/2 gr
                 else:
                     x = self._full_polar(net, h, g, t)
                 x = x + self.shift_diag[t] * torch.eye(3, dtype=x.dtype, device=x.device)
@@ -83,18 +90,24 @@ class TensorFitting(nn.Module):
             outs.append(out.view(nf, b - a, -1))
         return torch.cat(outs, dim=1)
 
-    def _full_polar(self, net: MLP, h: Tensor, g: Tensor, t: int, chunk: int = 512) -> Tensor:
-        """grᵀ · (O + Oᵀ)/2 · gr with O = F(D)·scale reshaped M1×M1, via the packed
-        symmetric output layer. Unpacking is chunked to bound memory (M1² per atom)."""
+    def _full_polar(self, net: MLP, h: Tensor, g: Tensor, t: int, chunk: int = 256) -> Tensor:
+        """grᵀ · (O + Oᵀ)/2 · gr with O = F(D)·scale reshaped M1×M1, via the packed upper
+        triangle U of the symmetrised output: α = S + Sᵀ − grᵀ diag(U) gr with
+        S = grᵀ (U gr). Row m of U is contiguous in the packed layout, so U gr is M1
+        batched row-vector products and no M1×M1 matrix is ever formed."""
         last = net.layers[-1]
         w = 0.5 * (last.matrix[:, self.pack_mn] + last.matrix[:, self.pack_nm])  # [H, M1(M1+1)/2]
         b_full = last.bias + self.bias_atom_e[t]
         b = 0.5 * (b_full[self.pack_mn] + b_full[self.pack_nm])
         hidden = net.hidden(h)  # [n, H]
+        m1, offs = self.m1, self.row_offsets
         outs = []
         for c0 in range(0, hidden.shape[0], chunk):
-            packed = torch.addmm(b, hidden[c0:c0 + chunk], w, alpha=1.0) * self.scale[t]
-            a = packed[:, self.unpack].view(-1, self.m1, self.m1)  # symmetric [n, M1, M1]
-            gc = g[c0:c0 + chunk]
-            outs.append(torch.bmm(gc.transpose(1, 2), torch.bmm(a, gc)))
+            packed = torch.addmm(b, hidden[c0:c0 + chunk], w) * self.scale[t]  # [c, M1(M1+1)/2]
+            gc = g[c0:c0 + chunk]  # [c, M1, 3]
+            ugr = torch.cat([torch.bmm(packed[:, None, offs[m]:offs[m + 1]], gc[:, m:, :])
+                             for m in range(m1)], dim=1)  # [c, M1, 3] = U gr
+            s = torch.bmm(gc.transpose(1, 2), ugr)
+            d = torch.bmm(gc.transpose(1, 2), gc * packed[:, self.pack_diag, None])
+            outs.append(s + s.transpose(1, 2) - d)
         return torch.cat(outs) if outs else g.new_zeros(0, 3, 3)

@@ -146,7 +146,8 @@ def train(source: str | Path | dict[str, Any], output_dir: str | Path, *, restar
     else:
         model = build_model(resolve_sel(model_cfg, data.train), data)
     model.to(dev).train()
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate.start_lr, betas=(0.9, 0.999), eps=1e-8)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate.start_lr, betas=(0.9, 0.999), eps=1e-8,
+                           fused=True)
     if restart is not None and "optimizer" in ck["train"]:
         opt.load_state_dict(ck["train"]["optimizer"])
     lr_at = exp_lr(cfg.learning_rate, tr.numb_steps, tr.warmup_steps)

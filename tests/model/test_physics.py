@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from model import descriptor
 from model.tensor_model import TensorModel
 from tests.model import reference
 from tests.model.conftest import random_frames, tiny_model
@@ -33,10 +34,17 @@ def _random_rotation(seed: int) -> np.ndarray:
 
 @pytest.mark.parametrize(("kind", "over"), VARIANTS)
 @pytest.mark.parametrize("pbc", [True, False])
-def test_matches_naive_formula(kind: str, over: dict, pbc: bool) -> None:
+@pytest.mark.parametrize("contraction", ["dense", "blocked"])
+def test_matches_naive_formula(kind: str, over: dict, pbc: bool, contraction: str,
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both contraction paths (dense for small batches, blocked for large inference
+    batches, with the same-type distinct-value embedding) against the naive formula."""
+    monkeypatch.setattr(descriptor, "DENSE_CONTRACTION_MAX", 10**12 if contraction == "dense" else 0)
+    monkeypatch.setattr(descriptor, "EMBED_BLOCK", 7)  # many small blocks, uneven ends
     model = tiny_model(kind, **over)
     coord, atype, box = random_frames(2, 14, 2, box_len=4.5, seed=11, pbc=pbc)
-    glob, atomic = _run(model, coord, atype, box)
+    with torch.inference_mode():
+        glob, atomic = _run(model, coord, atype, box)
     ref_g, ref_a = reference.predict(reference.params_from_model(model), coord, atype, box)
     np.testing.assert_allclose(atomic, ref_a, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(glob, ref_g, rtol=1e-10, atol=1e-12)
