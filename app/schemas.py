@@ -152,6 +152,13 @@ class CancelPublic(Public):
     cancel_requested: bool
 
 
+class TrainCheck(Public):
+    valid: bool
+    problems: list[Problem] = Field(description="what POST /v1/jobs/train would answer with a 422")
+    warnings: list[str] = Field(description="ignored DeePMD-kit keys")
+    dataset_ids: list[str]
+
+
 # --- models ------------------------------------------------------------------------------
 
 class ModelPublic(Public):

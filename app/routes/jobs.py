@@ -17,7 +17,17 @@ from app.datasets import check_refs
 from app.deps import CurrentUser, QueueDep, SessionDep, SettingsDep
 from app.errors import Conflict, NotFound
 from app.jobs import job_public, lcurve_file, read_lcurve, submit
-from app.schemas import ERRORS, CancelPublic, ErrorBody, FileInfo, JobList, JobPublic, LcurvePublic
+from app.schemas import (
+    ERRORS,
+    CancelPublic,
+    ErrorBody,
+    FileInfo,
+    JobList,
+    JobPublic,
+    LcurvePublic,
+    Problem,
+    TrainCheck,
+)
 from app.store import job_dir
 from app.tables import TERMINAL, Dataset, Job, User, utcnow
 from model.config import ConfigWarning, InputConfig, parse_section
@@ -79,6 +89,22 @@ def submit_training(
                  files={"input.json": input_json}, warnings=warns, dataset_ids=used, total=numb_steps)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return job_public(job, user.name)
+
+
+@router.post("/train/check", response_model=TrainCheck)
+def check_training(
+    session: SessionDep, user: CurrentUser,
+    input_json: Annotated[dict[str, Any], Body(openapi_examples={"water dipole": {"value": TRAIN_EXAMPLE}})],
+) -> TrainCheck:
+    """Validate input.json exactly as POST /v1/jobs/train does, without starting anything:
+    200 with `valid` and the problems (JSON path + message) instead of a 422 (for editors
+    that check while the user types)."""
+    try:
+        warns, used = validate_train_input(input_json, session, user)
+    except ConfigError as exc:
+        problems = [Problem(loc=p or "(document)", msg=m) for p, m in exc.problems]
+        return TrainCheck(valid=False, problems=problems, warnings=[], dataset_ids=[])
+    return TrainCheck(valid=True, problems=[], warnings=warns, dataset_ids=used)
 
 
 @router.get("", response_model=JobList)
