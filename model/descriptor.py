@@ -51,8 +51,7 @@ class EnvPairs:
     offsets: list[int]  # pairs of group g are [offsets[g], offsets[g + 1])
     segments: list[Segment]
     block_centre: Tensor  # [n_blocks] centre of each block of pairs
-    dense: Tensor  # [P] centre · width + rank of the pair among its centre's pairs
-    width: int  # most pairs of one centre
+    centre: Tensor  # [P] centre of each pair
     centre_type: Tensor  # [nC]
     counts: Tensor  # [nC, ntypes] real neighbours per type
     # Groups whose centre and neighbour types are equal hold every pair twice (i→j and
@@ -63,6 +62,25 @@ class EnvPairs:
     @property
     def n_centres(self) -> int:
         return int(self.centre_type.shape[0])
+
+    @property
+    def width(self) -> int:
+        """Most pairs of one centre."""
+        return int(self.counts.sum(1).max()) if self.counts.numel() else 0
+
+    def dense_index(self) -> Tensor:
+        """[P] centre · width + rank of the pair among its centre's pairs (for the padded
+        contraction): rank inside its (group, centre) block + its pairs in earlier groups."""
+        lengths = torch.tensor([s.stop - s.start for s in self.segments])
+        start = torch.repeat_interleave(torch.tensor([s.start for s in self.segments]), lengths)
+        count = torch.repeat_interleave(torch.tensor([s.count for s in self.segments]), lengths)
+        group_of_pair = torch.repeat_interleave(torch.tensor([s.group for s in self.segments]), lengths)
+        dev = self.centre.device
+        nt = self.counts.shape[1]
+        earlier = (self.counts.cumsum(1) - self.counts).view(-1)  # [nC·nt] pairs in earlier groups
+        rank = (torch.arange(self.centre.numel(), device=dev) - start.to(dev)) % count.to(dev)
+        tj = torch.div(group_of_pair.to(dev), nt, rounding_mode="floor")
+        return self.centre * self.width + rank + earlier.index_select(0, self.centre * nt + tj)
 
 
 def smooth_weight(r: Tensor, rcut_smth: float, rcut: float) -> Tensor:
@@ -75,16 +93,19 @@ def environment(nl: NeighborList, centre_type: Tensor, ntypes: int, rcut_smth: f
                 dtype: torch.dtype) -> EnvPairs:
     """Parameter-free part of the descriptor (depends on coordinates only)."""
     with torch.no_grad():
-        vec = nl.vec.to(dtype)  # [P, 3]
-        r = vec.norm(dim=-1, keepdim=True)  # [P, 1]
-        sw = smooth_weight(r, rcut_smth, rcut)
-        rij = torch.cat([sw / r, sw * vec / (r * r)], dim=-1)  # [P, 4]
-        group = centre_type[nl.centre] + ntypes * nl.ntype  # [P]
-        count = nl.counts[nl.centre, nl.ntype]  # [P] pairs of this centre in this group
+        nt = ntypes
+        group = centre_type.index_select(0, nl.centre) + nt * nl.ntype  # [P]
+        count = nl.counts.view(-1).index_select(0, nl.centre * nt + nl.ntype)  # pairs of the centre in its group
         max_count = int(nl.counts.max()) + 1 if nl.counts.numel() else 1
-        run = group * max_count + count
-        order = torch.argsort(run * max(nl.n_centres, 1) + nl.centre, stable=True)
-        run, centre = run[order], nl.centre[order]
+        # The search emits pairs centre by centre, so a stable sort on (group, count) keeps
+        # each centre's pairs together and the centres in order.
+        order = torch.argsort(group * max_count + count, stable=True)
+        run = (group * max_count + count).index_select(0, order)
+        centre = nl.centre.index_select(0, order)
+        vec = nl.vec.index_select(0, order).to(dtype)  # [P, 3]
+        r = vec.norm(dim=-1, keepdim=True)  # [P, 1]
+        sw_r = smooth_weight(r, rcut_smth, rcut) / r
+        rij = torch.cat([sw_r, vec * (sw_r / r)], dim=-1)  # [P, 4] sw·(1/r, x/r², y/r², z/r²)
         keys, lengths = torch.unique_consecutive(run, return_counts=True)
         segments, blocks = [], []
         pos = blk = 0
@@ -96,33 +117,20 @@ def environment(nl: NeighborList, centre_type: Tensor, ntypes: int, rcut_smth: f
                                     block_start=blk, block_stop=blk + n_blocks))
             pos += length
             blk += n_blocks
-        sizes = torch.bincount(group, minlength=ntypes * ntypes).tolist()
         offsets = [0]
-        for n in sizes:
+        for n in torch.bincount(group, minlength=nt * nt).tolist():
             offsets.append(offsets[-1] + n)
-        # rank of each pair within its centre (for the dense contraction of small batches):
-        # rank inside its (group, centre) block + pairs of the centre in earlier groups
-        seg_start = torch.repeat_interleave(torch.tensor([s.start for s in segments], dtype=torch.long),
-                                            torch.tensor([s.stop - s.start for s in segments]))
-        seg_count = torch.repeat_interleave(torch.tensor([s.count for s in segments], dtype=torch.long),
-                                            torch.tensor([s.stop - s.start for s in segments]))
-        seg_start, seg_count = seg_start.to(centre.device), seg_count.to(centre.device)
-        earlier = nl.counts.cumsum(1) - nl.counts  # [nC, nt]
-        rank = (torch.arange(centre.numel(), device=centre.device) - seg_start) % seg_count
-        rank = rank + earlier[centre, nl.ntype[order]]
-        width = int(nl.counts.sum(1).max()) if nl.counts.numel() else 0
-        rij = rij[order]
         distinct = {}
-        for g in range(0, ntypes * ntypes, ntypes + 1):  # groups with centre type = neighbour type
+        for g in range(0, nt * nt, nt + 1):  # groups with centre type = neighbour type
             a, b = offsets[g], offsets[g + 1]
             if b - a > 1:
                 values, index = torch.unique(rij[a:b, 0], return_inverse=True)
                 if values.numel() < 0.8 * (b - a):
                     distinct[g] = (values, index)
         return EnvPairs(
-            rij=rij, group=group[order], offsets=offsets, segments=segments,
-            block_centre=torch.cat(blocks) if blocks else centre, centre_type=centre_type, counts=nl.counts,
-            distinct=distinct, dense=centre * width + rank, width=width,
+            rij=rij, group=torch.div(run, max_count, rounding_mode="floor"), offsets=offsets,
+            segments=segments, block_centre=torch.cat(blocks) if blocks else centre, centre=centre,
+            centre_type=centre_type, counts=nl.counts, distinct=distinct,
         )
 
 
@@ -215,11 +223,13 @@ class DescriptorSeA(nn.Module):
         # each centre's pairs zero-padded to the widest centre, one matmul — few ops, good
         # for autograd. Large batches (inference): G block by block, contracted while the
         # block is in cache — the full [P, M1] G would be hundreds of MB of memory traffic.
-        if n_c * env.width * m1 <= DENSE_CONTRACTION_MAX or torch.is_grad_enabled():
+        width = env.width
+        if n_c * width * m1 <= DENSE_CONTRACTION_MAX or torch.is_grad_enabled():
             g = self._embed(env, rn, mean, std)  # [P, M1]
-            dense_r = rn.new_zeros(n_c * env.width, 4).index_copy_(0, env.dense, rn)
-            dense_g = g.new_zeros(n_c * env.width, m1).index_copy_(0, env.dense, g)
-            t = torch.bmm(dense_r.view(n_c, env.width, 4).transpose(1, 2), dense_g.view(n_c, env.width, m1))
+            index = env.dense_index()
+            dense_r = rn.new_zeros(n_c * width, 4).index_copy_(0, index, rn)
+            dense_g = g.new_zeros(n_c * width, m1).index_copy_(0, index, g)
+            t = torch.bmm(dense_r.view(n_c, width, 4).transpose(1, 2), dense_g.view(n_c, width, m1))
         else:
             t = self._contract_blocked(env, rn, mean, std)
 

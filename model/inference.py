@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -63,35 +63,51 @@ def predict(model: TensorModel, coord: np.ndarray, atype: np.ndarray, box: np.nd
     return Prediction(global_tensor=out_g, atomic_tensor=out_a)
 
 
+def _npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
+    """The .npy header for a C-ordered array, so the data can follow in chunks."""
+    buf = io.BytesIO()
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_2_0(buf, header)
+    return buf.getvalue()
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
 def save_predictions_npz(path: str | Path, model: TensorModel, coord: np.ndarray, atype: np.ndarray,
                          box: np.ndarray | None = None, *, batch_size: int | None = None,
-                         progress: Callable[[int, int], None] | None = None) -> Path:
+                         progress: Callable[[int, int], None] | None = None,
+                         should_stop: Callable[[], bool] | None = None) -> Path:
     """Predict chunk by chunk straight into ``path`` (.npz: global [nf, dim], atomic
-    [nf, nat, dim], atype, type_map, kind). The arrays are written to memory-mapped .npy
-    files first, so memory stays bounded however many frames there are."""
+    [nf, nat, dim], atype, type_map, kind). The atomic array — the big one — streams
+    into its zip member as chunks arrive (``coord`` may be a memory-mapped array), so
+    memory stays bounded however many frames there are; only the global tensors (nf ×
+    dim) are held. The file appears atomically, complete or not at all. ``should_stop``
+    is polled between chunks; a stop raises InterruptedError and leaves no file."""
     path = Path(path)
     nf, nat = coord.shape[0], coord.shape[1]
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".predict-") as tmp:
-        g = np.lib.format.open_memmap(Path(tmp) / f"{PRED_GLOBAL}.npy", mode="w+", dtype=np.float64,
-                                      shape=(nf, model.dim))
-        a = np.lib.format.open_memmap(Path(tmp) / f"{PRED_ATOMIC}.npy", mode="w+", dtype=np.float64,
-                                      shape=(nf, nat, model.dim))
-        for f0, chunk in iter_predict(model, coord, atype, box, batch_size=batch_size):
-            n = chunk.global_tensor.shape[0]
-            g[f0:f0 + n] = chunk.global_tensor
-            a[f0:f0 + n] = chunk.atomic_tensor
-            if progress is not None:
-                progress(f0 + n, nf)
-        g.flush()
-        a.flush()
-        del g, a
-        extras = {PRED_ATYPE: np.asarray(atype, dtype=np.int64), PRED_TYPE_MAP: np.array(model.type_map),
-                  PRED_KIND: np.array(model.kind)}
-        for key, value in extras.items():
-            np.save(Path(tmp) / f"{key}.npy", value, allow_pickle=False)
-        partial = path.with_name(f".{path.name}.partial")
+    glob = np.zeros((nf, model.dim))
+    partial = path.with_name(f".{path.name}.partial")
+    try:
         with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-            for key in (PRED_GLOBAL, PRED_ATOMIC, *extras):
-                zf.write(Path(tmp) / f"{key}.npy", arcname=f"{key}.npy")
+            with zf.open(f"{PRED_ATOMIC}.npy", "w", force_zip64=True) as member:
+                member.write(_npy_header((nf, nat, model.dim), np.dtype(np.float64)))
+                for f0, chunk in iter_predict(model, coord, atype, box, batch_size=batch_size):
+                    n = chunk.global_tensor.shape[0]
+                    glob[f0:f0 + n] = chunk.global_tensor
+                    member.write(np.ascontiguousarray(chunk.atomic_tensor, dtype=np.float64).tobytes())
+                    if progress is not None:
+                        progress(f0 + n, nf)
+                    if should_stop is not None and f0 + n < nf and should_stop():
+                        raise InterruptedError("prediction stopped")
+            extras = {PRED_GLOBAL: glob, PRED_ATYPE: np.asarray(atype, dtype=np.int64),
+                      PRED_TYPE_MAP: np.array(model.type_map), PRED_KIND: np.array(model.kind)}
+            for key, value in extras.items():
+                zf.writestr(f"{key}.npy", _npy_bytes(value))
         os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
     return path

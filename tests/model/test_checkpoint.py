@@ -87,3 +87,14 @@ def test_streamed_predictions_file(tmp_path: Path) -> None:
         np.testing.assert_allclose(npz["atomic"], ref.atomic_tensor, rtol=1e-12, atol=1e-15)  # chunking only
         assert str(npz["kind"]) == "polar" and npz["type_map"].tolist() == ["O", "H"]
     assert not list(tmp_path.glob(".*"))  # no temporary files left behind
+
+
+def test_streamed_predictions_stop_leaves_no_file(tmp_path: Path) -> None:
+    model = tiny_model("dipole")
+    coord, atype, box = random_frames(6, 12, 2, box_len=4.5, seed=8)
+    seen: list[int] = []
+    with pytest.raises(InterruptedError):
+        save_predictions_npz(tmp_path / "p.npz", model, coord, atype, box, batch_size=2,
+                             progress=lambda done, total: seen.append(done), should_stop=lambda: len(seen) >= 2)
+    assert seen == [2, 4]
+    assert list(tmp_path.iterdir()) == []
