@@ -7,13 +7,14 @@ so that both tools get byte-identical training inputs and identical inference fr
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-DATA_DIR = Path("/work/shared/data")
+DATA_DIR = Path(os.environ.get("DPTENSOR_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data"
 WATER_DIR = DATA_DIR / "water_tensor"
 REFERENCE_DIR = DATA_DIR / "deepmd_reference"
 TASKS = ("dipole", "polar")
