@@ -21,6 +21,7 @@ from model.errors import ConfigError
 @dataclass
 class Batch:
     system: int  # index into the sampler's systems
+    frames: tuple[int, ...]  # frame indices within that system
     coord: Tensor  # [B, nat, 3]
     atype: Tensor  # [nat]
     box: Tensor | None  # [B, 3, 3]
@@ -46,7 +47,8 @@ def make_batch(system: System, index: int, frames: np.ndarray, device: torch.dev
 
     coord = tensor(system.coord)
     assert coord is not None
-    return Batch(system=index, coord=coord, atype=torch.as_tensor(system.atype, device=device),
+    return Batch(system=index, frames=tuple(int(f) for f in frames), coord=coord,
+                 atype=torch.as_tensor(system.atype, device=device),
                  box=tensor(system.box), atomic_label=tensor(system.atomic_label),
                  global_label=tensor(system.global_label))
 

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +21,11 @@ import torch
 from model.batching import Batch, BatchSampler
 from model.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
 from model.config import InputConfig, LearningRateConfig, load_input
+from model.descriptor import EnvPairs
 from model.errors import CheckpointError
 from model.loss import LossTerms, Metrics, tensor_loss
 from model.setup import build_model, load_training_data, resolve_model_config, resolve_sel
-from model.tensor_model import TensorModel
+from model.tensor_model import Centres, TensorModel
 
 LCURVE_COLUMNS = ("rmse_val", "rmse_trn", "rmse_lc_val", "rmse_lc_trn", "rmse_gl_val", "rmse_gl_trn", "lr")
 
@@ -65,16 +67,47 @@ def exp_lr(cfg: LearningRateConfig, numb_steps: int, warmup: int = 0) -> Callabl
     return lr
 
 
-def _loss(model: TensorModel, batch: Batch, cfg: InputConfig) -> LossTerms:
-    out = model(batch.coord, batch.atype, batch.box)
+class EnvCache:
+    """Environments of training batches, reused across steps: the frames never move, so
+    the neighbour search and environment rows are computed once per batch (LRU, bounded
+    by the number of pairs held)."""
+
+    def __init__(self, max_pairs: int = 20_000_000) -> None:
+        self.max_pairs = max_pairs
+        self.pairs = 0
+        self.items: OrderedDict[tuple[str, int, tuple[int, ...]], tuple[EnvPairs, Centres]] = OrderedDict()
+
+    def get(self, model: TensorModel, batch: Batch, tag: str) -> tuple[EnvPairs, Centres]:
+        key = (tag, batch.system, batch.frames)
+        if key in self.items:
+            self.items.move_to_end(key)
+            return self.items[key]
+        centres = model.centres(batch.atype)
+        env = model.environment(batch.coord.to(model.dtype), batch.atype,
+                                None if batch.box is None else batch.box.to(model.dtype), centres)
+        self.items[key] = (env, centres)
+        self.pairs += int(env.rij.shape[0])
+        while self.pairs > self.max_pairs and len(self.items) > 1:
+            _, (old, _) = self.items.popitem(last=False)
+            self.pairs -= int(old.rij.shape[0])
+        return env, centres
+
+
+def _loss(model: TensorModel, batch: Batch, cfg: InputConfig, cache: EnvCache | None = None,
+          tag: str = "") -> LossTerms:
+    if cache is None:
+        out = model(batch.coord, batch.atype, batch.box)
+    else:
+        env, centres = cache.get(model, batch, tag)
+        out = model.forward_env(env, centres, batch.coord.shape[0], batch.coord.shape[1])
     mask = torch.isin(batch.atype, torch.tensor(model.sel_type, device=batch.atype.device))
     return tensor_loss(out.atomic, out.global_, batch.atomic_label, batch.global_label, mask,
                        cfg.loss.pref, cfg.loss.pref_atomic)
 
 
-def evaluate(model: TensorModel, batches: list[Batch], cfg: InputConfig) -> Metrics:
+def evaluate(model: TensorModel, batches: list[Batch], cfg: InputConfig, cache: EnvCache | None = None) -> Metrics:
     with torch.no_grad():
-        return Metrics.from_terms([_loss(model, b, cfg) for b in batches])
+        return Metrics.from_terms([_loss(model, b, cfg, cache, "valid") for b in batches])
 
 
 def _fmt(v: float) -> str:
@@ -158,6 +191,7 @@ def train(source: str | Path | dict[str, Any], output_dir: str | Path, *, restar
                                 sys_probs=tr.validation_data.sys_probs, device=dev, dtype=model.dtype)
                    if tr.validation_data is not None else None)
     lcurve = LcurveWriter(out / tr.disp_file, with_val=val_sampler is not None, append=restart is not None)
+    cache = EnvCache()
     written: list[Path] = []
 
     # --- the loop ----------------------------------------------------------------------
@@ -168,7 +202,7 @@ def train(source: str | Path | dict[str, Any], output_dir: str | Path, *, restar
             lr = lr_at(step - 1)
             for group in opt.param_groups:
                 group["lr"] = lr
-            terms = _loss(model, sampler.batch_at(step), cfg)
+            terms = _loss(model, sampler.batch_at(step), cfg, cache, "train")
             opt.zero_grad(set_to_none=True)
             terms.loss.backward()
             if tr.gradient_max_norm is not None:
@@ -182,7 +216,7 @@ def train(source: str | Path | dict[str, Any], output_dir: str | Path, *, restar
                 val = None
                 if val_sampler is not None:
                     n = tr.validation_data.numb_btch if tr.validation_data else 1
-                    val = evaluate(model, [val_sampler.batch_at(step * 1000 + i) for i in range(n)], cfg)
+                    val = evaluate(model, [val_sampler.batch_at(step * 1000 + i) for i in range(n)], cfg, cache)
                 row = _row(Metrics.from_terms([terms]), val, lr)
                 lcurve.write(step, row)
             if on_progress is not None and (display or now - last_report >= progress_every_s):

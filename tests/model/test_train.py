@@ -118,3 +118,21 @@ def test_data_without_usable_labels_is_rejected(tmp_path: Path) -> None:
     raw["loss"]["pref"] = 0.0  # the global system then has no label the loss uses
     with pytest.raises(DataError, match="no label this loss uses"):
         train(raw, tmp_path)
+
+
+def test_environment_cache_gives_the_same_loss_and_stays_bounded() -> None:
+    from model.batching import BatchSampler
+    from model.train import EnvCache, _loss
+
+    cfg, base = load_input(tiny_input(steps=2))
+    mc = resolve_model_config(cfg, base)
+    data = load_training_data(cfg, mc, base)
+    model = build_model(resolve_sel(mc, data.train), data)
+    sampler = BatchSampler(data.train, data.train_batch, seed=1)
+    cache = EnvCache(max_pairs=1)  # holds a single batch at a time
+    first, second = sampler.batch_at(1), sampler.batch_at(2)
+    plain = float(_loss(model, first, cfg).loss)
+    assert float(_loss(model, first, cfg, cache).loss) == plain
+    assert float(_loss(model, first, cfg, cache).loss) == plain  # served from the cache
+    _loss(model, second, cfg, cache)
+    assert len(cache.items) == 1 and cache.pairs > 0
