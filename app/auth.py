@@ -37,6 +37,15 @@ def create_token(session: Session, user_name: str, *, admin: bool = False, label
     return token
 
 
+def ensure_first_admin(session: Session) -> str | None:
+    """A token for user "admin" when no admin has a token yet (a fresh service), else None:
+    the one-command start must leave its user a way in."""
+    has_admin = session.scalars(
+        select(User.id).join(Token, Token.user_id == User.id).where(User.is_admin.is_(True)).limit(1)
+    ).first()
+    return None if has_admin is not None else create_token(session, "admin", admin=True, label="first start")
+
+
 def user_for_token(session: Session, token: str) -> User | None:
     return session.scalars(
         select(User).join(Token, Token.user_id == User.id).where(Token.token_hash == hash_token(token))

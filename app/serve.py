@@ -92,12 +92,16 @@ def serve(settings: Settings, *, workers: list[str], device: str | None = None) 
     from app.main import create_app
 
     app = create_app(settings)  # creates the data dir and tables before any worker starts
+    first_token = _first_admin_token(settings)
     pool = Workers(settings, workers, device)
     pool.start()
     broker = "embedded (SQLite, no server)" if settings.embedded_broker else settings.broker
     print(f"dptensor: serving on http://{settings.host}:{settings.port}  (API docs: "
           f"http://{settings.host}:{settings.port}/docs)\n  data: {settings.root}\n  broker: {broker}\n"
           f"  auth: {settings.auth}\n  workers: {', '.join(workers) or 'none (--no-worker)'}", flush=True)
+    if first_token is not None:
+        print(f"  first start: admin token {first_token}\n  (also in {settings.root / 'admin_token'}; "
+              "paste it into the page's token field or send 'Authorization: Bearer <token>')", flush=True)
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal: turn that
     # into an exception here so the workers are always stopped and the exit code is 0
     previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -110,6 +114,22 @@ def serve(settings: Settings, *, workers: list[str], device: str | None = None) 
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0
+
+
+def _first_admin_token(settings: Settings) -> str | None:
+    """Create (once) and save an admin token for a fresh token-auth service."""
+    if settings.auth != "token":
+        return None
+    from app.auth import ensure_first_admin
+    from app.db import session_scope
+
+    with session_scope(settings.db_url) as session:
+        token = ensure_first_admin(session)
+    if token is not None:
+        path = settings.root / "admin_token"
+        path.write_text(token + "\n")
+        path.chmod(0o600)
+    return token
 
 
 class _Stop(Exception):

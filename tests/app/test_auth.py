@@ -38,3 +38,18 @@ def test_token_cli(tmp_path) -> None:
 def test_no_auth_mode_on_loopback(tmp_path) -> None:
     with TestClient(create_app(load_settings(data_dir=tmp_path, auth="none"))) as c:
         assert c.get("/v1/me").json() == {"name": "local", "is_admin": True}
+
+
+def test_a_fresh_service_gets_one_admin_token(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from app.auth import ensure_first_admin, user_for_token
+    from app.db import init_db, session_scope
+
+    url = f"sqlite:///{tmp_path / 'jobs.sqlite'}"
+    init_db(url)
+    with session_scope(url) as s:
+        token = ensure_first_admin(s)
+        assert token is not None
+        user = user_for_token(s, token)
+        assert user is not None and user.is_admin and user.name == "admin"
+    with session_scope(url) as s:
+        assert ensure_first_admin(s) is None  # only once
