@@ -14,6 +14,7 @@ from app.janitor import Janitor
 from app.limits import BodySizeLimit
 from app.queue import TaskQueue
 from app.routes import api
+from app.routes.page import install_page
 from app.settings import Settings, get_settings
 
 DESCRIPTION = """Train and serve DeePMD-style dipole / polarizability models.
@@ -53,4 +54,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(BodySizeLimit, limit_for=limit_for)
     app.include_router(api)
+    install_page(app)
     return app

@@ -1,0 +1,247 @@
+// Spectra: pick a model and a trajectory (a file, or a system of an uploaded dataset),
+// start an IR or Raman spectrum job; the recent spectrum jobs below.
+
+import { api, ApiError, upload } from '../api.js';
+import { badge, field, h, note, replace, select, setFieldError } from '../dom.js';
+import { shortTime } from '../format.js';
+import { navigate } from '../router.js';
+import { poll } from '../poll.js';
+import { errorNote, pageHeader, problemList, syncRows } from './common.js';
+import { jobProgress } from './jobs.js';
+
+const TRAJECTORY_ACCEPT = '.xyz,.extxyz,.dump,.lammpstrj,.lmp,.traj,.tar.gz,.tgz,.tar,.zip';
+
+function numberInput(id, attrs = {}) {
+  return h('input', { type: 'number', id, step: 'any', inputmode: 'decimal', ...attrs });
+}
+
+export function spectraView(main, { query }) {
+  const model = h('select', { id: 'sp-model', required: true });
+  const kindIr = h('input', { type: 'radio', name: 'sp-kind', id: 'sp-kind-ir', value: 'ir', checked: true });
+  const kindRaman = h('input', { type: 'radio', name: 'sp-kind', id: 'sp-kind-raman', value: 'raman' });
+  const kindHint = h('small', { class: 'hint', id: 'sp-kind-hint' });
+  const srcFile = h('input', { type: 'radio', name: 'sp-src', id: 'sp-src-file', value: 'file', checked: true });
+  const srcData = h('input', { type: 'radio', name: 'sp-src', id: 'sp-src-data', value: 'dataset' });
+  const file = h('input', { type: 'file', id: 'sp-file', accept: TRAJECTORY_ACCEPT });
+  const dataset = h('select', { id: 'sp-dataset' });
+  const system = h('select', { id: 'sp-system' });
+  const dt = numberInput('sp-dt', { min: 0, required: true, placeholder: 'e.g. 0.5' });
+  const temperature = numberInput('sp-temperature', { value: '300', min: 0 });
+  const windowSel = select(['gaussian', 'hann', 'none'], { id: 'sp-window', value: 'gaussian' });
+  const maxCorr = numberInput('sp-max-corr', { min: 0, placeholder: 'auto: min(half the run, 2000)' });
+  const zeroPad = numberInput('sp-zero-pad', { min: 1, placeholder: '4' });
+  const correction = select(['harmonic', 'kubo', 'schofield', 'none'], { id: 'sp-correction', value: 'harmonic' });
+  const freqMax = numberInput('sp-freq-max', { min: 0, placeholder: 'auto: min(Nyquist, 5000)' });
+  const dipoleMode = select([['global', 'global (model output)'], ['wannier', 'wannier (ions + Wannier centres)']], { id: 'sp-dipole-mode', value: 'global' });
+  const ionic = h('input', { type: 'text', id: 'sp-ionic', placeholder: '{"O": 6, "H": 1}', spellcheck: 'false' });
+  const qw = numberInput('sp-qw', { placeholder: '-8' });
+  const format = h('input', { type: 'text', id: 'sp-format', placeholder: 'auto (from the file name)', list: 'sp-formats', spellcheck: 'false' });
+  const formats = h('datalist', { id: 'sp-formats' }, ['extxyz', 'lammps-dump-text', 'traj', 'deepmd'].map(v => h('option', { value: v })));
+  const maxFrames = numberInput('sp-max-frames', { min: 1, step: 1, placeholder: 'all' });
+  const submitBtn = h('button', { type: 'submit', class: 'btn btn-primary', id: 'sp-submit' }, 'Compute spectrum');
+  const message = h('div', { id: 'sp-message', 'aria-live': 'polite' });
+
+  // loc (as the api reports it, last component) -> field wrapper
+  const fields = {
+    model_id: field('Model', model, { hint: 'IR needs a dipole model, Raman a polarizability model' }),
+    file: field('Trajectory file', file, { hint: 'extended XYZ, LAMMPS dump, ASE .traj, or an archive of a DeePMD system' }),
+    dataset_id: field('Dataset', dataset),
+    system: field('System', system),
+    dt_fs: field('Time step between frames (fs)', dt, { hint: 'the interval at which frames were saved' }),
+    temperature_k: field('Temperature (K)', temperature),
+    window: field('Window', windowSel),
+    max_corr_fs: field('Max. correlation time (fs)', maxCorr),
+    zero_pad: field('Zero padding factor', zeroPad),
+    correction: field('Quantum correction', correction),
+    freq_max_cm: field('Max. wavenumber (cm⁻¹)', freqMax),
+    dipole_mode: field('Dipole', dipoleMode),
+    ionic_charges: field('Ionic charges (JSON)', ionic, { hint: 'wannier mode: charge of each element' }),
+    q_w: field('Wannier centre charge', qw, { hint: 'wannier mode' }),
+    format: field('File format', format),
+    max_frames: field('Max. frames', maxFrames),
+  };
+  const fileBlock = h('div', { class: 'form-row' }, fields.file);
+  const dataBlock = h('div', { class: 'form-row', hidden: true }, fields.dataset_id, fields.system);
+  const general = h('div');
+  const form = h('form', { class: 'card form', id: 'spectrum-form', 'aria-labelledby': 'sp-h', novalidate: true, onsubmit: onSubmit },
+    h('h2', { id: 'sp-h' }, 'New spectrum'),
+    h('div', { class: 'form-row' }, fields.model_id,
+      h('fieldset', { class: 'field radio-group', 'aria-describedby': 'sp-kind-hint' }, h('legend', {}, 'Spectrum'),
+        h('label', { class: 'check' }, kindIr, 'IR (dipoles)'), h('label', { class: 'check' }, kindRaman, 'Raman (polarizabilities)'),
+        kindHint)),
+    h('fieldset', { class: 'field radio-group' }, h('legend', {}, 'Trajectory'),
+      h('label', { class: 'check' }, srcFile, 'Upload a file'), h('label', { class: 'check' }, srcData, 'A system of an uploaded dataset')),
+    fileBlock, dataBlock,
+    h('div', { class: 'form-row' }, fields.dt_fs, fields.temperature_k, fields.correction),
+    h('details', { class: 'advanced', id: 'sp-advanced' }, h('summary', {}, 'More options'),
+      h('div', { class: 'form-row' }, fields.window, fields.max_corr_fs, fields.zero_pad, fields.freq_max_cm),
+      h('div', { class: 'form-row' }, fields.format, formats, fields.max_frames),
+      h('div', { class: 'form-row' }, fields.dipole_mode, fields.ionic_charges, fields.q_w)),
+    general,
+    h('div', { class: 'form-actions' }, submitBtn), message);
+
+  const jobsBody = h('tbody');
+  const jobsTable = h('table', { class: 'table', id: 'spectrum-jobs' },
+    h('caption', { class: 'visually-hidden' }, 'Recent spectrum jobs'),
+    h('thead', {}, h('tr', {}, ['Job', 'Spectrum', 'Model', 'Status', 'Progress', 'Created'].map(t => h('th', { scope: 'col' }, t)))),
+    jobsBody);
+  const jobsNote = h('div');
+  replace(main, pageHeader('Spectra'), form,
+    h('section', { class: 'card', 'aria-labelledby': 'spj-h' }, h('h2', { id: 'spj-h' }, 'Recent spectrum jobs'),
+      h('div', { class: 'table-wrap' }, jobsTable), jobsNote));
+
+  let models = [];
+  let datasets = [];
+
+  function chosenKind() { return kindRaman.checked ? 'raman' : 'ir'; }
+
+  function syncKind() {
+    const m = models.find(x => x.id === model.value);
+    const wannier = chosenKind() === 'ir';
+    fields.dipole_mode.hidden = !wannier;
+    fields.ionic_charges.hidden = !wannier;
+    fields.q_w.hidden = !wannier;
+    if (!m) { kindHint.textContent = ''; return; }
+    kindHint.textContent = m.kind === 'dipole' ? `${m.name} predicts dipoles: IR.` : `${m.name} predicts polarizabilities: Raman.`;
+  }
+
+  function pickKindForModel() {
+    const m = models.find(x => x.id === model.value);
+    if (m) { kindIr.checked = m.kind === 'dipole'; kindRaman.checked = m.kind !== 'dipole'; }
+    syncKind();
+  }
+
+  function syncSource() {
+    const fromFile = srcFile.checked;
+    fileBlock.hidden = !fromFile;
+    dataBlock.hidden = fromFile;
+    fields.format.hidden = !fromFile;
+  }
+
+  function fillSystems() {
+    const ds = datasets.find(d => d.id === dataset.value);
+    replace(system, (ds?.systems || []).map(s => h('option', { value: s.path }, `${s.path} (${s.frames} frames, ${s.atoms} atoms)`)));
+  }
+
+  function clearErrors() {
+    for (const w of Object.values(fields)) setFieldError(w, '');
+    replace(general);
+  }
+
+  function showProblems(err) {
+    clearErrors();
+    const unplaced = [];
+    let first = null;
+    for (const p of err.problems || []) {
+      const key = String(p.loc || '').split('.').pop().replace(/\[\d+\]$/, '');
+      const wrap = fields[key === 'dataset' ? 'dataset_id' : key];
+      if (wrap && !wrap.hidden) {
+        setFieldError(wrap, p.msg);
+        if (wrap.closest('details')) wrap.closest('details').open = true;
+        first = first || wrap;
+      } else unplaced.push(p);
+    }
+    if (unplaced.length || !first) {
+      replace(general, h('div', { class: 'error-note', role: 'alert' }, err.detail,
+        unplaced.length ? problemList(unplaced) : null));
+    }
+    (first?.querySelector('input, select') || submitBtn).focus();
+  }
+
+  function options() {
+    const out = {};
+    const numberOf = (input, key) => { if (input.value.trim() !== '') out[key] = Number(input.value); };
+    numberOf(temperature, 'temperature_k');
+    out.window = windowSel.value;
+    numberOf(maxCorr, 'max_corr_fs');
+    numberOf(zeroPad, 'zero_pad');
+    out.correction = correction.value;
+    numberOf(freqMax, 'freq_max_cm');
+    if (chosenKind() === 'ir') {
+      out.dipole_mode = dipoleMode.value;
+      if (dipoleMode.value === 'wannier') {
+        if (ionic.value.trim()) out.ionic_charges = JSON.parse(ionic.value);
+        numberOf(qw, 'q_w');
+      }
+    }
+    if (srcFile.checked && format.value.trim()) out.format = format.value.trim();
+    numberOf(maxFrames, 'max_frames');
+    return out;
+  }
+
+  async function onSubmit(e) {
+    e.preventDefault();
+    clearErrors();
+    replace(message);
+    const local = [];
+    if (!model.value) local.push({ loc: 'model_id', msg: 'choose a model (train or upload one first)' });
+    if (!(Number(dt.value) > 0)) local.push({ loc: 'dt_fs', msg: 'a time step > 0 is needed' });
+    if (srcFile.checked && !file.files.length) local.push({ loc: 'file', msg: 'choose a trajectory file' });
+    if (srcData.checked && !system.value) local.push({ loc: 'system', msg: 'choose a dataset and a system' });
+    let opts;
+    try { opts = options(); } catch { local.push({ loc: 'ionic_charges', msg: 'not valid JSON, e.g. {"O": 6, "H": 1}' }); }
+    if (local.length) { showProblems({ detail: 'Please fix the marked fields.', problems: local }); return; }
+    const data = new FormData();
+    data.append('model_id', model.value);
+    data.append('kind', chosenKind());
+    data.append('dt_fs', dt.value);
+    data.append('options', JSON.stringify(opts));
+    if (srcFile.checked) data.append('file', file.files[0]);
+    else { data.append('dataset_id', dataset.value); data.append('system', system.value); }
+    submitBtn.disabled = true;
+    replace(message, h('span', { class: 'muted' }, 'submitting…'));
+    try {
+      const job = await upload('/v1/jobs/spectrum', data, { onProgress: (a, b) => {
+        if (b) replace(message, h('span', { class: 'muted' }, `uploading ${Math.round((100 * a) / b)} %`));
+      } });
+      navigate(`#/jobs/${encodeURIComponent(job.id)}`);
+    } catch (err) {
+      replace(message);
+      if (err instanceof ApiError && err.status === 422) showProblems(err);
+      else replace(message, errorNote(err, 'Not started: '));
+    } finally {
+      submitBtn.disabled = false;
+    }
+  }
+
+  model.addEventListener('change', pickKindForModel);
+  kindIr.addEventListener('change', syncKind);
+  kindRaman.addEventListener('change', syncKind);
+  srcFile.addEventListener('change', syncSource);
+  srcData.addEventListener('change', syncSource);
+  dataset.addEventListener('change', fillSystems);
+  dipoleMode.addEventListener('change', () => {
+    const w = dipoleMode.value === 'wannier';
+    ionic.required = w;
+  });
+
+  Promise.all([api('/v1/models'), api('/v1/datasets')]).then(([ms, ds]) => {
+    models = ms;
+    datasets = ds;
+    replace(model, ms.length ? ms.map(m => h('option', { value: m.id }, `${m.name} · ${m.kind} · ${m.id}`))
+      : [h('option', { value: '' }, '— no model yet —')]);
+    if (query.model && ms.some(m => m.id === query.model)) model.value = query.model;
+    replace(dataset, ds.map(d => h('option', { value: d.id }, `${d.name} (${d.id})`)));
+    fillSystems();
+    pickKindForModel();
+    syncSource();
+  }).catch(err => replace(message, errorNote(err)));
+
+  const p = poll(async () => {
+    let list;
+    try { list = await api('/v1/jobs', { query: { kind: 'spectrum', limit: 20 } }); } catch (err) { replace(jobsNote, errorNote(err)); return; }
+    replace(jobsNote, list.items.length ? null : note('No spectrum jobs yet.', 'empty'));
+    syncRows(jobsBody, list.items, j => j.id, j => [
+      [`${j.id}|${j.name}`, () => h('a', { href: `#/jobs/${encodeURIComponent(j.id)}`, 'data-focus': 'open' }, j.name || j.id)],
+      [j.inputs?.kind, () => (j.inputs?.kind || '').toUpperCase() || '—'],
+      [j.model_id, () => h('span', { class: 'mono' }, j.model_id || j.inputs?.model_id || '—')],
+      [j.status, () => badge(j.status)],
+      [`${j.status}|${j.progress.step}|${j.progress.total}`, () => jobProgress(j, { eta: true })],
+      [j.created_at, () => shortTime(j.created_at)],
+    ]);
+  }, 2000);
+
+  syncSource();
+  syncKind();
+  return () => p.stop();
+}

@@ -1,0 +1,107 @@
+// The spectrum of a finished spectrum job: interactive plot (zoom, hover values, series
+// toggles iso / aniso / VV / VH or IR), CSV and PNG downloads, the metadata.
+
+import { api, describe, download, saveBlob } from '../api.js';
+import { h, replace } from '../dom.js';
+import { num } from '../format.js';
+import { Plot } from '../plot.js';
+
+const LABELS = {
+  ir: 'IR', iso: 'isotropic', aniso: 'anisotropic', vv: 'VV (polarised)', vh: 'VH (depolarised)',
+  total: 'total', unpolarized: 'unpolarised',
+};
+const COLORS = { ir: '#c2334d', iso: '#1f6fd1', aniso: '#d9650f', vv: '#23914a', vh: '#7b4fc9' };
+const ORDER = ['ir', 'iso', 'aniso', 'vv', 'vh'];
+
+function unitOf(metadata) {
+  const u = metadata?.units;
+  if (!u) return '';
+  if (typeof u === 'string') return u;
+  return u.intensity || u.intensities || u.ir || u.raman || Object.values(u).find(v => typeof v === 'string' && !/cm/.test(v)) || '';
+}
+
+function metaValue(v) {
+  if (v === null || v === undefined) return '—';
+  if (typeof v === 'number') return num(v, 6);
+  if (typeof v === 'object') return JSON.stringify(v);
+  return String(v);
+}
+
+/** The keys of intensities in display order (known ones first). */
+export function seriesKeys(intensities) {
+  const keys = Object.keys(intensities || {});
+  return [...ORDER.filter(k => keys.includes(k)), ...keys.filter(k => !ORDER.includes(k))];
+}
+
+/**
+ * Fill `container` with the spectrum of job `jobId` (fetched; or `data` when given).
+ * Returns {plot, destroy}.
+ */
+export function spectrumPanel(container, jobId, { title = '', data = null } = {}) {
+  const plot = new Plot({ label: 'Spectrum', xLabel: 'wavenumber (cm⁻¹)', yLabel: 'intensity', height: 380,
+    formatX: v => `${num(v, 5)} cm⁻¹`, emptyText: 'Loading the spectrum…' });
+  const normalise = h('input', { type: 'checkbox', id: `norm-${jobId}` });
+  const status = h('span', { class: 'tool-status', role: 'status' });
+  const csv = h('button', { type: 'button', class: 'btn btn-small', id: 'spectrum-csv' }, 'Download CSV');
+  const png = h('button', { type: 'button', class: 'btn btn-small', id: 'spectrum-png' }, 'Download PNG');
+  plot.addTool(h('label', { class: 'check' }, normalise, 'Normalise each series'));
+  plot.addTool(csv);
+  plot.addTool(png);
+  const meta = h('div', { class: 'spectrum-meta' });
+  const wrap = h('section', { class: 'spectrum-panel', 'aria-label': 'Spectrum' }, plot.el, status, meta);
+  replace(container, wrap);
+  let spectrum = null;
+
+  function show() {
+    if (!spectrum) return;
+    const x = spectrum.wavenumber_cm || [];
+    const keys = seriesKeys(spectrum.intensities);
+    plot.o.yLabel = normalise.checked ? 'intensity (normalised to max 1)' : `intensity${unitOf(spectrum.metadata) ? ` (${unitOf(spectrum.metadata)})` : ''}`;
+    plot.setData(keys.map(k => {
+      let y = spectrum.intensities[k].map(v => (v === null ? null : Number(v)));
+      if (normalise.checked) {
+        const max = Math.max(...y.filter(Number.isFinite).map(Math.abs));
+        if (max > 0) y = y.map(v => (v === null ? null : v / max));
+      }
+      return { key: k, label: LABELS[k] || k, x, y, color: COLORS[k] };
+    }));
+  }
+
+  function showMeta(metadata) {
+    const entries = Object.entries(metadata || {});
+    replace(meta, entries.length ? h('details', { class: 'meta-details', open: true },
+      h('summary', {}, 'Spectrum settings and units'),
+      h('dl', { class: 'meta-list' }, entries.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, metaValue(v))]))) : null);
+  }
+
+  normalise.addEventListener('change', show);
+  csv.addEventListener('click', async () => {
+    status.textContent = '';
+    try {
+      await download(`/v1/jobs/${encodeURIComponent(jobId)}/spectrum.csv`, `${jobId}-spectrum.csv`);
+      status.textContent = 'CSV downloaded.';
+    } catch (err) { status.textContent = describe(err); }
+  });
+  png.addEventListener('click', async () => {
+    status.textContent = '';
+    try {
+      saveBlob(await plot.toPNG(title || `Spectrum ${jobId}`), `${jobId}-spectrum.png`);
+      status.textContent = 'PNG downloaded.';
+    } catch (err) { status.textContent = describe(err); }
+  });
+
+  async function load() {
+    try {
+      spectrum = data || await api(`/v1/jobs/${encodeURIComponent(jobId)}/spectrum`);
+      plot.o.emptyText = 'The spectrum has no finite values.';
+      show();
+      showMeta(spectrum.metadata);
+    } catch (err) {
+      plot.o.emptyText = 'No spectrum.';
+      plot.schedule();
+      status.textContent = `Could not load the spectrum: ${describe(err)}`;
+    }
+  }
+  load();
+  return { plot, destroy: () => plot.destroy() };
+}

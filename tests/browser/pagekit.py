@@ -1,0 +1,66 @@
+"""Helpers of the browser tests (imported by conftest.py and the test modules): the
+service handle, the page wrapper and the console watch."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kit import Api
+
+
+@dataclass
+class Service:
+    base_url: str
+    token: str
+    data_dir: Path
+    api: Api
+    state: dict[str, Any] = field(default_factory=dict)  # what earlier tests made (dataset, model…)
+
+
+class ConsoleWatch:
+    """Console errors, uncaught exceptions and off-origin requests of one page."""
+
+    def __init__(self, origin: str) -> None:
+        self.origin = origin
+        self.errors: list[str] = []
+        self.allowed_status: set[int] = set()
+
+    def on_console(self, msg: Any) -> None:
+        if msg.type in ("error", "assert"):
+            text = msg.text
+            m = re.search(r"status of (\d{3})", text)
+            if m and int(m.group(1)) in self.allowed_status:
+                return
+            self.errors.append(f"console.{msg.type}: {text} ({msg.location.get('url', '')})")
+
+    def on_pageerror(self, exc: Any) -> None:
+        self.errors.append(f"pageerror: {exc}")
+
+    def on_request(self, request: Any) -> None:
+        url = request.url
+        if not url.startswith((self.origin, "data:", "blob:")):
+            self.errors.append(f"request to another origin: {url}")
+
+
+class Page:
+    """A Playwright page plus its ConsoleWatch and helpers."""
+
+    def __init__(self, page: Any, watch: ConsoleWatch, base_url: str, screenshots: Path) -> None:
+        self.page, self.watch, self.base_url, self.screenshots = page, watch, base_url, screenshots
+
+    def goto(self, route: str = "") -> None:
+        self.page.goto(f"{self.base_url}/{route}")
+
+    def expect_http(self, *statuses: int) -> None:
+        """Allow the browser's own error line for requests answered with these statuses."""
+        self.watch.allowed_status.update(statuses)
+
+    def shot(self, name: str, *, full_page: bool = True) -> Path:
+        path = self.screenshots / f"{name}.png"
+        if full_page:  # the sticky top bar would be drawn where the page is scrolled to
+            self.page.evaluate("window.scrollTo(0, 0)")
+        self.page.screenshot(path=str(path), full_page=full_page)
+        return path
