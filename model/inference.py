@@ -80,13 +80,16 @@ def _npy_bytes(array: np.ndarray) -> bytes:
 def save_predictions_npz(path: str | Path, model: TensorModel, coord: np.ndarray, atype: np.ndarray,
                          box: np.ndarray | None = None, *, batch_size: int | None = None,
                          progress: Callable[[int, int], None] | None = None,
-                         should_stop: Callable[[], bool] | None = None) -> Path:
+                         should_stop: Callable[[], bool] | None = None,
+                         on_chunk: Callable[[int, Prediction], None] | None = None) -> Path:
     """Predict chunk by chunk straight into ``path`` (.npz: global [nf, dim], atomic
     [nf, nat, dim], atype, type_map, kind). The atomic array — the big one — streams
     into its zip member as chunks arrive (``coord`` may be a memory-mapped array), so
     memory stays bounded however many frames there are; only the global tensors (nf ×
     dim) are held. The file appears atomically, complete or not at all. ``should_stop``
-    is polled between chunks; a stop raises InterruptedError and leaves no file."""
+    is polled between chunks; a stop raises InterruptedError and leaves no file.
+    ``on_chunk(first_frame, chunk)`` sees every chunk as it is written (e.g. to derive a
+    time series from the atomic tensors without reading them back)."""
     path = Path(path)
     nf, nat = coord.shape[0], coord.shape[1]
     glob = np.zeros((nf, model.dim))
@@ -98,6 +101,8 @@ def save_predictions_npz(path: str | Path, model: TensorModel, coord: np.ndarray
                 for f0, chunk in iter_predict(model, coord, atype, box, batch_size=batch_size):
                     n = chunk.global_tensor.shape[0]
                     glob[f0:f0 + n] = chunk.global_tensor
+                    if on_chunk is not None:
+                        on_chunk(f0, chunk)
                     member.write(np.ascontiguousarray(chunk.atomic_tensor, dtype=np.float64).tobytes())
                     if progress is not None:
                         progress(f0 + n, nf)
