@@ -157,6 +157,7 @@ class DescriptorSeA(nn.Module):
         self.register_buffer("davg", torch.zeros(ntypes, ntypes, 4, dtype=dtype))
         self.register_buffer("dstd", torch.ones(ntypes, ntypes, 4, dtype=dtype))
         self.register_buffer("sel_t", torch.tensor(sel, dtype=dtype), persistent=False)
+        self._buffers_cache: dict[int, Tensor] = {}
 
     @property
     def dim_out(self) -> int:
@@ -170,22 +171,37 @@ class DescriptorSeA(nn.Module):
         """Σ_pairs R̃ᵀ G per centre, computing G in blocks of whole centres of one segment."""
         m1 = self.m1
         t = rn.new_zeros(env.n_centres, 4, m1)
-        distinct_g = {g: _blocked(self._net_of_group(g), ((v - mean[g, 0]) / std[g, 0])[:, None])
-                      for g, (v, _) in env.distinct.items()}
+        distinct_g = {}
+        for g, (values, _) in env.distinct.items():
+            table = self._scratch(g, values.shape[0], rn)
+            s = ((values - mean[g, 0]) / std[g, 0])[:, None]
+            for c in range(0, s.shape[0], EMBED_BLOCK):
+                self._net_of_group(g).forward_into(s[c:c + EMBED_BLOCK], table[c:c + EMBED_BLOCK])
+            distinct_g[g] = table
         for seg in env.segments:
-            net, c, first = self._net_of_group(seg.group), seg.count, env.offsets[seg.group]
+            net, c = self._net_of_group(seg.group), seg.count
             step = max(1, EMBED_BLOCK // c)  # centres per block
             for b0 in range(seg.block_start, seg.block_stop, step):
                 b1 = min(b0 + step, seg.block_stop)
                 p0 = seg.start + (b0 - seg.block_start) * c
                 p1 = p0 + (b1 - b0) * c
                 if seg.group in distinct_g:
+                    first = env.offsets[seg.group]
                     g = distinct_g[seg.group].index_select(0, env.distinct[seg.group][1][p0 - first:p1 - first])
                 else:
                     g = net(rn[p0:p1, :1])
                 part = torch.bmm(rn[p0:p1].view(b1 - b0, c, 4).transpose(1, 2), g.view(b1 - b0, c, m1))
                 t.index_add_(0, env.block_centre[b0:b1], part)
         return t
+
+    def _scratch(self, key: int, rows: int, like: Tensor) -> Tensor:
+        """A reusable [rows, M1] buffer: fresh multi-MB allocations would page-fault on
+        every inference call."""
+        buf = self._buffers_cache.get(key)
+        if buf is None or buf.shape[0] < rows or buf.dtype != like.dtype or buf.device != like.device:
+            buf = torch.empty(max(rows, 1024), self.m1, dtype=like.dtype, device=like.device)
+            self._buffers_cache[key] = buf
+        return buf[:rows]
 
     def _embed(self, env: EnvPairs, rn: Tensor, mean: Tensor, std: Tensor) -> Tensor:
         """G for every pair, in pair order [P, M1]."""

@@ -46,8 +46,8 @@ class Dense(nn.Module):
             return torch.addcmul(self.bias, x, self.matrix)
         return torch.addmm(self.bias, x, self.matrix)
 
-    def hidden(self, x: Tensor, activation: str) -> Tensor:
-        """act(x W + b) [· idt] [+ x | + (x, x)]."""
+    def hidden(self, x: Tensor, activation: str, out: Tensor | None = None) -> Tensor:
+        """act(x W + b) [· idt] [+ x | + (x, x)], written into ``out`` when given (tanh only)."""
         if activation == "tanh":
             z = (2.0 * torch.addcmul(self.bias, x, self.matrix) if x.shape[1] == 1
                  else torch.addmm(self.bias, x, self.matrix, beta=2.0, alpha=2.0))
@@ -55,13 +55,15 @@ class Dense(nn.Module):
             # tanh = 2u − 1; with the timestep (2u − 1)·idt = u·(2 idt) − idt: one fused pass
             if self.idt is None:
                 two = torch.full((), 2.0, dtype=u.dtype, device=u.device)
-                y = torch.addcmul(-0.5 * two, u, two)
+                y = torch.addcmul(-0.5 * two, u, two, out=out)
             else:
-                y = torch.addcmul(-self.idt, u, 2.0 * self.idt)
+                y = torch.addcmul(-self.idt, u, 2.0 * self.idt, out=out)
         else:
             y = ACTIVATIONS[activation](self(x))
             if self.idt is not None:
                 y = y * self.idt
+            if out is not None:
+                y = out.copy_(y)
         # In place is safe under autograd: addcmul's backward does not use its output.
         if self.residual:
             n_in = x.shape[1]
@@ -101,6 +103,13 @@ class MLP(nn.Module):
         for layer in self.layers[: self.n_hidden]:
             x = layer.hidden(x, self.activation)
         return x
+
+    def forward_into(self, x: Tensor, out: Tensor) -> Tensor:
+        """forward() writing the last hidden layer into ``out`` (no linear output layer)."""
+        assert len(self.layers) == self.n_hidden, "only for nets without a linear output layer"
+        for layer in self.layers[: self.n_hidden - 1]:
+            x = layer.hidden(x, self.activation)
+        return self.layers[self.n_hidden - 1].hidden(x, self.activation, out=out)
 
     def _forward(self, x: Tensor) -> Tensor:
         x = self._hidden(x)
