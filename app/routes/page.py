@@ -52,7 +52,7 @@ class _Static(StaticFiles):
 def install_page(app: FastAPI) -> None:
     """Serve the page at ``/`` and its files at ``/static``."""
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     def index(request: Request) -> HTMLResponse:
         auth = request.app.state.settings.auth
         return HTMLResponse(_index_template().replace(AUTH_PLACEHOLDER, auth), headers=PAGE_HEADERS)

@@ -269,7 +269,13 @@ def test_models_list_with_metrics(signed_in: Page, service: Service) -> None:
     signed_in.shot("09-models")
     row.get_by_role("link", name="IR spectrum…").click()
     ex(page.locator("#sp-model")).to_have_value(service.state["model_id"])
-    ex(page.locator("#sp-kind-ir")).to_be_checked()
+    ex(page.locator("#sp-kind-ir")).to_be_checked()  # a dipole model: IR
+    # the form's own checks, next to their fields
+    page.click("#sp-submit")
+    ex(page.locator("#sp-dt")).to_have_attribute("aria-invalid", "true")
+    ex(page.locator("#sp-dt-err")).to_have_text("a time step > 0 is needed")
+    ex(page.locator("#sp-file-err")).to_have_text("choose a trajectory file")
+    ex(page.locator("#sp-dt")).to_be_focused()
 
 
 # --- spectra -------------------------------------------------------------------------------------

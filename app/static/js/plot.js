@@ -33,8 +33,9 @@ export function nearestIndex(xs, v) {
 
 export class Plot {
   /**
-   * options: label (accessible name), xLabel, yLabel, yLog, height (CSS px),
-   * formatX(v) for the readout, emptyText, markers ('auto' | true | false)
+   * options: label (accessible name), xLabel, yLabel (axis titles), xName (x in the
+   * readout; default xLabel), yLog, height (CSS px), formatX(v) / formatY(v) for the
+   * readout, emptyText, markers ('auto' | true | false)
    */
   constructor(options = {}) {
     this.o = { height: 320, yLog: false, formatX: num, formatY: num, emptyText: 'No data yet.',
@@ -506,7 +507,7 @@ export class Plot {
       lines.push({ s, text: s.x[i] === snapX ? (y === null || y === undefined || Number.isNaN(y) ? 'gap' : this.o.formatY(y)) : '—' });
     }
     this.tip.replaceChildren(
-      h('div', { class: 'plot-tip-x' }, `${this.o.xLabel || 'x'}: ${this.o.formatX(snapX)}`),
+      h('div', { class: 'plot-tip-x' }, `${this.o.xName || this.o.xLabel || 'x'}: ${this.o.formatX(snapX)}`),
       ...lines.map(({ s, text }) => {
         const sw = h('span', { class: ['swatch', s.dash && 'swatch-dashed'] });
         sw.style.borderColor = s.color;

@@ -44,37 +44,38 @@ export function powerOfTen(k) {
 
 /**
  * Ticks for a log10 axis over [min, max] (both > 0): {major: [{value, label}], minor: [values]}.
- * Several decades: labelled powers of ten (every n-th when many) and 2…9 minors;
- * less than about one decade: 1-2-5 values, or linear ticks when even those are too few.
+ * Three decades or more: labelled powers of ten (every n-th when many) and 2…9 minors;
+ * fewer: 1-2-5 values, or linear ticks when even those are too few.
  */
 export function logTicks(min, max, target = 6) {
   const lo = Math.log10(min);
   const hi = Math.log10(max);
-  const major = [];
   const minor = [];
-  if (hi - lo >= 1.5) {
-    const every = Math.max(1, Math.ceil((hi - lo) / target));
-    for (let k = Math.ceil(lo - 1e-9); k <= Math.floor(hi + 1e-9); k += 1) {
-      if (k % every === 0) major.push({ value: 10 ** k, label: powerOfTen(k) });
-    }
-    if (every === 1 && hi - lo < 8) {
-      for (let k = Math.floor(lo); k <= Math.ceil(hi); k += 1) {
-        for (let m = 2; m <= 9; m += 1) {
-          const v = m * 10 ** k;
-          if (v >= min && v <= max) minor.push(v);
-        }
+  if (hi - lo < 8) {
+    for (let k = Math.floor(lo); k <= Math.ceil(hi); k += 1) {
+      for (let m = 2; m <= 9; m += 1) {
+        const v = m * 10 ** k;
+        if (v >= min && v <= max) minor.push(v);
       }
     }
-    return { major, minor };
   }
+  const decades = [];
+  for (let k = Math.ceil(lo - 1e-9); k <= Math.floor(hi + 1e-9); k += 1) decades.push(k);
+  if (decades.length >= 3) {
+    const every = Math.max(1, Math.ceil(decades.length / target));
+    return { major: decades.filter(k => k % every === 0).map(k => ({ value: 10 ** k, label: powerOfTen(k) })), minor };
+  }
+  // about one or two decades: label 1, 2 and 5 × 10^k
+  const major = [];
   for (let k = Math.floor(lo) - 1; k <= Math.ceil(hi); k += 1) {
     for (const m of [1, 2, 5]) {
       const v = m * 10 ** k;
-      if (v >= min * (1 - 1e-9) && v <= max * (1 + 1e-9)) major.push({ value: v, label: String(Number(v.toPrecision(3))) });
+      if (v >= min * (1 - 1e-9) && v <= max * (1 + 1e-9)) major.push({ value: v, label: shortLabel(v) });
     }
   }
-  if (major.length >= 3) return { major: major.map(t => ({ ...t, label: shortLabel(t.value) })), minor };
-  return { major: linearTicks(min, max, Math.min(target, 5)).filter(t => t.value > 0), minor };
+  if (major.length >= 3) return { major, minor };
+  // less than a factor of ~3: plain linear ticks
+  return { major: linearTicks(min, max, Math.min(target, 5)).filter(t => t.value > 0), minor: [] };
 }
 
 function shortLabel(v) {

@@ -8,7 +8,7 @@ import { Plot } from '../plot.js';
 import { poll } from '../poll.js';
 import { errorNote, liveIndicator } from './common.js';
 import { ACTIVE, cancelJob, jobProgress, modelLink } from './jobs.js';
-import { spectrumPanel } from './spectrum.js';
+import { kindTitle, spectrumPanel } from './spectrum-panel.js';
 
 const LCURVE_COLORS = { rmse: '#1f6fd1', rmse_lc: '#d9650f', rmse_gl: '#23914a' };
 
@@ -65,6 +65,8 @@ export function jobView(main, { params }) {
   let job = null;
   let plot = null;
   let lastStep = null;
+  let lastRows = 0;
+  let lcurveAt = 0;
   const latestRow = h('p', { class: 'latest-row mono small', id: 'lcurve-latest' });
   let spectrum = null;
   let lastFiles = 0;
@@ -89,6 +91,7 @@ export function jobView(main, { params }) {
       ['Queue', job.queue],
       ['Id', h('code', {}, job.id)],
     ];
+    summary.dataset.status = job.status;
     replace(summary,
       h('div', { class: 'summary-head' },
         h('div', { class: 'summary-status', id: 'job-status', dataset: { status: job.status } }, badge(job.status),
@@ -142,6 +145,7 @@ export function jobView(main, { params }) {
     }
     const lc = await api(`${path}/lcurve`);
     plot.setData(lcurveSeries(lc));
+    lastRows = lc.rows.length;
     const last = lc.rows[lc.rows.length - 1];
     lastStep = last ? last.step : null;
     replace(latestRow, last ? [h('span', { class: 'muted' }, `latest (step ${last.step}): `),
@@ -183,8 +187,9 @@ export function jobView(main, { params }) {
     if (spectrum || job.kind !== 'spectrum' || job.status !== 'succeeded') return;
     spectrumSection.hidden = false;
     const body = h('div');
-    replace(spectrumSection, h('h2', { id: 'spectrum-h' }, `${(job.inputs?.kind || '').toUpperCase() || 'Spectrum'} spectrum`), body);
-    spectrum = spectrumPanel(body, id, { title: `${(job.inputs?.kind || '').toUpperCase()} spectrum · ${job.name || id}` });
+    const what = `${kindTitle(job.inputs?.kind)} spectrum`.trim();
+    replace(spectrumSection, h('h2', { id: 'spectrum-h' }, what.charAt(0).toUpperCase() + what.slice(1)), body);
+    spectrum = spectrumPanel(body, id, { title: `${what} · ${job.name || id}` });
   }
 
   const p = poll(async () => {
@@ -206,7 +211,12 @@ export function jobView(main, { params }) {
     renderInputs();
     const tasks = [];
     const step = job.lcurve?.step ?? null;
-    if (job.kind === 'train' && (!plot || changed || step !== lastStep)) tasks.push(refreshLcurve());
+    // a long curve is fetched less often (it is sent whole)
+    const lcurveEvery = lastRows > 2000 ? 5000 : lastRows > 500 ? 2500 : 0;
+    if (job.kind === 'train' && (!plot || changed || (step !== lastStep && Date.now() - lcurveAt >= lcurveEvery))) {
+      lcurveAt = Date.now();
+      tasks.push(refreshLcurve());
+    }
     const now = Date.now();
     if (changed || (ACTIVE.has(job.status) && now - logsAt > 1800)) { logsAt = now; tasks.push(refreshLogs()); }
     if (changed || (ACTIVE.has(job.status) && now - lastFiles > 5000)) { lastFiles = now; tasks.push(refreshFiles()); }

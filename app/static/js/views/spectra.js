@@ -8,6 +8,7 @@ import { navigate } from '../router.js';
 import { poll } from '../poll.js';
 import { errorNote, pageHeader, problemList, syncRows } from './common.js';
 import { jobProgress } from './jobs.js';
+import { kindTitle } from './spectrum-panel.js';
 
 const TRAJECTORY_ACCEPT = '.xyz,.extxyz,.dump,.lammpstrj,.lmp,.traj,.tar.gz,.tgz,.tar,.zip';
 
@@ -233,7 +234,7 @@ export function spectraView(main, { query }) {
     replace(jobsNote, list.items.length ? null : note('No spectrum jobs yet.', 'empty'));
     syncRows(jobsBody, list.items, j => j.id, j => [
       [`${j.id}|${j.name}`, () => h('a', { href: `#/jobs/${encodeURIComponent(j.id)}`, 'data-focus': 'open' }, j.name || j.id)],
-      [j.inputs?.kind, () => (j.inputs?.kind || '').toUpperCase() || '—'],
+      [j.inputs?.kind, () => kindTitle(j.inputs?.kind) || '—'],
       [j.model_id, () => h('span', { class: 'mono' }, j.model_id || j.inputs?.model_id || '—')],
       [j.status, () => badge(j.status)],
       [`${j.status}|${j.progress.step}|${j.progress.total}`, () => jobProgress(j, { eta: true })],

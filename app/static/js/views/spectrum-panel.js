@@ -23,8 +23,14 @@ function unitOf(metadata) {
 function metaValue(v) {
   if (v === null || v === undefined) return '—';
   if (typeof v === 'number') return num(v, 6);
-  if (typeof v === 'object') return JSON.stringify(v);
+  if (Array.isArray(v)) return v.map(metaValue).join(', ');
+  if (typeof v === 'object') return Object.entries(v).map(([k, x]) => `${k}: ${metaValue(x)}`).join(' · ');
   return String(v);
+}
+
+/** "ir" -> "IR", "raman" -> "Raman" */
+export function kindTitle(kind) {
+  return { ir: 'IR', raman: 'Raman' }[kind] || kind || '';
 }
 
 /** The keys of intensities in display order (known ones first). */
@@ -38,8 +44,8 @@ export function seriesKeys(intensities) {
  * Returns {plot, destroy}.
  */
 export function spectrumPanel(container, jobId, { title = '', data = null } = {}) {
-  const plot = new Plot({ label: 'Spectrum', xLabel: 'wavenumber (cm⁻¹)', yLabel: 'intensity', height: 380,
-    formatX: v => `${num(v, 5)} cm⁻¹`, emptyText: 'Loading the spectrum…' });
+  const plot = new Plot({ label: 'Spectrum', xLabel: 'wavenumber (cm⁻¹)', xName: 'wavenumber', yLabel: 'intensity',
+    height: 380, formatX: v => `${num(v, 5)} cm⁻¹`, emptyText: 'Loading the spectrum…' });
   const normalise = h('input', { type: 'checkbox', id: `norm-${jobId}` });
   const status = h('span', { class: 'tool-status', role: 'status' });
   const csv = h('button', { type: 'button', class: 'btn btn-small', id: 'spectrum-csv' }, 'Download CSV');
@@ -56,7 +62,9 @@ export function spectrumPanel(container, jobId, { title = '', data = null } = {}
     if (!spectrum) return;
     const x = spectrum.wavenumber_cm || [];
     const keys = seriesKeys(spectrum.intensities);
-    plot.o.yLabel = normalise.checked ? 'intensity (normalised to max 1)' : `intensity${unitOf(spectrum.metadata) ? ` (${unitOf(spectrum.metadata)})` : ''}`;
+    const unit = unitOf(spectrum.metadata);
+    plot.o.yLabel = normalise.checked ? 'intensity (each series ÷ its maximum)'
+      : unit ? `intensity / ${unit}` : 'intensity';
     plot.setData(keys.map(k => {
       let y = spectrum.intensities[k].map(v => (v === null ? null : Number(v)));
       if (normalise.checked) {
