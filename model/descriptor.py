@@ -187,10 +187,10 @@ class DescriptorSeA(nn.Module):
                 p1 = p0 + (b1 - b0) * c
                 if seg.group in distinct_g:
                     first = env.offsets[seg.group]
-                    g = distinct_g[seg.group].index_select(0, env.distinct[seg.group][1][p0 - first:p1 - first])
+                    emb = distinct_g[seg.group].index_select(0, env.distinct[seg.group][1][p0 - first:p1 - first])
                 else:
-                    g = net(rn[p0:p1, :1])
-                part = torch.bmm(rn[p0:p1].view(b1 - b0, c, 4).transpose(1, 2), g.view(b1 - b0, c, m1))
+                    emb = net(rn[p0:p1, :1])
+                part = torch.bmm(rn[p0:p1].view(b1 - b0, c, 4).transpose(1, 2), emb.view(b1 - b0, c, m1))
                 t.index_add_(0, env.block_centre[b0:b1], part)
         return t
 
