@@ -1,4 +1,4 @@
-"""Creating and presenting jobs (shared by the train, predict and — later — spectrum routes)."""
+"""Creating and presenting jobs (shared by the train, predict and spectrum routes)."""
 
 from __future__ import annotations
 
@@ -18,15 +18,20 @@ from app.tables import Job, User, new_id, utcnow
 
 
 def submit(session: Session, queue: TaskQueue, settings: Settings, user: User, *, kind: str, inputs: dict[str, Any],
-           name: str = "", files: dict[str, Any] | None = None, **fields: Any) -> Job:
+           name: str = "", files: dict[str, Any] | None = None, staged: dict[str, Path] | None = None,
+           **fields: Any) -> Job:
     """Store the job (and its input files) first, then enqueue it: the row is the truth,
-    the message only a wake-up call. A broker that is down fails the job visibly."""
+    the message only a wake-up call. A broker that is down fails the job visibly.
+    ``files`` are written as JSON; ``staged`` files or folders (already checked uploads
+    under the data dir) are moved in under the given names before the job exists."""
     job = Job(id=new_id("job"), kind=kind, owner_id=user.id, name=name, queue=JOB_TASKS[kind][1], inputs=inputs,
               max_attempts=settings.max_attempts, **fields)
     folder = job_dir(settings.root, job.id)
     folder.mkdir(parents=True)
     for fname, content in (files or {}).items():
         (folder / fname).write_text(json.dumps(content, indent=1))
+    for fname, src in (staged or {}).items():
+        src.rename(folder / fname)  # same file system: the data dir
     session.add(job)
     session.commit()
     try:
@@ -41,7 +46,7 @@ def submit(session: Session, queue: TaskQueue, settings: Settings, user: User, *
 
 
 def job_public(job: Job, owner: str) -> JobPublic:
-    unit: Literal["steps", "frames"] = "frames" if job.kind == "predict" else "steps"
+    unit: Literal["steps", "frames"] = "frames" if job.kind in ("predict", "spectrum") else "steps"
     return JobPublic(
         id=job.id, kind=job.kind, status=job.status, name=job.name, owner=owner, queue=job.queue,
         created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,

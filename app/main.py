@@ -49,7 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
 
     def limit_for(method: str, path: str) -> int:
-        uploads = method == "POST" and path in ("/v1/datasets", "/v1/models")
+        uploads = method == "POST" and path in ("/v1/datasets", "/v1/models", "/v1/jobs/spectrum")
         return settings.max_upload_bytes if uploads else settings.max_json_bytes
 
     app.add_middleware(BodySizeLimit, limit_for=limit_for)

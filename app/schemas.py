@@ -237,6 +237,19 @@ class PredictResponse(Public):
     results: list[TensorResult]
 
 
+# --- spectra -----------------------------------------------------------------------------
+
+class SpectrumPublic(Public):
+    """model.spectra.Spectrum.to_dict(): what GET /v1/jobs/{id}/spectrum returns."""
+
+    wavenumber_cm: list[float] = Field(description="frequency grid in cm⁻¹, from 0 to metadata.freq_max_cm")
+    intensities: dict[str, list[float]] = Field(
+        description="IR: {'ir'}; Raman: {'iso', 'aniso', 'vv', 'vh'}; one value per grid point")
+    metadata: dict[str, Any] = Field(
+        description="units, grid_spacing_cm, resolution_cm, nyquist_cm, window, correction, temperature_k, "
+                    "dt_fs, n_frames, model_id, dipole_mode, sources, …")
+
+
 # --- health ------------------------------------------------------------------------------
 
 class Live(Public):

@@ -112,7 +112,7 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
     spectrum = result.spectrum
     meta = spectrum.metadata
     print(f"{result.frames} frames of {result.atoms} atoms predicted in {result.predict_s:.2f} s "
-          f"({result.frames_per_s:.1f} frames/s); {request.kind.upper()} grid 0-{meta['freq_max_cm']:.0f} cm⁻¹ "
+          f"({result.frames_per_s:.1f} frames/s, chunks of {result.batch_size}); {request.kind.upper()} grid 0-{meta['freq_max_cm']:.0f} cm⁻¹ "
           f"every {meta['grid_spacing_cm']:.2f} cm⁻¹ (resolution {meta['resolution_cm']:.1f}, Nyquist "
           f"{meta['nyquist_cm']:.0f})", file=sys.stderr)
     text = json.dumps(spectrum.to_dict())

@@ -357,7 +357,7 @@ class SpectrumResult:
     frames: int
     atoms: int
     predict_s: float  # wall time of the predictions (reading excluded)
-    batch_size: int | None
+    batch_size: int  # frames per chunk
 
     @property
     def frames_per_s(self) -> float:
@@ -392,7 +392,9 @@ def run_spectrum(model: TensorModel, sources: Sequence[str | Path], request: Spe
                                      progress=progress, should_stop=should_stop))
         seconds += time.monotonic() - t0
         trajectories.append(traj)
+    from model.inference import chunk_frames
+
     meta = spectrum_metadata(request, model, trajectories, model_id)
     spectrum = transform(request, series, meta, _volume(request, trajectories))
-    frames = sum(t.nframes for t in trajectories)
-    return SpectrumResult(spectrum, series, frames, trajectories[0].natoms, seconds, chunk)
+    frames, atoms = sum(t.nframes for t in trajectories), trajectories[0].natoms
+    return SpectrumResult(spectrum, series, frames, atoms, seconds, chunk_frames(atoms, chunk))

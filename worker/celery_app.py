@@ -94,4 +94,5 @@ def _gone(**_: Any) -> None:
         log.exception("could not unregister worker %s", WORKER_ID)
 
 
+import worker.spectrum  # noqa: E402  (the spectrum task)
 import worker.tasks  # noqa: E402,F401  (registers the tasks on `celery`)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.routes import datasets, health, jobs, models, users
+from app.routes import datasets, health, jobs, models, spectra, users
 
 api = APIRouter(prefix="/v1")
-for module in (health, users, datasets, jobs, models):
+for module in (health, users, datasets, jobs, spectra, models):
     api.include_router(module.router)

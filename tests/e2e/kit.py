@@ -4,6 +4,7 @@ folder on sys.path): example data, a tiny training input, real processes, pollin
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import socket
@@ -46,6 +47,20 @@ def tiny_input(train: str, valid: str | None, *, numb_steps: int = 20, save_freq
         raw["training"]["validation_data"].update(systems=[valid], numb_btch=1)
     raw["training"].update(numb_steps=numb_steps, disp_freq=5, save_freq=save_freq)
     return raw
+
+
+def rotating_water_xyz(nframes: int, dt_fs: float, nu_cm: float) -> bytes:
+    """XYZ frames of one water molecule turning rigidly about z at wavenumber ``nu_cm``: an
+    equivariant dipole model's dipole turns with it, so the IR peak is at ``nu_cm``."""
+    mol = [("O", 0.0, 0.0, 0.0), ("H", 0.586, 0.757, 0.0), ("H", 0.586, -0.757, 0.0)]  # bisector along x
+    cx = sum(x for _, x, _, _ in mol) / 3
+    frames = []
+    for i in range(nframes):
+        phase = 2 * math.pi * 2.99792458e-5 * nu_cm * dt_fs * i  # c in cm/fs
+        c, s = math.cos(phase), math.sin(phase)
+        rows = [f"{e} {5 + c * (x - cx) - s * y:.10f} {5 + s * (x - cx) + c * y:.10f} {z:.10f}\n" for e, x, y, z in mol]
+        frames.append(f"3\nframe {i}\n" + "".join(rows))
+    return "".join(frames).encode()
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 120.0, every: float = 0.2) -> T:

@@ -1,0 +1,204 @@
+"""POST /v1/jobs/spectrum: the request and the trajectory are checked before a job exists
+(422 names the field); results only once the job has succeeded. (No worker here.)"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import tarfile
+from typing import Any
+
+import pytest
+from kit import WATER, Users
+from sqlalchemy import select, update
+
+from app.db import session_scope
+from app.tables import Job, ModelRecord, User
+
+MOLECULE = [("O", 0.0, 0.0, 0.0), ("H", 0.757, 0.586, 0.0), ("H", -0.757, 0.586, 0.0)]
+
+
+def xyz(nframes: int = 10, edit: Any = None) -> bytes:
+    """Plain XYZ frames of a slightly moving water molecule; edit(i, atoms) may change frame i."""
+    out = []
+    for i in range(nframes):
+        atoms = [(s, x + 0.01 * i, y, z) for s, x, y, z in MOLECULE]
+        if edit is not None:
+            atoms = edit(i, atoms)
+        out.append(f"{len(atoms)}\nframe {i}\n" + "".join(f"{s} {x} {y} {z}\n" for s, x, y, z in atoms))
+    return "".join(out).encode()
+
+
+def post(users: Users, data: dict[str, Any], content: bytes | None = None, filename: str = "md.xyz",
+         who: str = "alice") -> Any:
+    files = {"file": (filename, content)} if content is not None else None
+    body = {k: (json.dumps(v) if k == "options" else str(v)) for k, v in data.items()}
+    return users.client.post("/v1/jobs/spectrum", data=body, files=files, headers=users.h(who))
+
+
+def form(model_id: str, **extra: Any) -> dict[str, Any]:
+    return {"model_id": model_id, "kind": "ir", "dt_fs": 0.5, **extra}
+
+
+@pytest.fixture
+def polar_id(users: Users, settings: Any) -> str:
+    with session_scope(settings.db_url) as s:
+        alice = s.scalars(select(User).where(User.name == "alice")).one()
+        s.add(ModelRecord(id="mdl-00000000000p", owner_id=alice.id, name="p", kind="polar", type_map=["O", "H"],
+                          sel_type=[0], info={}, metrics={}, source="uploaded", size_bytes=0))
+    return "mdl-00000000000p"
+
+
+def test_upload_queues_a_spectrum_job_and_results_wait_for_success(users: Users, model_id: str,
+                                                                   settings: Any) -> None:
+    r = post(users, form(model_id, options={"window": "hann", "temperature_k": 310}), xyz(10))
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert r.headers["location"] == f"/v1/jobs/{job['id']}"
+    assert (job["kind"], job["status"], job["queue"], job["model_id"], job["name"]) == (
+        "spectrum", "queued", "batch", model_id, "IR of md.xyz")
+    assert job["progress"] == {"step": None, "total": 10, "unit": "frames", "rate": None, "eta_s": None}
+    inputs = job["inputs"]
+    assert (inputs["kind"], inputs["dt_fs"], inputs["options"]["window"], inputs["options"]["temperature_k"]) == (
+        "ir", 0.5, "hann", 310)
+    assert inputs["options"]["dipole_mode"] == "global" and inputs["options"]["correction"] == "harmonic"
+    assert inputs["trajectory"] == {"file": "trajectory.xyz", "filename": "md.xyz", "format": "extxyz",
+                                    "frames": 10, "atoms": 3}
+    folder = settings.root / "jobs" / job["id"]
+    assert (folder / "trajectory.xyz").read_bytes() == xyz(10)
+    assert not any((settings.root / "tmp").iterdir())  # staging cleaned up
+    listed = users.client.get("/v1/jobs?kind=spectrum", headers=users.h("alice")).json()
+    assert [j["id"] for j in listed["items"]] == [job["id"]]
+
+    for suffix in ("spectrum", "spectrum.csv"):
+        r = users.client.get(f"/v1/jobs/{job['id']}/{suffix}", headers=users.h("alice"))
+        assert r.status_code == 409 and "queued" in r.json()["detail"]
+
+    spectrum = {"wavenumber_cm": [0.0, 10.0], "intensities": {"ir": [0.0, 1.0]}, "metadata": {"units": "arb."}}
+    (folder / "spectrum.json").write_text(json.dumps(spectrum))
+    (folder / "spectrum.csv").write_text("wavenumber_cm,ir\n0,0\n10,1\n")
+    with session_scope(settings.db_url) as s:
+        s.execute(update(Job).where(Job.id == job["id"]).values(status="succeeded"))
+    r = users.client.get(f"/v1/jobs/{job['id']}/spectrum", headers=users.h("alice"))
+    assert r.status_code == 200 and r.json() == spectrum
+    r = users.client.get(f"/v1/jobs/{job['id']}/spectrum.csv", headers=users.h("alice"))
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    assert r.text.startswith("wavenumber_cm,ir")
+    assert users.client.get(f"/v1/jobs/{job['id']}/spectrum", headers=users.h("bob")).status_code == 404
+
+
+def test_polar_model_raman_and_archive_of_a_deepmd_system(users: Users, polar_id: str, settings: Any) -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        tar.add(WATER / "polar" / "validation_data_reformat" / "global_system", arcname="sys")
+    r = post(users, {**form(polar_id, kind="raman", options={"max_frames": 20})}, buf.getvalue(), "polar.tgz")
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["inputs"]["trajectory"] == {"file": "trajectory/sys", "filename": "polar.tgz",
+                                           "format": "deepmd/npy", "frames": 20, "atoms": 192}
+    assert (settings.root / "jobs" / job["id"] / "trajectory" / "sys" / "type.raw").is_file()
+
+
+def test_dataset_system_as_the_trajectory(users: Users, model_id: str, dataset: dict) -> None:
+    r = post(users, form(model_id, dataset_id=dataset["id"], system="valid/global_system"))
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert (job["inputs"]["dataset_id"], job["inputs"]["system"], job["progress"]["total"]) == (
+        dataset["id"], "valid/global_system", 80)
+    r = users.client.delete(f"/v1/datasets/{dataset['id']}", headers=users.h("alice"))
+    assert r.status_code == 409  # the queued spectrum job reads it
+    for data, loc, msg in (({"dataset_id": dataset["id"]}, "system", "choose a system"),
+                           ({"dataset_id": dataset["id"], "system": "nope"}, "system", "no system at 'nope'"),
+                           ({"dataset_id": "ds-000000000000"}, "dataset_id", "not found")):
+        r = post(users, form(model_id, **data))
+        assert r.status_code == 422 and r.json()["problems"][0]["loc"] == loc, r.text
+        assert msg in r.json()["problems"][0]["msg"]
+    r = post(users, form(model_id, dataset_id=dataset["id"], system="valid/global_system"), who="bob")
+    assert r.status_code == 404  # bob cannot use alice's model (nor see that it exists)
+
+
+def _nan(i: int, atoms: list) -> list:
+    return [("O", math.nan, 0.0, 0.0), *atoms[1:]] if i == 1 else atoms
+
+
+def _extra_atom(i: int, atoms: list) -> list:
+    return [*atoms, ("H", 3.0, 3.0, 3.0)] if i == 2 else atoms
+
+
+def _sodium(i: int, atoms: list) -> list:
+    return [("Na", *atoms[0][1:]), *atoms[1:]]
+
+
+def _two_systems() -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name in ("a", "b"):
+            tar.add(WATER / "dipole" / "validation_data_reformat" / "global_system", arcname=name)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(("data", "content", "filename", "loc", "msg"), [
+    ({}, xyz(10, _sodium), "md.xyz", "file", "element(s) ['Na'] are not in the model's type_map ['O', 'H']"),
+    ({}, xyz(10, _extra_atom), "md.xyz", "file", "md.xyz: frame 2 has 4 atoms, frame 0 has 3"),
+    ({}, xyz(10, _nan), "md.xyz", "file", "md.xyz: frame 1: NaN or inf in the coordinates"),
+    ({}, xyz(3), "md.xyz", "file", "3 frame(s): a spectrum needs at least 4"),
+    ({}, xyz(10), "md.foo", "file", "cannot tell the trajectory format from the name"),
+    ({}, b"", "md.xyz", "file", "file is empty"),
+    ({}, _two_systems(), "two.tgz", "file", "the archive holds 2 DeePMD systems"),
+    ({}, None, "", "file", "give exactly one of 'file'"),
+    ({"kind": "raman"}, xyz(10), "md.xyz", "kind", "RAMAN needs a polar model; model mdl-000000000001 predicts "
+                                                   "dipoles"),
+    ({"kind": "uv"}, xyz(10), "md.xyz", "kind", "'ir' or 'raman'"),
+    ({"dt_fs": None}, xyz(10), "md.xyz", "dt_fs", "Field required"),
+    ({"dt_fs": -1}, xyz(10), "md.xyz", "dt_fs", "must be a finite number > 0"),
+    ({"options": {"windw": "hann"}}, xyz(10), "md.xyz", "options", "unknown spectrum option(s) ['windw']"),
+    ({"options": {"window": "box"}}, xyz(10), "md.xyz", "options.window", "must be one of"),
+    ({"options": {"max_corr_fs": 100}}, xyz(10), "md.xyz", "options.max_corr_fs", "longer than the shortest"),
+    ({"options": {"dipole_mode": "wannier"}}, xyz(10), "md.xyz", "options.ionic_charges", "needs the ionic charge"),
+    ({"options": {"dipole_mode": "wannier", "ionic_charges": {"O": 6}, "q_w": -8}}, xyz(10), "md.xyz",
+     "options.ionic_charges", "no charge for element(s) ['H']"),
+    ({"options": {"format": "pdb"}}, xyz(10), "md.xyz", "options.format", "unknown format 'pdb'"),
+    ({"options": {"volume_a3": "cell"}}, xyz(10), "md.xyz", "options.volume_a3", "periodic trajectory"),
+])
+def test_bad_requests_are_422_naming_the_field(users: Users, model_id: str, settings: Any, data: dict,
+                                               content: bytes | None, filename: str, loc: str, msg: str) -> None:
+    body = {k: v for k, v in form(model_id, **data).items() if v is not None}
+    r = post(users, body, content, filename)
+    assert r.status_code == 422, r.text
+    problems = r.json()["problems"]
+    assert any(p["loc"] == loc and msg in p["msg"] for p in problems), problems
+    assert "tmp/spectrum-" not in r.text  # the user's file name, never our staging path
+    assert not (settings.root / "jobs").exists() or not any((settings.root / "jobs").iterdir())
+    assert not (settings.root / "tmp").exists() or not any((settings.root / "tmp").iterdir())
+
+
+def test_malformed_options_and_other_users(users: Users, model_id: str) -> None:
+    r = users.client.post("/v1/jobs/spectrum", data={**form(model_id), "options": "{nope"},
+                          files={"file": ("md.xyz", xyz())}, headers=users.h("alice"))
+    assert r.status_code == 422 and r.json()["problems"][0]["loc"] == "options"
+    assert "malformed JSON" in r.json()["detail"]
+    r = post(users, form(model_id), xyz(), who="bob")
+    assert r.status_code == 404 and r.json()["detail"] == f"model '{model_id}' not found"
+    r = post(users, form("mdl-doesnotexist"), xyz())
+    assert r.status_code == 404
+
+
+def test_results_of_a_training_job_are_404(users: Users, dataset: dict) -> None:
+    from kit import tiny_input
+
+    raw = tiny_input(f"dataset:{dataset['id']}/train", f"dataset:{dataset['id']}/valid")
+    job = users.client.post("/v1/jobs/train", json=raw, headers=users.h("alice")).json()
+    r = users.client.get(f"/v1/jobs/{job['id']}/spectrum", headers=users.h("alice"))
+    assert r.status_code == 404 and "train job: it has no spectrum" in r.json()["detail"]
+
+
+def test_openapi_documents_the_spectrum_endpoints(users: Users) -> None:
+    spec = users.client.get("/openapi.json").json()
+    post_op = spec["paths"]["/v1/jobs/spectrum"]["post"]
+    fields = post_op["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[1]
+    props = spec["components"]["schemas"][fields]["properties"]
+    assert {"model_id", "kind", "dt_fs", "options", "file", "dataset_id", "system"} <= set(props)
+    get_op = spec["paths"]["/v1/jobs/{job_id}/spectrum"]["get"]
+    assert get_op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("SpectrumPublic")
+    assert "text/csv" in spec["paths"]["/v1/jobs/{job_id}/spectrum.csv"]["get"]["responses"]["200"]["content"]

@@ -1,0 +1,109 @@
+"""``dptensor.spectrum`` (batch queue): a spectrum job is model.spectrum_pipeline.run_spectrum
+with the job's inputs, progress in frames and frames/s, cancel between chunks, and the
+results in the job folder: predictions.npz, spectrum.json, spectrum.csv."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from celery import Task
+
+from app import store
+from app.datasets import FILES
+from app.queue import JOB_TASKS
+from app.tables import Job
+from model.errors import DataError
+from model.trajectory import Trajectory
+from worker.celery_app import SETTINGS, WORKER_ID, celery, device, sessions
+from worker.predict import load_cached
+from worker.progress import JobMonitor, report
+from worker.tasks import Outcome, _stopped, run_job
+
+
+def _source(job: Job, folder: Path) -> tuple[Path, str]:
+    """(the trajectory on this machine, its name as the user knows it)"""
+    inputs = job.inputs
+    if "trajectory" in inputs:
+        traj = inputs["trajectory"]
+        return folder / traj["file"], traj.get("filename", traj["file"])
+    path = store.dataset_dir(SETTINGS.root, inputs["dataset_id"]) / FILES / inputs["system"]
+    return path, f"dataset:{inputs['dataset_id']}/{inputs['system']}"
+
+
+def _write(path: Path, text: str) -> None:
+    """Atomically: a reader never sees half a file."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+class _Progress:
+    """Frames done / total and frames/s into the job row, at most every progress_every_s."""
+
+    def __init__(self, job_id: str, jlog: logging.Logger) -> None:
+        self.job_id, self.jlog = job_id, jlog
+        self.start = self.last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done == 0:
+            self.start = now
+        elif done < total and now - self.last < SETTINGS.progress_every_s:
+            return
+        self.last = now
+        rate = done / (now - self.start) if done and now > self.start else None
+        eta = (total - done) / rate if rate else None
+        report(sessions(), self.job_id, WORKER_ID, step=done, total=total, rate=rate, eta_s=eta)
+        if done:
+            self.jlog.info("predicted %d/%d frames, %.1f frames/s", done, total, rate or 0.0)
+
+
+def _spectrum(job: Job, folder: Path, monitor: JobMonitor, jlog: logging.Logger) -> Outcome:
+    from model.spectrum_pipeline import parse_request, run_spectrum
+
+    inputs = job.inputs
+    request = parse_request(inputs["kind"], inputs["dt_fs"], inputs["options"])
+    fmt = inputs["trajectory"]["format"] if "trajectory" in inputs else "deepmd/npy"
+    request = dataclasses.replace(request, format=fmt)  # as the api read it
+    model_path = store.model_dir(SETTINGS.root, inputs["model_id"]) / "model.pt"
+    model = load_cached(str(model_path), device()[0])
+
+    def loaded(traj: Trajectory) -> None:
+        jlog.info("read %d frames of %d atoms (%s)", traj.nframes, traj.natoms, fmt)
+
+    source, shown = _source(job, folder)
+    try:
+        result = run_spectrum(model, [source], request, model_id=inputs["model_id"],
+                              predictions=[folder / "predictions.npz"], progress=_Progress(job.id, jlog),
+                              should_stop=monitor.should_stop, on_loaded=loaded)
+    except InterruptedError:
+        return Outcome(_stopped(monitor))
+    except DataError as exc:  # name the file as the user knows it, not by our path
+        if exc.path is None:
+            raise
+        raise DataError(exc.detail, path=exc.path.replace(str(source), shown)) from exc
+    spectrum = result.spectrum
+    _write(folder / "spectrum.json", json.dumps(spectrum.to_dict()))
+    _write(folder / "spectrum.csv", spectrum.to_csv())
+    channel = next(iter(spectrum.intensities))
+    peak = float(spectrum.wavenumber_cm[int(spectrum.intensities[channel].argmax())])
+    summary: dict[str, Any] = {
+        "files": ["spectrum.json", "spectrum.csv", "predictions.npz"], "frames": result.frames,
+        "atoms": result.atoms, "predict_s": round(result.predict_s, 3),
+        "frames_per_s": round(result.frames_per_s, 1), "batch_size": result.batch_size,
+        "grid_spacing_cm": spectrum.metadata["grid_spacing_cm"], "strongest_peak_cm": peak,
+    }
+    jlog.info("spectrum: %d frames at %.1f frames/s (chunks of %d), strongest %s peak at %.0f cm⁻¹",
+              result.frames, result.frames_per_s, result.batch_size, channel, peak)
+    return Outcome("succeeded", summary)
+
+
+@celery.task(name=JOB_TASKS["spectrum"][0], bind=True)
+def spectrum_task(self: Task, job_id: str) -> str:
+    return run_job(self, job_id, _spectrum)
