@@ -15,7 +15,8 @@ COPY app ./app
 COPY worker ./worker
 
 FROM base AS api
-RUN pip install "numpy>=1.26" "pydantic>=2.6" "fastapi>=0.110" "uvicorn[standard]>=0.29" \
+# ase (+ scipy, numpy only): spectrum requests are checked with the library's trajectory readers
+RUN pip install "numpy>=1.26" "scipy>=1.11" "ase>=3.23" "pydantic>=2.6" "fastapi>=0.110" "uvicorn[standard]>=0.29" \
         "pydantic-settings>=2.2" "python-multipart>=0.0.9" "sqlalchemy>=2.0" \
         "celery[redis,sqlalchemy]>=5.4" "redis>=5" "psycopg2-binary>=2.9" \
     && pip install --no-deps .
