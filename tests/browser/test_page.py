@@ -328,7 +328,7 @@ def test_spectrum_view_on_a_stubbed_spectrum(signed_in: Page) -> None:
     plot = page.locator(".spectrum-panel figure.plot")
     ex(plot).to_have_attribute("data-points", str(4 * n))
     ex(plot).to_have_attribute("data-series", "iso,aniso,vv,vh")
-    ex(page.locator(".spectrum-meta")).to_contain_text("gaussian")
+    ex(page.locator(".spectrum-meta .meta-brief")).to_contain_text("window gaussian")
 
     # toggles
     aniso = plot.locator(".legend-item[data-series='aniso']")

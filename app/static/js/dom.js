@@ -60,6 +60,17 @@ export function field(label, control, { hint, loc, wide } = {}) {
   return wrap;
 }
 
+/** field() for one checkbox: a title, the box with its own label, the error line. */
+export function checkField(title, checkbox, text, { hint } = {}) {
+  if (!checkbox.id) checkbox.id = nextId('f');
+  const error = h('p', { class: 'field-error', id: `${checkbox.id}-err`, hidden: true });
+  const hintEl = hint ? h('small', { class: 'hint', id: `${checkbox.id}-hint` }, hint) : null;
+  checkbox.setAttribute('aria-describedby', [hintEl?.id, error.id].filter(Boolean).join(' '));
+  return h('div', { class: 'field', role: 'group', 'aria-label': title },
+    h('span', { class: 'field-title', 'aria-hidden': 'true' }, title),
+    h('label', { class: 'check', for: checkbox.id }, checkbox, text), hintEl, error);
+}
+
 /** Show or clear the error of a field() wrapper. */
 export function setFieldError(wrap, message) {
   const error = wrap.querySelector('.field-error');

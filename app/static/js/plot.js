@@ -308,12 +308,14 @@ export class Plot {
       ctx.fillText(this.o.xLabel, left + pw / 2, top + ph + MARGIN.bottom - 4);
     }
     if (this.o.yLabel) {
+      let label = this.o.yLabel;
+      while (label.length > 4 && ctx.measureText(label).width > ph) label = `${label.slice(0, -2)}…`;
       ctx.save();
       ctx.translate(14, top + ph / 2);
       ctx.rotate(-Math.PI / 2);
       ctx.textAlign = 'center';
       ctx.textBaseline = 'middle';
-      ctx.fillText(this.o.yLabel, 0, 0);
+      ctx.fillText(label, 0, 0);
       ctx.restore();
     }
   }

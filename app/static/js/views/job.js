@@ -30,11 +30,11 @@ const FILE_NOTES = {
   'model.pt': 'final model (checkpoint)', 'model.ckpt.pt': 'latest checkpoint', 'lcurve.out': 'learning curve',
   'input.json': 'input as submitted', 'input.resolved.json': 'input with dataset paths resolved',
   'job.log': 'log', 'predictions.json': 'predictions', 'predictions.npz': 'predictions (NumPy)',
-  'structures.json': 'structures sent',
+  'structures.json': 'structures sent', 'spectrum.json': 'spectrum (JSON)', 'spectrum.csv': 'spectrum (CSV)',
 };
 
 function fileRank(name) {
-  const order = ['model.pt', 'model.ckpt.pt', 'lcurve.out', 'predictions.json', 'predictions.npz', 'spectrum.csv',
+  const order = ['model.pt', 'model.ckpt.pt', 'lcurve.out', 'spectrum.csv', 'spectrum.json', 'predictions.json', 'predictions.npz',
     'input.json', 'input.resolved.json', 'job.log'];
   const i = order.indexOf(name);
   return i < 0 ? order.length : i;

@@ -2,7 +2,7 @@
 // start an IR or Raman spectrum job; the recent spectrum jobs below.
 
 import { api, ApiError, upload } from '../api.js';
-import { badge, field, h, note, replace, select, setFieldError } from '../dom.js';
+import { badge, checkField, field, h, note, replace, select, setFieldError } from '../dom.js';
 import { shortTime } from '../format.js';
 import { navigate } from '../router.js';
 import { poll } from '../poll.js';
@@ -39,6 +39,14 @@ export function spectraView(main, { query }) {
   const format = h('input', { type: 'text', id: 'sp-format', placeholder: 'auto (from the file name)', list: 'sp-formats', spellcheck: 'false' });
   const formats = h('datalist', { id: 'sp-formats' }, ['extxyz', 'lammps-dump-text', 'traj', 'deepmd'].map(v => h('option', { value: v })));
   const maxFrames = numberInput('sp-max-frames', { min: 1, step: 1, placeholder: 'all' });
+  const index = h('input', { type: 'text', id: 'sp-index', placeholder: ': (all), e.g. 1000: or ::2', spellcheck: 'false' });
+  const lammpsTypes = h('input', { type: 'text', id: 'sp-lammps-types', placeholder: '{"1": "O", "2": "H"}', spellcheck: 'false' });
+  const derivative = select([['', 'automatic'], ['true', 'derivative ⟨ẋẋ⟩'], ['false', 'direct ⟨xx⟩']], { id: 'sp-derivative', value: '' });
+  const volume = h('input', { type: 'text', id: 'sp-volume', placeholder: 'Å³, or cell', spellcheck: 'false' });
+  const reduced = h('input', { type: 'checkbox', id: 'sp-reduced' });
+  const laser = numberInput('sp-laser', { min: 0, placeholder: 'none' });
+  const jobName = h('input', { type: 'text', id: 'sp-name', maxlength: 300, placeholder: 'default: “IR of <trajectory>”' });
+  const kindError = h('p', { class: 'field-error', id: 'sp-kind-err', hidden: true });
   const submitBtn = h('button', { type: 'submit', class: 'btn btn-primary', id: 'sp-submit' }, 'Compute spectrum');
   const message = h('div', { id: 'sp-message', 'aria-live': 'polite' });
 
@@ -60,24 +68,33 @@ export function spectraView(main, { query }) {
     q_w: field('Wannier centre charge', qw, { hint: 'wannier mode' }),
     format: field('File format', format),
     max_frames: field('Max. frames', maxFrames),
+    index: field('Frames (ASE index)', index),
+    lammps_type_symbols: field('LAMMPS types (JSON)', lammpsTypes, { hint: 'dump files without element names' }),
+    derivative: field('Correlation of', derivative),
+    volume_a3: field('Volume for absolute IR (Å³)', volume, { hint: 'a number, or “cell” for the mean cell volume' }),
+    raman_reduced: checkField('Reduced Raman', reduced, 'reduced: ν̃ · (1 − exp(−hcν̃/kT)) · I'),
+    laser_cm: field('Laser wavenumber (cm⁻¹)', laser, { hint: 'Stokes intensities × (ν̃_in − ν̃)⁴' }),
+    name: field('Job name', jobName, { hint: 'optional' }),
+    kind: h('fieldset', { class: 'field radio-group', 'aria-describedby': 'sp-kind-hint sp-kind-err' }, h('legend', {}, 'Spectrum'),
+      h('label', { class: 'check' }, kindIr, 'IR (dipoles)'), h('label', { class: 'check' }, kindRaman, 'Raman (polarizabilities)'),
+      kindHint, kindError),
   };
   const fileBlock = h('div', { class: 'form-row' }, fields.file);
   const dataBlock = h('div', { class: 'form-row', hidden: true }, fields.dataset_id, fields.system);
   const general = h('div');
   const form = h('form', { class: 'card form', id: 'spectrum-form', 'aria-labelledby': 'sp-h', novalidate: true, onsubmit: onSubmit },
     h('h2', { id: 'sp-h' }, 'New spectrum'),
-    h('div', { class: 'form-row' }, fields.model_id,
-      h('fieldset', { class: 'field radio-group', 'aria-describedby': 'sp-kind-hint' }, h('legend', {}, 'Spectrum'),
-        h('label', { class: 'check' }, kindIr, 'IR (dipoles)'), h('label', { class: 'check' }, kindRaman, 'Raman (polarizabilities)'),
-        kindHint)),
+    h('div', { class: 'form-row' }, fields.model_id, fields.kind, fields.name),
     h('fieldset', { class: 'field radio-group' }, h('legend', {}, 'Trajectory'),
       h('label', { class: 'check' }, srcFile, 'Upload a file'), h('label', { class: 'check' }, srcData, 'A system of an uploaded dataset')),
     fileBlock, dataBlock,
     h('div', { class: 'form-row' }, fields.dt_fs, fields.temperature_k, fields.correction),
     h('details', { class: 'advanced', id: 'sp-advanced' }, h('summary', {}, 'More options'),
       h('div', { class: 'form-row' }, fields.window, fields.max_corr_fs, fields.zero_pad, fields.freq_max_cm),
-      h('div', { class: 'form-row' }, fields.format, formats, fields.max_frames),
-      h('div', { class: 'form-row' }, fields.dipole_mode, fields.ionic_charges, fields.q_w)),
+      h('div', { class: 'form-row' }, fields.derivative, fields.format, formats, fields.index, fields.max_frames),
+      h('div', { class: 'form-row' }, fields.lammps_type_symbols),
+      h('div', { class: 'form-row' }, fields.dipole_mode, fields.ionic_charges, fields.q_w, fields.volume_a3),
+      h('div', { class: 'form-row' }, fields.raman_reduced, fields.laser_cm)),
     general,
     h('div', { class: 'form-actions' }, submitBtn), message);
 
@@ -96,14 +113,29 @@ export function spectraView(main, { query }) {
 
   function chosenKind() { return kindRaman.checked ? 'raman' : 'ir'; }
 
+  /** '' or why the chosen model cannot give the chosen spectrum. */
+  function kindMismatch() {
+    const m = models.find(x => x.id === model.value);
+    if (!m) return '';
+    if (chosenKind() === 'ir' && m.kind !== 'dipole') return `IR needs a dipole model; ${m.name} predicts polarizabilities.`;
+    if (chosenKind() === 'raman' && m.kind !== 'polar') return `Raman needs a polarizability model; ${m.name} predicts dipoles.`;
+    return '';
+  }
+
   function syncKind() {
     const m = models.find(x => x.id === model.value);
-    const wannier = chosenKind() === 'ir';
-    fields.dipole_mode.hidden = !wannier;
+    const ir = chosenKind() === 'ir';
+    const wannier = ir && dipoleMode.value === 'wannier';
+    fields.dipole_mode.hidden = !ir;
+    fields.volume_a3.hidden = !ir;
     fields.ionic_charges.hidden = !wannier;
     fields.q_w.hidden = !wannier;
+    fields.raman_reduced.hidden = ir;
+    fields.laser_cm.hidden = ir;
     if (!m) { kindHint.textContent = ''; return; }
-    kindHint.textContent = m.kind === 'dipole' ? `${m.name} predicts dipoles: IR.` : `${m.name} predicts polarizabilities: Raman.`;
+    const mismatch = kindMismatch();
+    kindHint.className = mismatch ? 'hint warn-text' : 'hint';
+    kindHint.textContent = mismatch || (m.kind === 'dipole' ? `${m.name} predicts dipoles: IR.` : `${m.name} predicts polarizabilities: Raman.`);
   }
 
   function pickKindForModel() {
@@ -117,6 +149,8 @@ export function spectraView(main, { query }) {
     fileBlock.hidden = !fromFile;
     dataBlock.hidden = fromFile;
     fields.format.hidden = !fromFile;
+    fields.index.hidden = !fromFile;
+    fields.lammps_type_symbols.hidden = !fromFile;
   }
 
   function fillSystems() {
@@ -149,25 +183,41 @@ export function spectraView(main, { query }) {
     (first?.querySelector('input, select') || submitBtn).focus();
   }
 
+  /** The options JSON: only what the user set (the server has the defaults). */
   function options() {
     const out = {};
+    const bad = [];
     const numberOf = (input, key) => { if (input.value.trim() !== '') out[key] = Number(input.value); };
+    const jsonOf = (input, key, example) => {
+      if (!input.value.trim()) return;
+      try { out[key] = JSON.parse(input.value); } catch { bad.push({ loc: key, msg: `not valid JSON, e.g. ${example}` }); }
+    };
     numberOf(temperature, 'temperature_k');
     out.window = windowSel.value;
     numberOf(maxCorr, 'max_corr_fs');
     numberOf(zeroPad, 'zero_pad');
     out.correction = correction.value;
     numberOf(freqMax, 'freq_max_cm');
+    if (derivative.value) out.derivative = derivative.value === 'true';
     if (chosenKind() === 'ir') {
       out.dipole_mode = dipoleMode.value;
       if (dipoleMode.value === 'wannier') {
-        if (ionic.value.trim()) out.ionic_charges = JSON.parse(ionic.value);
+        jsonOf(ionic, 'ionic_charges', '{"O": 6, "H": 1}');
         numberOf(qw, 'q_w');
       }
+      const v = volume.value.trim();
+      if (v) out.volume_a3 = v === 'cell' ? 'cell' : Number(v);
+    } else {
+      if (reduced.checked) out.raman_reduced = true;
+      numberOf(laser, 'laser_cm');
     }
-    if (srcFile.checked && format.value.trim()) out.format = format.value.trim();
+    if (srcFile.checked) {
+      if (format.value.trim()) out.format = format.value.trim();
+      if (index.value.trim()) out.index = index.value.trim();
+      jsonOf(lammpsTypes, 'lammps_type_symbols', '{"1": "O", "2": "H"}');
+    }
     numberOf(maxFrames, 'max_frames');
-    return out;
+    return { out, bad };
   }
 
   async function onSubmit(e) {
@@ -176,17 +226,19 @@ export function spectraView(main, { query }) {
     replace(message);
     const local = [];
     if (!model.value) local.push({ loc: 'model_id', msg: 'choose a model (train or upload one first)' });
+    else if (kindMismatch()) local.push({ loc: 'model_id', msg: kindMismatch() });
     if (!(Number(dt.value) > 0)) local.push({ loc: 'dt_fs', msg: 'a time step > 0 is needed' });
     if (srcFile.checked && !file.files.length) local.push({ loc: 'file', msg: 'choose a trajectory file' });
     if (srcData.checked && !system.value) local.push({ loc: 'system', msg: 'choose a dataset and a system' });
-    let opts;
-    try { opts = options(); } catch { local.push({ loc: 'ionic_charges', msg: 'not valid JSON, e.g. {"O": 6, "H": 1}' }); }
+    const opts = options();
+    local.push(...opts.bad);
     if (local.length) { showProblems({ detail: 'Please fix the marked fields.', problems: local }); return; }
     const data = new FormData();
     data.append('model_id', model.value);
     data.append('kind', chosenKind());
     data.append('dt_fs', dt.value);
-    data.append('options', JSON.stringify(opts));
+    data.append('options', JSON.stringify(opts.out));
+    if (jobName.value.trim()) data.append('name', jobName.value.trim());
     if (srcFile.checked) data.append('file', file.files[0]);
     else { data.append('dataset_id', dataset.value); data.append('system', system.value); }
     submitBtn.disabled = true;
@@ -211,10 +263,7 @@ export function spectraView(main, { query }) {
   srcFile.addEventListener('change', syncSource);
   srcData.addEventListener('change', syncSource);
   dataset.addEventListener('change', fillSystems);
-  dipoleMode.addEventListener('change', () => {
-    const w = dipoleMode.value === 'wannier';
-    ionic.required = w;
-  });
+  dipoleMode.addEventListener('change', syncKind);
 
   Promise.all([api('/v1/models'), api('/v1/datasets')]).then(([ms, ds]) => {
     models = ms;

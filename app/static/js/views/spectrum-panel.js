@@ -13,11 +13,18 @@ const LABELS = {
 const COLORS = { ir: '#c2334d', iso: '#1f6fd1', aniso: '#d9650f', vv: '#23914a', vh: '#7b4fc9' };
 const ORDER = ['ir', 'iso', 'aniso', 'vv', 'vh'];
 
-function unitOf(metadata) {
-  const u = metadata?.units;
-  if (!u) return '';
-  if (typeof u === 'string') return u;
-  return u.intensity || u.intensities || u.ir || u.raman || Object.values(u).find(v => typeof v === 'string' && !/cm/.test(v)) || '';
+/**
+ * The y-axis title from metadata.units: "arb.: Å⁶·fs, FT of …" -> "intensity (arb. units: Å⁶·fs)",
+ * "cm^-1: n(ω)α(ω) = …" -> "intensity (cm⁻¹)"; an object names its "intensity" entry.
+ */
+export function intensityLabel(metadata) {
+  let u = metadata?.units;
+  if (u && typeof u === 'object') u = u.intensity || u.intensities || '';
+  if (!u || typeof u !== 'string') return 'intensity';
+  const m = /^([^:]+):\s*([^,]*)/.exec(u);
+  const unit = (m ? m[1] : u.split(',')[0]).trim().replace('^-1', '⁻¹');
+  if (/^arb/.test(unit)) return `intensity (arb. units${m && m[2].trim() ? `: ${m[2].trim()}` : ''})`;
+  return `intensity (${unit})`;
 }
 
 function metaValue(v) {
@@ -62,9 +69,7 @@ export function spectrumPanel(container, jobId, { title = '', data = null } = {}
     if (!spectrum) return;
     const x = spectrum.wavenumber_cm || [];
     const keys = seriesKeys(spectrum.intensities);
-    const unit = unitOf(spectrum.metadata);
-    plot.o.yLabel = normalise.checked ? 'intensity (each series ÷ its maximum)'
-      : unit ? `intensity / ${unit}` : 'intensity';
+    plot.o.yLabel = normalise.checked ? 'intensity (each series ÷ its maximum)' : intensityLabel(spectrum.metadata);
     plot.setData(keys.map(k => {
       let y = spectrum.intensities[k].map(v => (v === null ? null : Number(v)));
       if (normalise.checked) {
@@ -76,10 +81,19 @@ export function spectrumPanel(container, jobId, { title = '', data = null } = {}
   }
 
   function showMeta(metadata) {
-    const entries = Object.entries(metadata || {});
-    replace(meta, entries.length ? h('details', { class: 'meta-details', open: true },
-      h('summary', {}, 'Spectrum settings and units'),
-      h('dl', { class: 'meta-list' }, entries.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, metaValue(v))]))) : null);
+    const m = metadata || {};
+    const entries = Object.entries(m);
+    const brief = [
+      m.window && `window ${m.window}`, m.correction && `correction ${m.correction}`,
+      Number.isFinite(m.temperature_k) && `${num(m.temperature_k)} K`, Number.isFinite(m.dt_fs) && `Δt ${num(m.dt_fs)} fs`,
+      Number.isFinite(m.n_frames) && `${m.n_frames} frames`, Number.isFinite(m.max_corr_fs) && `τmax ${num(m.max_corr_fs)} fs`,
+      Number.isFinite(m.resolution_cm) && `resolution ${num(m.resolution_cm, 3)} cm⁻¹`,
+      Number.isFinite(m.nyquist_cm) && `Nyquist ${num(m.nyquist_cm, 5)} cm⁻¹`,
+    ].filter(Boolean);
+    replace(meta, brief.length ? h('p', { class: 'meta-brief' }, brief.join(' · ')) : null,
+      entries.length ? h('details', { class: 'meta-details' },
+        h('summary', {}, 'All settings, units and provenance'),
+        h('dl', { class: 'meta-list' }, entries.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, metaValue(v))]))) : null);
   }
 
   normalise.addEventListener('change', show);
