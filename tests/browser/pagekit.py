@@ -10,6 +10,14 @@ from typing import Any
 
 from kit import Api
 
+# every visible control has an accessible name: a <label>, aria-label(ledby), or button text
+UNLABELLED = """() => [...document.querySelectorAll('input, select, textarea, button, [role=button], canvas[tabindex]')]
+  .filter(el => el.getClientRects().length > 0 && el.type !== 'hidden')
+  .filter(el => !(el.getAttribute('aria-label') || el.getAttribute('aria-labelledby')
+                  || (el.labels && el.labels.length)
+                  || ((el.tagName === 'BUTTON' || el.getAttribute('role') === 'button') && el.textContent.trim())))
+  .map(el => el.outerHTML.slice(0, 160))"""
+
 
 @dataclass
 class Service:
@@ -57,6 +65,12 @@ class Page:
     def expect_http(self, *statuses: int) -> None:
         """Allow the browser's own error line for requests answered with these statuses."""
         self.watch.allowed_status.update(statuses)
+
+    def check_a11y(self) -> None:
+        """Basic accessibility of the current view: named controls, one h1, a main landmark."""
+        assert self.page.evaluate(UNLABELLED) == []
+        assert self.page.locator("main h1").count() == 1
+        assert self.page.locator("main#main").count() == 1
 
     def shot(self, name: str, *, full_page: bool = True) -> Path:
         path = self.screenshots / f"{name}.png"

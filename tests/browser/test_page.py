@@ -73,6 +73,7 @@ def test_token_sign_in(browser: Page, service: Service) -> None:
     ex(page.locator("#token-input")).to_be_focused()
     ex(page.locator("#jobs-table")).to_have_count(0)
     browser.shot("01-sign-in")
+    browser.check_a11y()
 
     browser.expect_http(401)  # the wrong token, on purpose
     page.fill("#token-input", "dpt_not-a-real-token")
@@ -120,6 +121,7 @@ def test_upload_dataset_shows_validation_summary(signed_in: Page, service: Servi
     ex(result).to_contain_text("dipole: atomic (natoms)")
     ex(page.locator("#datasets-list details.dataset")).to_have_count(1)
     signed_in.shot("02-dataset-uploaded")
+    signed_in.check_a11y()
     service.state["dataset"] = service.api.http.get("/v1/datasets").json()[0]
 
 
@@ -138,6 +140,7 @@ def test_train_through_the_form_and_watch_it(signed_in: Page, service: Service) 
                               "valid:validation_data_reformat/atomic_system", "valid:validation_data_reformat/global_system"]
     page.fill("#job-name", "water dipole (browser test)")
     signed_in.shot("03-train-form")
+    signed_in.check_a11y()
 
     page.evaluate("window.__sameDocument = true")
     page.click("#start-training")
@@ -178,6 +181,7 @@ def test_train_through_the_form_and_watch_it(signed_in: Page, service: Service) 
     assert dl.value.suggested_filename == f"{job['model_id']}.pt" and Path(dl.value.path()).stat().st_size > 1000
     page.mouse.move(box["x"] + box["width"] * 0.55, box["y"] + box["height"] * 0.45)
     signed_in.shot("04-job-succeeded")
+    signed_in.check_a11y()
     service.state["model_id"] = job["model_id"]
     service.state["train_job"] = job_id
 
@@ -212,6 +216,7 @@ def test_invalid_input_shows_the_json_path(signed_in: Page, service: Service) ->
     ex(problems.first).to_have_attribute("data-loc", "training.numb_stepz")
     assert service.api.http.get("/v1/jobs").json()["total"] == before
     signed_in.shot("05-train-invalid-input")
+    signed_in.check_a11y()
 
     # broken JSON: line and column, before any request
     page.fill("#input-json", '{\n  "model": {,\n}')
@@ -241,6 +246,7 @@ def test_jobs_list_live_and_cancel(signed_in: Page, service: Service) -> None:
     ex(row.locator("[role=progressbar]")).to_have_attribute("aria-valuemax", "200000")
     ex(row).to_contain_text("alice")
     signed_in.shot("06-jobs-running")
+    signed_in.check_a11y()
 
     row.locator("a.job-link").click()
     ex(page.locator("#job-status")).to_have_attribute("data-status", "running")
@@ -251,6 +257,7 @@ def test_jobs_list_live_and_cancel(signed_in: Page, service: Service) -> None:
     assert seen[-1] == "cancelled", seen
     ex(page.locator("#cancel-job")).to_have_count(0)
     signed_in.shot("07-job-cancelled")
+    signed_in.check_a11y()
     page.click("a.back")
     ex(page.locator(f"#jobs-table tr[data-key='{job_id}']")).to_have_attribute("data-status", "cancelled")
     assert page.evaluate("window.__sameDocument") is True
@@ -267,6 +274,7 @@ def test_models_list_with_metrics(signed_in: Page, service: Service) -> None:
     ex(row.locator(".metrics dd").first).not_to_be_empty()
     ex(row).to_contain_text(service.state["train_job"])
     signed_in.shot("09-models")
+    signed_in.check_a11y()
     row.get_by_role("link", name="IR spectrum…").click()
     ex(page.locator("#sp-model")).to_have_value(service.state["model_id"])
     ex(page.locator("#sp-kind-ir")).to_be_checked()  # a dipole model: IR
@@ -285,7 +293,7 @@ def _stub_job(job_id: str) -> dict[str, Any]:
     t = "2026-01-01T10:00:00"
     return {"id": job_id, "kind": "spectrum", "status": "succeeded", "name": "water Raman (stub)", "owner": "alice",
             "queue": "batch", "created_at": t, "started_at": t, "finished_at": "2026-01-01T10:00:42",
-            "progress": {"step": 2000, "total": 2000, "unit": "steps", "rate": 50.0, "eta_s": 0.0},
+            "progress": {"step": 2000, "total": 2000, "unit": "frames", "rate": 50.0, "eta_s": 0.0},
             "lcurve": None, "attempt": 1, "max_attempts": 3, "cancel_requested": False, "model_id": "mdl-stub",
             "result": {}, "error": None, "warnings": [],
             "inputs": {"model_id": "mdl-stub", "kind": "raman", "dt_fs": 0.5}}
@@ -385,6 +393,7 @@ def test_spectrum_view_on_a_stubbed_spectrum(signed_in: Page) -> None:
     (signed_in.screenshots / "11-spectrum-export.png").write_bytes(png)
     page.mouse.move(box["x"] + box["width"] * 0.78, box["y"] + box["height"] * 0.4)
     signed_in.shot("10-spectrum-view")
+    signed_in.check_a11y()
 
 
 def test_spectrum_job_through_the_form(signed_in: Page, service: Service) -> None:
@@ -403,6 +412,7 @@ def test_spectrum_job_through_the_form(signed_in: Page, service: Service) -> Non
     page.select_option("#sp-system", "validation_data_reformat/global_system")
     page.fill("#sp-dt", "1")
     signed_in.shot("12-spectrum-form")
+    signed_in.check_a11y()
     page.click("#sp-submit")
     page.wait_for_url(re.compile(r"#/jobs/job-[0-9a-f]+$"), timeout=30_000)
     job_id = page.url.rsplit("/", 1)[1]
