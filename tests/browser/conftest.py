@@ -107,24 +107,22 @@ def browser_engine() -> Iterator[Any]:
         yield pw
 
 
-@pytest.fixture
-def browser(browser_engine: Any, service: Service, screenshots: Path, tmp_path: Path,
-            request: pytest.FixtureRequest) -> Iterator[Page]:
-    """A fresh Chromium profile (its own user-data dir) and one page on the service.
-    Not signed in: use ``signed_in`` for a page that has the token in localStorage."""
-    profile = tmp_path / "profile"
-    context = browser_engine.chromium.launch_persistent_context(
+@contextlib.contextmanager
+def open_page(engine: Any, base_url: str, screenshots: Path, profile: Path,
+              request: pytest.FixtureRequest) -> Iterator[Page]:
+    """A fresh Chromium profile (its own user-data dir) with one page watched for errors;
+    fails the test on any error left at the end; a screenshot when the test failed."""
+    context = engine.chromium.launch_persistent_context(
         str(profile), executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True, viewport=VIEWPORT,
         accept_downloads=True, locale="en-GB", timezone_id="UTC")
     context.set_default_timeout(15_000)
-    watch = ConsoleWatch(service.base_url)
+    watch = ConsoleWatch(base_url)
     page = context.pages[0] if context.pages else context.new_page()
     page.on("console", watch.on_console)
     page.on("pageerror", watch.on_pageerror)
     context.on("request", watch.on_request)
-    wrapper = Page(page, watch, service.base_url, screenshots)
     try:
-        yield wrapper
+        yield Page(page, watch, base_url, screenshots)
         page.wait_for_timeout(300)  # late console messages of the last action
         assert watch.errors == [], "errors in the browser:\n" + "\n".join(watch.errors)
     finally:
@@ -134,6 +132,39 @@ def browser(browser_engine: Any, service: Service, screenshots: Path, tmp_path: 
                 page.screenshot(path=str(screenshots / f"FAILED-{request.node.name}.png"), full_page=True)
         context.close()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def browser(browser_engine: Any, service: Service, screenshots: Path, tmp_path: Path,
+            request: pytest.FixtureRequest) -> Iterator[Page]:
+    """A page on the (token-auth) service, not signed in; ``signed_in`` has the token."""
+    with open_page(browser_engine, service.base_url, screenshots, tmp_path / "profile", request) as page:
+        yield page
+
+
+@pytest.fixture
+def local_browser(browser_engine: Any, screenshots: Path, tmp_path: Path,
+                  request: pytest.FixtureRequest) -> Iterator[Page]:
+    """A page on ``dptensor serve --no-auth --no-worker`` (api only, loopback, no tokens)."""
+    data = tmp_path / "data"
+    port = free_port()
+    env = service_env(data, port=port)
+    base_url = f"http://127.0.0.1:{port}"
+    api = Api(base_url)
+    proc = dptensor("serve", "--no-auth", "--no-worker", env=env, log=tmp_path / "serve.log")
+    try:
+        wait_for("the api", lambda: _answers(api), timeout=60)
+        with open_page(browser_engine, base_url, screenshots, tmp_path / "profile", request) as page:
+            yield page
+    finally:
+        stop(proc, signal.SIGINT)
+
+
+def _answers(api: Api) -> bool:
+    try:
+        return api.http.get("/v1/health/live").status_code == 200
+    except Exception:  # not listening yet
+        return False
 
 
 @pytest.fixture

@@ -413,6 +413,13 @@ def test_spectrum_job_through_the_form(signed_in: Page, service: Service) -> Non
     page.fill("#sp-dt", "1")
     signed_in.shot("12-spectrum-form")
     signed_in.check_a11y()
+    # the api's 422 lands next to its field (options.temperature_k -> Temperature)
+    signed_in.expect_http(422)
+    page.fill("#sp-temperature", "-5")
+    page.click("#sp-submit")
+    ex(page.locator("#sp-temperature-err")).to_contain_text("> 0")
+    ex(page.locator("#sp-temperature")).to_be_focused()
+    page.fill("#sp-temperature", "300")
     page.click("#sp-submit")
     page.wait_for_url(re.compile(r"#/jobs/job-[0-9a-f]+$"), timeout=30_000)
     job_id = page.url.rsplit("/", 1)[1]
