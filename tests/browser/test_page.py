@@ -149,6 +149,7 @@ def test_train_through_the_form_and_watch_it(signed_in: Page, service: Service) 
     seen = watch_status(page, {"succeeded", "failed", "cancelled"}, timeout=150)
     assert seen[-1] == "succeeded", (seen, service.api.job(job_id).get("error"))
     assert page.evaluate("window.__sameDocument") is True  # followed without any reload
+    ex(page).to_have_title("succeeded · water dipole (browser test) · dptensor")
 
     # the learning curve: every finite RMSE value of lcurve.out is a drawn point
     lcurve = service.api.http.get(f"/v1/jobs/{job_id}/lcurve").json()

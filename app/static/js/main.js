@@ -122,6 +122,7 @@ window.addEventListener('dptensor:reachable', e => {
 
 function guard(main) {
   if (user) return true;
+  document.title = 'Sign in · dptensor';
   signInCard(main);
   return false;
 }
@@ -158,11 +159,11 @@ poll(async () => {
 
 // --- routes -----------------------------------------------------------------------------
 
-route('/jobs', jobsView);
-route('/jobs/:id', jobView);
-route('/train', trainView);
-route('/datasets', datasetsView);
-route('/models', modelsView);
-route('/spectra', spectraView);
+route('/jobs', jobsView, 'Jobs');
+route('/jobs/:id', jobView, 'Job');
+route('/train', trainView, 'New training');
+route('/datasets', datasetsView, 'Datasets');
+route('/models', modelsView, 'Models');
+route('/spectra', spectraView, 'Spectra');
 
 initAuth().finally(() => start({ guard }));

@@ -6,11 +6,14 @@ let dispose = null;
 let mountedKey = null;
 let guard = () => true;
 
-/** route('/jobs/:id', view): view(main, {params, query}) -> dispose function (optional). */
-export function route(pattern, view) {
+/**
+ * route('/jobs/:id', view, 'Job'): view(main, {params, query}) -> dispose function
+ * (optional); the title goes to document.title until the view sets a better one.
+ */
+export function route(pattern, view, title = '') {
   const names = [];
   const source = pattern.replace(/:[a-z]+/g, m => { names.push(m.slice(1)); return '([^/]+)'; });
-  routes.push({ regex: new RegExp(`^${source}$`), names, view, pattern });
+  routes.push({ regex: new RegExp(`^${source}$`), names, view, pattern, title });
 }
 
 export function currentPath() {
@@ -39,6 +42,7 @@ function render(force = false) {
     main.replaceChildren();
     mountedKey = key;
     highlightNav(path);
+    document.title = r.title ? `${r.title} · dptensor` : 'dptensor';
     dispose = r.view(main, { params, query }) || null;
     return;
   }

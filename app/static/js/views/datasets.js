@@ -109,6 +109,8 @@ export function datasetsView(main) {
           h('span', { class: 'muted' }, `${plural(ds.systems.length, 'system')} · ${ds.systems.reduce((a, s) => a + s.frames, 0)} frames · `
             + `${bytes(ds.size_bytes)} · ${ds.n_files} files · `),
           h('time', { datetime: ds.created_at, title: fullTime(ds.created_at), class: 'muted' }, shortTime(ds.created_at))),
+        h('p', { class: 'dataset-actions' }, h('a', { class: 'btn btn-small', href: `#/train?dataset=${encodeURIComponent(ds.id)}` },
+          'Train on this dataset…')),
         systemsTable(ds))));
     } catch (err) {
       replace(message, errorNote(err));

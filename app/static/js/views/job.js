@@ -73,8 +73,10 @@ export function jobView(main, { params }) {
   let logsAt = 0;
 
   function renderSummary() {
-    title.textContent = job.name || job.id;
     const p = job.progress || {};
+    title.textContent = job.name || job.id;
+    const pct = job.status === 'running' && p.total ? ` ${Math.floor((100 * (p.step || 0)) / p.total)} %` : '';
+    document.title = `${job.status}${pct} · ${job.name || job.id} · dptensor`;
     const canCancel = ACTIVE.has(job.status) && !job.cancel_requested;
     const rate = Number.isFinite(p.rate) ? `${num(p.rate, 3)} ${p.unit || 'steps'}/s` : null;
     const facts = [
