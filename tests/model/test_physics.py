@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from model import descriptor
+from model import descriptor, kernels
 from model.tensor_model import TensorModel
 from tests.model import reference
 from tests.model.conftest import random_frames, tiny_model
@@ -34,12 +34,16 @@ def _random_rotation(seed: int) -> np.ndarray:
 
 @pytest.mark.parametrize(("kind", "over"), VARIANTS)
 @pytest.mark.parametrize("pbc", [True, False])
-@pytest.mark.parametrize("contraction", ["dense", "blocked"])
+@pytest.mark.parametrize("contraction", ["dense", "blocked", "kernel"])
 def test_matches_naive_formula(kind: str, over: dict, pbc: bool, contraction: str,
                                monkeypatch: pytest.MonkeyPatch) -> None:
-    """Both contraction paths (dense for small batches, blocked for large inference
-    batches, with the same-type distinct-value embedding) against the naive formula."""
+    """Every contraction path (dense for small batches; blocked for large inference
+    batches, in PyTorch or in the compiled kernel, with the same-type distinct-value
+    embedding) against the naive formula."""
+    if contraction == "kernel" and kernels.embed_kernels() is None:
+        pytest.skip("compiled kernels unavailable on this machine (no C++ compiler?)")
     monkeypatch.setattr(descriptor, "DENSE_CONTRACTION_MAX", 10**12 if contraction == "dense" else 0)
+    monkeypatch.setattr(descriptor, "USE_KERNELS", contraction == "kernel")
     monkeypatch.setattr(descriptor, "EMBED_BLOCK", 7)  # many small blocks, uneven ends
     model = tiny_model(kind, **over)
     coord, atype, box = random_frames(2, 14, 2, box_len=4.5, seed=11, pbc=pbc)
@@ -121,11 +125,17 @@ def test_smooth_as_a_neighbour_crosses_rcut(kind: str) -> None:
     assert np.array_equal(tensor_at(rcut + 1e-6), tensor_at(rcut + 0.5))
 
 
-def test_float32_model_close_to_float64() -> None:
+@pytest.mark.parametrize("use_kernels", [False, True])
+def test_float32_model_close_to_float64(use_kernels: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if use_kernels and kernels.embed_kernels() is None:
+        pytest.skip("compiled kernels unavailable on this machine")
+    monkeypatch.setattr(descriptor, "USE_KERNELS", use_kernels)
+    monkeypatch.setattr(descriptor, "DENSE_CONTRACTION_MAX", 0)
     model = tiny_model("polar")
     coord, atype, box = random_frames(2, 16, 2, box_len=5.0, seed=15)
-    g64, _ = _run(model, coord, atype, box)
-    model.set_precision(torch.float32)
-    g32, _ = _run(model, coord, atype, box)
+    with torch.inference_mode():
+        g64, _ = _run(model, coord, atype, box)
+        model.set_precision(torch.float32)
+        g32, _ = _run(model, coord, atype, box)
     assert g32.dtype == np.float32
     np.testing.assert_allclose(g32, g64, rtol=1e-4, atol=1e-5)
