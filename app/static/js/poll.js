@@ -3,7 +3,8 @@
 
 /**
  * const p = poll(async () => {...}, 1200); p.now(); p.stop();
- * fn may return false to stop polling (e.g. when the job has finished).
+ * fn may return false to stop polling (e.g. when the job has finished). A round that
+ * throws is not fatal: fn shows its own errors and the next round tries again.
  */
 export function poll(fn, intervalMs) {
   let timer = null;
@@ -11,21 +12,27 @@ export function poll(fn, intervalMs) {
   let stopped = false;
   let again = false;
 
+  function stop() {
+    stopped = true;
+    if (timer !== null) clearTimeout(timer);
+    timer = null;
+    document.removeEventListener('visibilitychange', onVisible);
+  }
+
   async function tick() {
     timer = null;
-    if (stopped) return;
-    if (document.hidden) return;  // resumed by visibilitychange
+    if (stopped || document.hidden) return;  // a hidden tab resumes on visibilitychange
     if (running) { again = true; return; }
     running = true;
     let keep = true;
     try {
       keep = (await fn()) !== false;
-    } catch (err) {
-      if (err?.name !== 'AbortError') keep = true;  // errors are shown by fn; keep trying
+    } catch {
+      keep = true;
     } finally {
       running = false;
     }
-    if (!keep) { stopped = true; }
+    if (!keep) stop();
     if (stopped) return;
     if (again) { again = false; tick(); return; }
     timer = setTimeout(tick, intervalMs);
@@ -34,6 +41,7 @@ export function poll(fn, intervalMs) {
   function onVisible() {
     if (!document.hidden && !stopped && !running && timer === null) tick();
   }
+
   document.addEventListener('visibilitychange', onVisible);
   tick();
 
@@ -43,11 +51,7 @@ export function poll(fn, intervalMs) {
       if (timer !== null) { clearTimeout(timer); timer = null; }
       tick();
     },
-    stop() {
-      stopped = true;
-      if (timer !== null) clearTimeout(timer);
-      document.removeEventListener('visibilitychange', onVisible);
-    },
+    stop,
     get stopped() { return stopped; },
   };
 }

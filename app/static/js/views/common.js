@@ -72,5 +72,6 @@ export function liveIndicator() {
     el,
     ok() { el.classList.remove('stale'); el.title = `updated ${new Date().toLocaleTimeString()}`; },
     stale() { el.classList.add('stale'); el.title = 'not updating: the last request failed'; },
+    done() { el.classList.add('done'); el.textContent = 'final'; el.title = 'the job has finished: nothing changes any more'; },
   };
 }

@@ -226,7 +226,9 @@ export function jobView(main, { params }) {
     const failed = results.find(r => r.status === 'rejected');
     if (failed) replace(message, note(describe(failed.reason), 'error-note'));
     showSpectrum();
-    return ACTIVE.has(job.status);  // a finished job does not change any more
+    if (ACTIVE.has(job.status)) return true;
+    live.done();  // a finished job does not change any more
+    return false;
   }, 1000);
 
   return () => { p.stop(); plot?.destroy(); spectrum?.destroy(); };
