@@ -97,17 +97,71 @@ export function locate(text, path, spans = scanSpans(text)) {
   return { start: 0, end: 0, line: 1, exact: false, found: '' };
 }
 
-/** Line and column of a JSON.parse error ("… at position 12" / "(line 3 column 5)"). */
+/** Offset of the first syntax error in text (a strict JSON scan), or -1 when it is valid. */
+export function firstErrorOffset(text) {
+  let i = 0;
+  const fail = () => { throw i; };
+  const ws = () => { while (i < text.length && ' \t\n\r'.includes(text[i])) i += 1; };
+  const expect = c => { if (text[i] !== c) fail(); i += 1; };
+  const string = () => {
+    expect('"');
+    while (i < text.length && text[i] !== '"') {
+      if (text.charCodeAt(i) < 0x20) fail();
+      if (text[i] === '\\') {
+        i += 1;
+        if (text[i] === 'u') { if (!/^[0-9a-fA-F]{4}$/.test(text.slice(i + 1, i + 5))) fail(); i += 4; }
+        else if (!'"\\/bfnrt'.includes(text[i])) fail();
+      }
+      i += 1;
+    }
+    expect('"');
+  };
+  const value = () => {
+    ws();
+    const c = text[i];
+    if (c === '{') {
+      i += 1; ws();
+      if (text[i] === '}') { i += 1; return; }
+      for (;;) {
+        ws(); string(); ws(); expect(':'); value(); ws();
+        if (text[i] === ',') { i += 1; continue; }
+        expect('}'); return;
+      }
+    }
+    if (c === '[') {
+      i += 1; ws();
+      if (text[i] === ']') { i += 1; return; }
+      for (;;) {
+        value(); ws();
+        if (text[i] === ',') { i += 1; continue; }
+        expect(']'); return;
+      }
+    }
+    if (c === '"') { string(); return; }
+    const m = /^(-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?|true|false|null)/.exec(text.slice(i, i + 400));
+    if (!m) fail();
+    i += m[0].length;
+  };
+  try {
+    value(); ws();
+    if (i < text.length) fail();
+    return -1;
+  } catch (pos) {
+    if (typeof pos !== 'number') throw pos;
+    return Math.min(pos, text.length);
+  }
+}
+
+/**
+ * Line and column of a JSON.parse error: from the message ("… (line 3 column 5)" or
+ * "… at position 12") when the engine gives it, else from a strict scan of the text.
+ */
 export function syntaxErrorPosition(text, err) {
   const msg = String(err?.message || '');
-  let m = /line (\d+) column (\d+)/.exec(msg);
+  const m = /line (\d+) column (\d+)/.exec(msg);
   if (m) return { line: Number(m[1]), column: Number(m[2]) };
-  m = /position (\d+)/.exec(msg);
-  if (m) {
-    const pos = Number(m[1]);
-    const line = lineOf(text, pos);
-    const column = pos - text.lastIndexOf('\n', pos - 1);
-    return { line, column };
-  }
-  return null;
+  const p = /position (\d+)/.exec(msg);
+  const pos = p ? Number(p[1]) : firstErrorOffset(text);
+  if (pos < 0) return null;
+  return { line: lineOf(text, pos), column: pos - text.lastIndexOf('\n', pos - 1) };
 }

@@ -70,7 +70,7 @@ export function trainView(main, { query }) {
 
   // --- datasets -------------------------------------------------------------------------------
   const dsSelect = h('select', { id: 'train-dataset' });
-  const dsField = field('Dataset', dsSelect, { hint: 'the uploaded archive whose systems this training reads', loc: 'dataset' });
+  const dsField = field('Dataset', dsSelect, { hint: 'the uploaded archive whose systems this training reads', loc: 'dataset', wide: true });
   const systemsBox = h('div', { id: 'train-systems' });
   const matchNote = h('p', { class: 'muted', role: 'status' });
   const sentBox = h('div', { class: 'sent-preview' });
