@@ -17,6 +17,7 @@ from torch import Tensor
 
 from model.config import ConfigWarning, ModelConfig, parse_section
 from model.errors import CheckpointError, ConfigError
+from model.fitting import pack_symmetric
 from model.tensor_model import TensorModel
 
 _NET_KEY = re.compile(r"^(descriptor\.sea|fitting_net)\.filter_layers\.networks\.(\d+)\.layers\.(\d+)\.(matrix|bias|idt)$")
@@ -104,8 +105,14 @@ def model_from_deepmd(ck: dict[str, Any]) -> TensorModel:
             new_state[f"descriptor.embeddings.{net}.layers.{layer}.{leaf}"] = value
         elif net in model.sel_type:  # nets of excluded types never reach the output
             new_state[f"fitting.nets.{net}.layers.{layer}.{leaf}"] = value
-    own = model.state_dict()
     fit = model.fitting
+    if fit.packed:  # only the symmetric part of the M1×M1 output matters: keep it, packed
+        last = len(config.fitting_net.neuron)
+        for key in [k for k in new_state if k.startswith("fitting.nets.") and f".layers.{last}." in k]:
+            new_state[key] = pack_symmetric(new_state[key], fit.m1)
+        if "fitting.bias_atom_e" in new_state:
+            new_state["fitting.bias_atom_e"] = pack_symmetric(new_state["fitting.bias_atom_e"], fit.m1)
+    own = model.state_dict()
     if model.kind == "polar" and config.fitting_net.shift_diag:
         out_bias = state.get("out_bias")
         if out_bias is None or out_bias.shape[-1] != 9:

@@ -3,10 +3,12 @@
 dipole: μ = F(D) · gr                        (1×M1 · M1×3)
 polar:  α = grᵀ · sym(F(D)·scale) · gr + shift·I   (fit_diag: F(D) is the diagonal)
 
-For full (not fit_diag) polar heads only the symmetric part of the M1×M1 output reaches
-α, so the output layer is applied in packed form: the M1(M1+1)/2 columns of the
-symmetrised weight matrix instead of M1² — half the cost of the largest matmul — and
-contracted with gr straight from the packed rows.
+Full (not fit_diag) polar heads: only the symmetric part of the M1×M1 output reaches α,
+so the output layer's parameters *are* that symmetric part, packed as the M1(M1+1)/2
+upper-triangle columns (row-major). DeePMD-kit's [H, M1²] weights are symmetrised and
+packed on load — the same function — and training the packed matrix with Adam follows
+the same dynamics for everything that reaches the output (Adam is scale-invariant; the
+antisymmetric part never moves). It halves the largest matmul and its optimizer state.
 """
 
 from __future__ import annotations
@@ -17,13 +19,24 @@ from torch import Tensor, nn
 from model.nets import MLP
 
 
+def triu_pack_indices(m1: int) -> tuple[Tensor, Tensor]:
+    """For packed column p ↔ (m, n), m ≤ n: the flat indices m·M1+n and n·M1+m."""
+    iu = torch.triu_indices(m1, m1)
+    return iu[0] * m1 + iu[1], iu[1] * m1 + iu[0]
+
+
+def pack_symmetric(full: Tensor, m1: int) -> Tensor:
+    """[..., M1²] → [..., M1(M1+1)/2]: the upper triangle of the symmetrised matrix."""
+    mn, nm = triu_pack_indices(m1)
+    return 0.5 * (full[..., mn] + full[..., nm])
+
+
 class TensorFitting(nn.Module):
     bias_atom_e: Tensor  # [nt, dim_out]
     scale: Tensor  # [nt]
     shift_diag: Tensor  # [nt]
-    pack_mn: Tensor  # [M1(M1+1)/2]
-    pack_nm: Tensor
     pack_diag: Tensor  # [M1] packed position of (m, m)
+    unpack: Tensor  # [M1²] packed column of each (m, n)
 
     def __init__(self, *, kind: str, ntypes: int, sel_type: list[int], dim_descrpt: int, m1: int,
                  neuron: list[int], resnet_dt: bool, activation: str, dtype: torch.dtype,
@@ -32,8 +45,9 @@ class TensorFitting(nn.Module):
         super().__init__()
         self.kind, self.ntypes, self.sel_type, self.m1 = kind, ntypes, list(sel_type), m1
         self.fit_diag = fit_diag if kind == "polar" else False
+        self.packed = kind == "polar" and not self.fit_diag
         self.dtype = dtype
-        self.dim_out = m1 * m1 if kind == "polar" and not fit_diag else m1
+        self.dim_out = m1 * (m1 + 1) // 2 if self.packed else m1
         # Nets only for the selected types; keys are the type indices.
         self.nets = nn.ModuleDict({
             str(t): MLP([dim_descrpt, *neuron], activation=activation, resnet_dt=resnet_dt, dtype=dtype,
@@ -46,14 +60,29 @@ class TensorFitting(nn.Module):
         self.register_buffer("scale", torch.tensor(scales, dtype=dtype))
         # polar: constant added to the diagonal of each atom's α (already multiplied by scale).
         self.register_buffer("shift_diag", torch.zeros(ntypes, dtype=dtype))
-        # packed symmetric output: column p ↔ (m, n), m ≤ n; unpack index back to M1×M1
-        iu = torch.triu_indices(m1, m1)
-        self.register_buffer("pack_mn", iu[0] * m1 + iu[1], persistent=False)
-        self.register_buffer("pack_nm", iu[1] * m1 + iu[0], persistent=False)
         self.row_offsets = [0]  # packed row m is [row_offsets[m], row_offsets[m + 1])
         for m in range(m1):
             self.row_offsets.append(self.row_offsets[-1] + m1 - m)
         self.register_buffer("pack_diag", torch.tensor(self.row_offsets[:-1]), persistent=False)
+        iu = torch.triu_indices(m1, m1)
+        unpack = torch.zeros(m1, m1, dtype=torch.long)
+        unpack[iu[0], iu[1]] = torch.arange(iu.shape[1])
+        unpack[iu[1], iu[0]] = torch.arange(iu.shape[1])
+        self.register_buffer("unpack", unpack.reshape(-1), persistent=False)
+        if self.packed:
+            # Initialise like the symmetric part of DeePMD-kit's i.i.d. [H, M1²] layer: its
+            # weights have spread 1/√(H + M1²) (not 1/√(H + packed width)), and
+            # (W_mn + W_nm)/2 has 1/√2 of it off the diagonal.
+            off_diag = torch.ones(self.dim_out, dtype=dtype)
+            off_diag[self.pack_diag] = 0.0
+            factor = 1.0 - off_diag * (1.0 - 0.5**0.5)
+            hidden = neuron[-1]
+            width = ((hidden + self.dim_out) / (hidden + m1 * m1)) ** 0.5
+            with torch.no_grad():
+                for net in self.nets.values():
+                    assert isinstance(net, MLP)
+                    net.layers[-1].matrix.mul_(factor * width)
+                    net.layers[-1].bias.mul_(factor)
 
     @property
     def dim_tensor(self) -> int:
@@ -77,12 +106,6 @@ class TensorFitting(nn.Module):
                 if self.fit_diag:
                     o = (net(h) + self.bias_atom_e[t]) * self.scale[t]  # [n, M1]
                     x = torch.bmm(g.transpose(1, 2), g * o[:, :, None])  # grᵀ diag(o) gr
-                elif torch.is_grad_enabled():
-                    # Training batches are small: the plain M1² output layer is a few large
-                    # ops; packing would add gathers/scatters that cost more than they save.
-                    o = ((net(h) + self.bias_atom_e[t]) * self.scale[t]).view(n, self.m1, self.m1)
-                    x = torch.bmm(g.transpose(1, 2), torch.bmm(o, g))
-                    x = 0.5 * (x + x.transpose(1, 2))  # grᵀ (o + oᵀ)/2 gr
                 else:
                     x = self._full_polar(net, h, g, t)
                 x = x + self.shift_diag[t] * torch.eye(3, dtype=x.dtype, device=x.device)
@@ -91,19 +114,21 @@ class TensorFitting(nn.Module):
         return torch.cat(outs, dim=1)
 
     def _full_polar(self, net: MLP, h: Tensor, g: Tensor, t: int, chunk: int = 256) -> Tensor:
-        """grᵀ · (O + Oᵀ)/2 · gr with O = F(D)·scale reshaped M1×M1, via the packed upper
-        triangle U of the symmetrised output: α = S + Sᵀ − grᵀ diag(U) gr with
-        S = grᵀ (U gr). Row m of U is contiguous in the packed layout, so U gr is M1
-        batched row-vector products and no M1×M1 matrix is ever formed."""
+        """grᵀ · A · gr with A the symmetric M1×M1 output, held packed (upper triangle U)."""
         last = net.layers[-1]
-        w = 0.5 * (last.matrix[:, self.pack_mn] + last.matrix[:, self.pack_nm])  # [H, M1(M1+1)/2]
-        b_full = last.bias + self.bias_atom_e[t]
-        b = 0.5 * (b_full[self.pack_mn] + b_full[self.pack_nm])
         hidden = net.hidden(h)  # [n, H]
+        bias = last.bias + self.bias_atom_e[t]
+        if torch.is_grad_enabled():
+            # Training batches are small: unpack with one gather, a few large ops for autograd.
+            a = (torch.addmm(bias, hidden, last.matrix) * self.scale[t]).index_select(1, self.unpack)
+            a = a.view(-1, self.m1, self.m1)
+            return torch.bmm(g.transpose(1, 2), torch.bmm(a, g))
+        # Inference: α = S + Sᵀ − grᵀ diag(U) gr with S = grᵀ (U gr). Row m of U is contiguous
+        # in the packed layout, so U gr is M1 batched row products; no M1×M1 matrix is formed.
         m1, offs = self.m1, self.row_offsets
         outs = []
         for c0 in range(0, hidden.shape[0], chunk):
-            packed = torch.addmm(b, hidden[c0:c0 + chunk], w) * self.scale[t]  # [c, M1(M1+1)/2]
+            packed = torch.addmm(bias, hidden[c0:c0 + chunk], last.matrix) * self.scale[t]  # [c, M1(M1+1)/2]
             gc = g[c0:c0 + chunk]  # [c, M1, 3]
             ugr = torch.cat([torch.bmm(packed[:, None, offs[m]:offs[m + 1]], gc[:, m:, :])
                              for m in range(m1)], dim=1)  # [c, M1, 3] = U gr

@@ -144,6 +144,12 @@ def params_from_model(model: object) -> RefParams:
     d = model.descriptor  # type: ignore[attr-defined]
     fit = model.fitting  # type: ignore[attr-defined]
     nt, sel = d.ntypes, d.sel
+    if fit.packed:  # the packed symmetric output layer → the full M1² layout of the formulas
+        unpack = fit.unpack.numpy()
+        last = max(int(k.split(".layers.")[1].split(".")[0]) for k in state if k.startswith("fitting.nets."))
+        for key in [k for k in state if k.startswith("fitting.nets.") and f".layers.{last}." in k]:
+            state[key] = state[key][..., unpack]
+        state["fitting.bias_atom_e"] = state["fitting.bias_atom_e"][..., unpack]
     davg = np.concatenate([np.repeat(state["descriptor.davg"][:, tj:tj + 1], n, axis=1) for tj, n in enumerate(sel)], 1)
     dstd = np.concatenate([np.repeat(state["descriptor.dstd"][:, tj:tj + 1], n, axis=1) for tj, n in enumerate(sel)], 1)
     return RefParams(
