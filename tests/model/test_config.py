@@ -24,7 +24,7 @@ def _example(name: str = "dipole/dipole_input_torch.json") -> dict[str, Any]:
 @pytest.mark.parametrize("name", INPUTS)
 def test_example_inputs_parse_unchanged(name: str) -> None:
     cfg, base = load_input(EXAMPLES / name)
-    assert base == (EXAMPLES / name).parent
+    assert base == (EXAMPLES / name).parent.resolve()
     assert cfg.model.sel_type(2) == [0]  # sel_type [0] and atom_exclude_types [1] agree
     assert cfg.training.numb_steps == 2000
     assert cfg.loss.pref == 1.0 and cfg.loss.pref_atomic == 1.0
