@@ -131,8 +131,8 @@ def test_environment_cache_gives_the_same_loss_and_stays_bounded() -> None:
     sampler = BatchSampler(data.train, data.train_batch, seed=1)
     cache = EnvCache(max_pairs=1)  # holds a single batch at a time
     first, second = sampler.batch_at(1), sampler.batch_at(2)
-    plain = float(_loss(model, first, cfg).loss)
-    assert float(_loss(model, first, cfg, cache).loss) == plain
-    assert float(_loss(model, first, cfg, cache).loss) == plain  # served from the cache
+    plain = float(_loss(model, first, cfg).loss.detach())
+    assert float(_loss(model, first, cfg, cache).loss.detach()) == plain
+    assert float(_loss(model, first, cfg, cache).loss.detach()) == plain  # served from the cache
     _loss(model, second, cfg, cache)
     assert len(cache.items) == 1 and cache.pairs > 0
