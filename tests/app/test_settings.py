@@ -35,3 +35,17 @@ def test_cli_refuses_no_auth_on_public_host(tmp_path) -> None:
     assert out.returncode == 2
     assert "would open the service to the network" in out.stderr
     assert not (tmp_path / "dptensor.sqlite").exists()  # refused before touching anything
+
+
+def test_workers_split_the_cores_and_keep_user_settings(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    from app.serve import cpu_share
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    assert cpu_share(2) == {"OMP_NUM_THREADS": "4", "OMP_WAIT_POLICY": "PASSIVE"}
+    assert cpu_share(16)["OMP_NUM_THREADS"] == "1"
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert "OMP_NUM_THREADS" not in cpu_share(2)
