@@ -40,8 +40,9 @@ def iter_predict(model: TensorModel, coord: np.ndarray, atype: np.ndarray, box: 
     atype_t = torch.as_tensor(np.asarray(atype), dtype=torch.long, device=device)
     with torch.inference_mode():
         for f0 in range(0, nf, step):
-            c = torch.as_tensor(coord[f0:f0 + step], device=device).to(model.dtype)
-            b = None if box is None else torch.as_tensor(box[f0:f0 + step], device=device).to(model.dtype)
+            # a copy per chunk: the inputs may be read-only memory maps of huge trajectories
+            c = torch.tensor(np.asarray(coord[f0:f0 + step]), dtype=model.dtype, device=device)
+            b = None if box is None else torch.tensor(np.asarray(box[f0:f0 + step]), dtype=model.dtype, device=device)
             out = model(c, atype_t, b)
             yield f0, Prediction(global_tensor=out.global_.double().cpu().numpy(),
                                  atomic_tensor=out.atomic.double().cpu().numpy())

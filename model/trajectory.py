@@ -197,32 +197,49 @@ def _read_ase(
                 "pass lammps_type_symbols, e.g. {1: 'O', 2: 'H'}",
                 path=src,
             )
+    # Keep only positions and cells of each frame: whole Atoms objects cost ~15 kB a frame.
+    positions: list[NDArray[np.float64]] = []
+    cell_list: list[NDArray[np.float64]] = []
+    ref: list[str] = []
+    pbc0: tuple[bool, ...] = ()
     try:
-        frames = list(itertools.islice(ase.io.iread(src, index=index, format=fmt), max_frames))
+        for i, atoms in enumerate(itertools.islice(ase.io.iread(src, index=index, format=fmt), max_frames)):
+            if i == 0:
+                ref = _frame_symbols(atoms, by_type, type_symbols, 0, src)
+                pbc0 = tuple(bool(b) for b in atoms.pbc)
+            else:
+                _check_frame(atoms, i, ref, pbc0, by_type, type_symbols, src)
+            positions.append(np.asarray(atoms.get_positions(), dtype=np.float64))
+            cell_list.append(np.asarray(atoms.cell.array, dtype=np.float64))
+    except DataError:
+        raise
     except Exception as exc:  # ASE raises many types for malformed files
         raise DataError(f"cannot read as {fmt}: {type(exc).__name__}: {exc}", path=src) from exc
-    if not frames:
+    if not positions:
         raise DataError(f"no frames (format {fmt}, index {index!r})", path=src)
-    ref = _frame_symbols(frames[0], by_type, type_symbols, 0, src)
-    pbc0 = tuple(bool(b) for b in frames[0].pbc)
-    for i, atoms in enumerate(itertools.islice(frames, 1, None), start=1):
-        if len(atoms) != len(ref):
-            raise DataError(f"frame {i} has {len(atoms)} atoms, frame 0 has {len(ref)}", path=src)
-        syms = _frame_symbols(atoms, by_type, type_symbols, i, src)
-        if syms != ref:
-            j = next(k for k, (a, b) in enumerate(zip(syms, ref, strict=True)) if a != b)
-            raise DataError(
-                f"frame {i}: atom {j} is {syms[j]}, in frame 0 it is {ref[j]} "
-                "(atoms must keep their order)",
-                path=src,
-            )
-        if tuple(bool(b) for b in atoms.pbc) != pbc0:
-            raise DataError(f"frame {i}: pbc {atoms.pbc.tolist()} differs from frame 0", path=src)
-    coords = np.stack([a.get_positions() for a in frames]).astype(np.float64)
-    cells: NDArray[np.float64] | None = np.stack([a.cell.array for a in frames]).astype(np.float64)
+    coords = np.stack(positions)
+    del positions
+    cells: NDArray[np.float64] | None = np.stack(cell_list)
     if cells is not None and not np.any(cells) and not any(pbc0):
         cells = None  # plain XYZ / molecules: no cell at all
     return ref, coords, cells, (pbc0[0], pbc0[1], pbc0[2])
+
+
+def _check_frame(atoms: Any, i: int, ref: list[str], pbc0: tuple[bool, ...], by_type: bool,
+                 type_symbols: Mapping[int, str] | None, src: str) -> None:
+    """Frame i must have frame 0's atoms, in the same order, and its pbc."""
+    if len(atoms) != len(ref):
+        raise DataError(f"frame {i} has {len(atoms)} atoms, frame 0 has {len(ref)}", path=src)
+    syms = _frame_symbols(atoms, by_type, type_symbols, i, src)
+    if syms != ref:
+        j = next(k for k, (a, b) in enumerate(zip(syms, ref, strict=True)) if a != b)
+        raise DataError(
+            f"frame {i}: atom {j} is {syms[j]}, in frame 0 it is {ref[j]} "
+            "(atoms must keep their order)",
+            path=src,
+        )
+    if tuple(bool(b) for b in atoms.pbc) != pbc0:
+        raise DataError(f"frame {i}: pbc {atoms.pbc.tolist()} differs from frame 0", path=src)
 
 
 def _frame_symbols(
@@ -298,10 +315,11 @@ def _read_deepmd(
             raise DataError(f"{d.name}/box.npy is missing (and no 'nopbc' file)", path=src)
         coords.append(coord.reshape(-1, nat, 3))
         start += coord.shape[0]
-    all_coords = np.concatenate(coords).astype(np.float64)[sel]
+    # one set: no concatenation copy; _load_npy already gave float64
+    all_coords = (coords[0] if len(coords) == 1 else np.concatenate(coords))[sel]
     cells = None
     if len(boxes) == len(sets):
-        cells = np.concatenate(boxes).astype(np.float64)[sel]
+        cells = (boxes[0] if len(boxes) == 1 else np.concatenate(boxes))[sel]
     elif boxes:
         raise DataError("box.npy exists in some set.* folders but not in others", path=src)
     periodic = not nopbc
@@ -311,7 +329,8 @@ def _read_deepmd(
 
 def _load_npy(path: Path, src: str) -> NDArray[np.float64]:
     try:
-        return np.asarray(np.load(path, allow_pickle=False), dtype=np.float64)
+        # memory-mapped read: float32 files become float64 without a second full copy
+        return np.asarray(np.load(path, allow_pickle=False, mmap_mode="r"), dtype=np.float64)
     except (OSError, ValueError) as exc:
         raise DataError(f"{path.name}: cannot load ({exc})", path=str(path)) from exc
 
