@@ -27,10 +27,7 @@ HEALTHCHECK --interval=15s --timeout=5s --retries=5 \
 CMD ["dptensor", "serve", "--no-worker", "--host", "0.0.0.0", "--port", "8000"]
 
 FROM base AS worker
-# CUDA 12.4 wheels of torch (the driver comes from the host through the NVIDIA runtime).
-# The optional compiled CPU kernels (model/kernels) need a C++ compiler, which this slim
-# image lacks; GPU workers never use them, and CPU inference falls back to PyTorch.
-ENV DPTENSOR_KERNELS=0
+# CUDA 12.4 wheels of torch (the driver comes from the host through the NVIDIA runtime)
 RUN pip install --index-url https://download.pytorch.org/whl/cu124 "torch>=2.3" \
     && pip install ".[service]"
 USER dptensor

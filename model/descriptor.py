@@ -9,17 +9,14 @@ the nets, as DeePMD-kit does, at a fraction of the cost.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import ModuleType
 
 import torch
 from torch import Tensor, nn
 
-from model.kernels import embed_kernels
 from model.neighbor import NeighborList
 from model.nets import MLP
 
 EMBED_BLOCK = 2048
-USE_KERNELS = True  # the compiled CPU kernel for inference, when it builds (model/kernels)
 DENSE_CONTRACTION_MAX = 2_000_000  # elements of the zero-padded [nC, width, M1] buffer
 
 
@@ -171,34 +168,8 @@ class DescriptorSeA(nn.Module):
         """Group g = ti + nt·tj uses net tj (type_one_side) or net g (DeePMD-kit's index)."""
         return self._net(g // self.ntypes if self.type_one_side else g)
 
-    def _kernel_layers(self, net: MLP) -> list[Tensor]:
-        """[W0, b0, idt0, W1, …] for the compiled kernel (empty tensor where no timestep)."""
-        empty = torch.empty(0, dtype=self.davg.dtype, device=self.davg.device)
-        return [t for layer in net.layers for t in (layer.matrix, layer.bias,
-                                                     layer.idt if layer.idt is not None else empty)]
-
-    def _contract_kernel(self, kernel: ModuleType, env: EnvPairs, rn: Tensor, mean: Tensor, std: Tensor) -> Tensor:
-        """The blocked contraction in one compiled call, blocks in parallel."""
-        nets = [self._kernel_layers(self._net(k)) for k in range(len(self.embeddings))]
-        table_of_group = {g: i for i, g in enumerate(env.distinct)}
-        tables, indices = [], []
-        for g, (values, index) in env.distinct.items():
-            s = ((values - mean[g, 0]) / std[g, 0])[:, None].contiguous()
-            tables.append(kernel.embed_table(s, self._kernel_layers(self._net_of_group(g)), EMBED_BLOCK))
-            indices.append(index)
-        rows = [[seg.group // self.ntypes if self.type_one_side else seg.group, seg.count, seg.start, seg.stop,
-                 seg.block_start, seg.block_stop, table_of_group.get(seg.group, -1), env.offsets[seg.group]]
-                for seg in env.segments]
-        segments = torch.tensor(rows, dtype=torch.long).reshape(-1, 8)
-        return kernel.embed_contract(rn.contiguous(), env.block_centre, segments, nets, tables, indices,
-                                     env.n_centres, self.m1, EMBED_BLOCK)
-
     def _contract_blocked(self, env: EnvPairs, rn: Tensor, mean: Tensor, std: Tensor) -> Tensor:
         """Σ_pairs R̃ᵀ G per centre, computing G in blocks of whole centres of one segment."""
-        if rn.device.type == "cpu" and self.activation == "tanh" and USE_KERNELS:
-            kernel = embed_kernels()
-            if kernel is not None:
-                return self._contract_kernel(kernel, env, rn, mean, std)
         m1 = self.m1
         t = rn.new_zeros(env.n_centres, 4, m1)
         distinct_g = {}

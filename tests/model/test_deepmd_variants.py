@@ -25,7 +25,7 @@ def test_reproduces_deepmd_kit(folder: Path, frames: str) -> None:
     ref = np.load(folder / "predictions.npz", allow_pickle=False)
     model = load_model(folder / "model_slim.pt")
     assert model.kind == spec["task"]
-    box = ref[f"{frames}__box"] if f"{frames}__box" in ref else None
+    box = ref.get(f"{frames}__box", None)
     pred = predict(model, ref[f"{frames}__coord"], ref[f"{frames}__atype"], box)
     single = "f32" in folder.name  # float32 models agree to float32 rounding only
     tol = 1e-5 if single else 1e-10

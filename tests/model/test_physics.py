@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from model import descriptor, kernels
+from model import descriptor
 from model.tensor_model import TensorModel
 from tests.model import reference
 from tests.model.conftest import random_frames, tiny_model
@@ -34,16 +34,12 @@ def _random_rotation(seed: int) -> np.ndarray:
 
 @pytest.mark.parametrize(("kind", "over"), VARIANTS)
 @pytest.mark.parametrize("pbc", [True, False])
-@pytest.mark.parametrize("contraction", ["dense", "blocked", "kernel"])
+@pytest.mark.parametrize("contraction", ["dense", "blocked"])
 def test_matches_naive_formula(kind: str, over: dict, pbc: bool, contraction: str,
                                monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every contraction path (dense for small batches; blocked for large inference
-    batches, in PyTorch or in the compiled kernel, with the same-type distinct-value
-    embedding) against the naive formula."""
-    if contraction == "kernel" and kernels.embed_kernels() is None:
-        pytest.skip("compiled kernels unavailable on this machine (no C++ compiler?)")
+    """Both contraction paths (dense for small batches; blocked for large inference
+    batches, with the same-type distinct-value embedding) against the naive formula."""
     monkeypatch.setattr(descriptor, "DENSE_CONTRACTION_MAX", 10**12 if contraction == "dense" else 0)
-    monkeypatch.setattr(descriptor, "USE_KERNELS", contraction == "kernel")
     monkeypatch.setattr(descriptor, "EMBED_BLOCK", 7)  # many small blocks, uneven ends
     model = tiny_model(kind, **over)
     coord, atype, box = random_frames(2, 14, 2, box_len=4.5, seed=11, pbc=pbc)
@@ -125,12 +121,9 @@ def test_smooth_as_a_neighbour_crosses_rcut(kind: str) -> None:
     assert np.array_equal(tensor_at(rcut + 1e-6), tensor_at(rcut + 0.5))
 
 
-@pytest.mark.parametrize("use_kernels", [False, True])
-def test_float32_model_close_to_float64(use_kernels: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    if use_kernels and kernels.embed_kernels() is None:
-        pytest.skip("compiled kernels unavailable on this machine")
-    monkeypatch.setattr(descriptor, "USE_KERNELS", use_kernels)
-    monkeypatch.setattr(descriptor, "DENSE_CONTRACTION_MAX", 0)
+@pytest.mark.parametrize("contraction", ["dense", "blocked"])
+def test_float32_model_close_to_float64(contraction: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(descriptor, "DENSE_CONTRACTION_MAX", 10**12 if contraction == "dense" else 0)
     model = tiny_model("polar")
     coord, atype, box = random_frames(2, 16, 2, box_len=5.0, seed=15)
     with torch.inference_mode():
