@@ -8,6 +8,7 @@ the nets, as DeePMD-kit does, at a fraction of the cost.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -158,7 +159,7 @@ class DescriptorSeA(nn.Module):
         self.register_buffer("davg", torch.zeros(ntypes, ntypes, 4, dtype=dtype))
         self.register_buffer("dstd", torch.ones(ntypes, ntypes, 4, dtype=dtype))
         self.register_buffer("sel_t", torch.tensor(sel, dtype=dtype), persistent=False)
-        self._buffers_cache: dict[int, Tensor] = {}
+        self._scratch_local = threading.local()  # per thread: predict runs chunks concurrently
 
     @property
     def dim_out(self) -> int:
@@ -198,10 +199,11 @@ class DescriptorSeA(nn.Module):
     def _scratch(self, key: int, rows: int, like: Tensor) -> Tensor:
         """A reusable [rows, M1] buffer: fresh multi-MB allocations would page-fault on
         every inference call."""
-        buf = self._buffers_cache.get(key)
+        cache: dict[int, Tensor] = self._scratch_local.__dict__.setdefault("buffers", {})
+        buf = cache.get(key)
         if buf is None or buf.shape[0] < rows or buf.dtype != like.dtype or buf.device != like.device:
             buf = torch.empty(max(rows, 1024), self.m1, dtype=like.dtype, device=like.device)
-            self._buffers_cache[key] = buf
+            cache[key] = buf
         return buf[:rows]
 
     def _embed(self, env: EnvPairs, rn: Tensor, mean: Tensor, std: Tensor) -> Tensor:

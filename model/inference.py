@@ -5,12 +5,15 @@ from __future__ import annotations
 import io
 import os
 import zipfile
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from model.keys import PRED_ATOMIC, PRED_ATYPE, PRED_GLOBAL, PRED_KIND, PRED_TYPE_MAP
 from model.tensor_model import TensorModel
@@ -30,22 +33,60 @@ def chunk_frames(natoms: int, batch_size: int | None) -> int:
     return batch_size if batch_size else max(1, DEFAULT_CHUNK_ATOMS // max(natoms, 1))
 
 
+def _predict_chunk(model: TensorModel, coord: np.ndarray, atype: Tensor, box: np.ndarray | None) -> Prediction:
+    device = atype.device
+    with torch.inference_mode():
+        # a copy per chunk: the inputs may be read-only memory maps of huge trajectories
+        c = torch.tensor(np.asarray(coord), dtype=model.dtype, device=device)
+        b = None if box is None else torch.tensor(np.asarray(box), dtype=model.dtype, device=device)
+        out = model(c, atype, b)
+        return Prediction(global_tensor=out.global_.double().cpu().numpy(),
+                          atomic_tensor=out.atomic.double().cpu().numpy())
+
+
 def iter_predict(model: TensorModel, coord: np.ndarray, atype: np.ndarray, box: np.ndarray | None = None, *,
-                 batch_size: int | None = None) -> Iterator[tuple[int, Prediction]]:
-    """Yield (first frame index, Prediction) chunk by chunk, so callers can stream results
-    to disk without holding every frame's tensors."""
+                 batch_size: int | None = None, workers: int | None = None) -> Iterator[tuple[int, Prediction]]:
+    """Yield (first frame index, Prediction) chunk by chunk, in order, so callers can
+    stream results to disk without holding every frame's tensors.
+
+    On CPU, chunks run concurrently on ``workers`` threads (default: torch's intra-op
+    thread count), each single-threaded: the descriptor is many small, memory-bound ops
+    that parallelise far better across chunks than inside one. At most workers + 1
+    chunks are in flight."""
     device = next(model.parameters()).device
     nf, nat = coord.shape[0], coord.shape[1]
+    threads = (workers if workers is not None else torch.get_num_threads()) if device.type == "cpu" else 1
     step = chunk_frames(nat, batch_size)
+    if batch_size is None and threads > 1 and nf > step:
+        # as many chunks as a multiple of the threads, so that none idles at the end
+        rounds = -(-nf // (step * threads))
+        step = -(-nf // (rounds * threads))
     atype_t = torch.as_tensor(np.asarray(atype), dtype=torch.long, device=device)
-    with torch.inference_mode():
-        for f0 in range(0, nf, step):
-            # a copy per chunk: the inputs may be read-only memory maps of huge trajectories
-            c = torch.tensor(np.asarray(coord[f0:f0 + step]), dtype=model.dtype, device=device)
-            b = None if box is None else torch.tensor(np.asarray(box[f0:f0 + step]), dtype=model.dtype, device=device)
-            out = model(c, atype_t, b)
-            yield f0, Prediction(global_tensor=out.global_.double().cpu().numpy(),
-                                 atomic_tensor=out.atomic.double().cpu().numpy())
+    starts = list(range(0, nf, step))
+    threads = min(threads, len(starts))
+
+    def run(f0: int) -> Prediction:
+        return _predict_chunk(model, coord[f0:f0 + step], atype_t, None if box is None else box[f0:f0 + step])
+
+    if threads <= 1:
+        for f0 in starts:
+            yield f0, run(f0)
+        return
+    intra = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(threads, thread_name_prefix="dptensor-predict") as pool:
+            pending: deque[tuple[int, Future[Prediction]]] = deque()
+            for f0 in starts:
+                pending.append((f0, pool.submit(run, f0)))
+                if len(pending) > threads:
+                    first, future = pending.popleft()
+                    yield first, future.result()
+            while pending:
+                first, future = pending.popleft()
+                yield first, future.result()
+    finally:
+        torch.set_num_threads(intra)
 
 
 def predict(model: TensorModel, coord: np.ndarray, atype: np.ndarray, box: np.ndarray | None = None, *,

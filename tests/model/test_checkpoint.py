@@ -98,3 +98,25 @@ def test_streamed_predictions_stop_leaves_no_file(tmp_path: Path) -> None:
                              progress=lambda done, total: seen.append(done), should_stop=lambda: len(seen) >= 2)
     assert seen == [2, 4]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_concurrent_chunks_equal_sequential_prediction(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks on several threads (the default on multi-core CPUs) give exactly the
+    sequential result — including the blocked path's per-thread scratch buffers."""
+    import torch
+
+    from model import descriptor
+    from model.inference import iter_predict
+
+    monkeypatch.setattr(descriptor, "DENSE_CONTRACTION_MAX", 0)
+    monkeypatch.setattr(descriptor, "EMBED_BLOCK", 5)
+    model = tiny_model("polar", fit_diag=False)
+    coord, atype, box = random_frames(9, 14, 2, box_len=4.8, seed=9)
+    sequential = list(iter_predict(model, coord, atype, box, batch_size=2, workers=1))
+    threads_before = torch.get_num_threads()
+    for _ in range(3):
+        concurrent = list(iter_predict(model, coord, atype, box, batch_size=2, workers=4))
+        assert [f0 for f0, _ in concurrent] == [0, 2, 4, 6, 8]
+        for (_, a), (_, b) in zip(sequential, concurrent, strict=True):
+            assert np.array_equal(a.atomic_tensor, b.atomic_tensor)
+    assert torch.get_num_threads() == threads_before
