@@ -65,8 +65,9 @@ def cmd_test(args: argparse.Namespace) -> int:
                 print(f"{name} RMSE/N      : {s.global_rmse / s.n_sel:e}")
             if s.atomic_rmse is not None and (args.atomic or s.global_rmse is None):
                 print(f"Atomic {name} RMSE : {s.atomic_rmse:e}")
-    if args.detail:
-        for path in write_detail(args.detail, model.kind, scores):
+    detail = args.detail if args.detail is not None else (None if args.json else "test")
+    if detail:
+        for path in write_detail(detail, model.kind, scores):
             print(f"# wrote {path}", file=sys.stderr)
     return 0
 
@@ -118,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-s", "--system", required=True, help="system folder, or a folder of systems")
     p.add_argument("-n", "--numb-test", type=int, default=None, help="first N frames of each system")
     p.add_argument("-a", "--atomic", action="store_true", help="also report the atomic RMSE")
-    p.add_argument("-d", "--detail", default="test", help="prefix of the data-vs-prediction files ('' for none)")
+    p.add_argument("-d", "--detail", default=None,
+                   help="prefix of the data-vs-prediction files (default 'test'; none with --json unless given)")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--device")

@@ -98,3 +98,13 @@ def test_console_script_is_installed() -> None:
     proc = subprocess.run([sys.executable, "-m", "model.cli", "--help"], capture_output=True, text=True, check=True)
     for command in ("train", "test", "predict"):
         assert command in proc.stdout
+
+
+def test_json_mode_writes_no_detail_files_unless_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    system = EXAMPLES / "dipole/validation_data_reformat/global_system"
+    assert main(["test", "-m", str(REF / "dipole/model_slim.pt"), "-s", str(system), "-n", "2", "--json"]) == 0
+    assert list(tmp_path.iterdir()) == []
+    assert main(["test", "-m", str(REF / "dipole/model_slim.pt"), "-s", str(system), "-n", "2"]) == 0
+    assert (tmp_path / "test.dipole.out").is_file()  # like dp test: files by default
