@@ -88,18 +88,9 @@ class MLP(nn.Module):
             layers.append(Dense(sizes[-1], linear_out, resnet_dt=False, dtype=dtype, generator=generator))
         self.layers: list[Dense] = nn.ModuleList(layers)  # type: ignore[assignment]
         self.n_hidden = len(sizes) - 1
-        self._compiled: dict[str, Callable[[Tensor], Tensor]] = {}
 
-    def compile(self, mode: str | None = None) -> None:
-        """Fuse each call's matmul epilogues and elementwise passes with torch.compile
-        (dynamic batch size). Costs seconds once; pays on large inference batches."""
-        self._compiled = {"hidden": torch.compile(self._hidden, dynamic=True, mode=mode),
-                          "forward": torch.compile(self._forward, dynamic=True, mode=mode)}
-
-    def uncompile(self) -> None:
-        self._compiled = {}
-
-    def _hidden(self, x: Tensor) -> Tensor:
+    def hidden(self, x: Tensor) -> Tensor:
+        """The hidden layers only (the input of the linear output layer)."""
         for layer in self.layers[: self.n_hidden]:
             x = layer.hidden(x, self.activation)
         return x
@@ -111,15 +102,8 @@ class MLP(nn.Module):
             x = layer.hidden(x, self.activation)
         return self.layers[self.n_hidden - 1].hidden(x, self.activation, out=out)
 
-    def _forward(self, x: Tensor) -> Tensor:
-        x = self._hidden(x)
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.hidden(x)
         if len(self.layers) > self.n_hidden:
             x = self.layers[self.n_hidden](x)
         return x
-
-    def hidden(self, x: Tensor) -> Tensor:
-        """The hidden layers only (the input of the linear output layer)."""
-        return self._compiled["hidden"](x) if self._compiled else self._hidden(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self._compiled["forward"](x) if self._compiled else self._forward(x)

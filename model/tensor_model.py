@@ -72,12 +72,6 @@ class TensorModel(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.descriptor.dtype
 
-    def compile_nets(self, enable: bool = True) -> TensorModel:
-        """torch.compile the embedding and fitting nets (see MLP.compile)."""
-        for net in [*self.descriptor.embeddings, *self.fitting.nets.values()]:
-            net.compile() if enable else net.uncompile()
-        return self
-
     def set_precision(self, dtype: torch.dtype) -> TensorModel:
         """Run descriptor and fitting in ``dtype`` (float64 or float32)."""
         self.to(dtype)
