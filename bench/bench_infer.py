@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import common
@@ -28,7 +29,7 @@ def _theirs(task: str, ns: Any) -> tuple[dict[str, Any], np.ndarray]:
     args = [
         "infer",
         "--model",
-        str(Task(task).reference_model),
+        str(ns.model or Task(task).reference_model),
         "--task",
         task,
         "--frames",
@@ -52,7 +53,7 @@ def _ours(task: str, ns: Any) -> tuple[dict[str, Any], np.ndarray]:
     frames = inference_frames(task, ns.frames)
     try:
         return common.ours_infer(
-            Task(task).reference_model,
+            ns.model or Task(task).reference_model,
             frames,
             ns.precision,
             ns.warmup_frames,
@@ -71,7 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="timed calls (default 3)")
     ap.add_argument("--warmup-frames", type=int, default=5)
     ap.add_argument("--precision", choices=["float64", "float32"], default="float64")
+    ap.add_argument("--model", type=Path, default=None,
+                    help="a DeePMD-kit checkpoint of the task's kind instead of the reference one")
     ns = ap.parse_args(argv)
+    if ns.model is not None and ns.task == "both":
+        ap.error("--model needs --task dipole or --task polar")
     tables, errors, results = [], [], {}
     for task in task_names(ns.task):
         res: dict[str, Any] = {}
@@ -83,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             if out is not None:
                 res[side], preds[side] = out
         ours, theirs = res.get(OURS) or {}, res.get(THEIRS) or {}
-        table = Table(f"inference, {task} ({ns.frames} frames x 192 atoms, {ns.precision})")
+        name = f", {ns.model.parent.name}" if ns.model is not None else ""
+        table = Table(f"inference, {task}{name} ({ns.frames} frames x 192 atoms, {ns.precision})")
         table.add(
             f"frames/s (median of {ns.repeats})",
             ours.get("frames_per_s"),

@@ -7,7 +7,8 @@ shared/data/deepmd_reference: model_params + state_dict) and DeePMD-kit's own pr
 on a few frames, periodic and not. tests/model/test_deepmd_variants.py checks that dptensor
 reproduces them. Run from our venv (it re-runs itself inside bench/.venv-deepmd):
 
-    .venv/bin/python bench/make_deepmd_variants.py
+    .venv/bin/python bench/make_deepmd_variants.py            # the test fixtures
+    .venv/bin/python bench/make_deepmd_variants.py --bench    # full-size fit_diag polar model → runs/
 """
 
 from __future__ import annotations
@@ -40,13 +41,21 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # another activation in the embedding nets
     "dipole_softplus": {"task": "dipole", "descriptor": {"activation_function": "softplus"}},
 }
+# Not a fixture: the example's full-size polar model with a diagonal head, for
+# bench/bench_infer.py --model (issue: "fit_diag models should reach the dipole ratio").
+BENCH_VARIANTS: dict[str, dict[str, Any]] = {
+    "polar_fit_diag_full_size": {"task": "polar", "full_size": True, "fitting_net": {"fit_diag": True}},
+}
 
 
 def make_input(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     task = spec["task"]
     raw = json.loads((WATER_DIR / task / f"{task}_input_torch.json").read_text())
-    raw["model"]["descriptor"].update(SMALL_DESCRIPTOR, **spec.get("descriptor", {}))
-    raw["model"]["fitting_net"].update(SMALL_FITTING, **spec.get("fitting_net", {}))
+    if not spec.get("full_size"):
+        raw["model"]["descriptor"].update(SMALL_DESCRIPTOR)
+        raw["model"]["fitting_net"].update(SMALL_FITTING)
+    raw["model"]["descriptor"].update(spec.get("descriptor", {}))
+    raw["model"]["fitting_net"].update(spec.get("fitting_net", {}))
     raw["model"]["atom_exclude_types"] = spec.get("exclude", [1])
     if not raw["model"]["atom_exclude_types"]:
         del raw["model"]["atom_exclude_types"]
@@ -70,13 +79,13 @@ def frames() -> list[dict[str, Any]]:
     return out
 
 
-def inside() -> None:
+def inside(variants: dict[str, dict[str, Any]], out: Path) -> None:
     """Runs in the DeePMD-kit venv."""
     import torch
     from deepmd.infer.deep_dipole import DeepDipole
     from deepmd.infer.deep_polar import DeepPolar
 
-    for name, spec in VARIANTS.items():
+    for name, spec in variants.items():
         work = WORK / name
         work.mkdir(parents=True, exist_ok=True)
         (work / "input.json").write_text(json.dumps(make_input(name, spec), indent=1))
@@ -89,7 +98,7 @@ def inside() -> None:
         slim = {"format": "deepmd-kit-3.2.0-pt-state-dict", "deepmd_kit_version": "3.2.0",
                 "model_params": extra["model_params"], "train_infos": extra["train_infos"],
                 "state_dict": {k: v for k, v in model.items() if isinstance(v, torch.Tensor) and "._networks." not in k}}
-        dest = OUT / name
+        dest = out / name
         dest.mkdir(parents=True, exist_ok=True)
         torch.save(slim, dest / "model_slim.pt")
         evaluator = (DeepDipole if spec["task"] == "dipole" else DeepPolar)(str(work / "model.ckpt.pt"))
@@ -110,15 +119,17 @@ def inside() -> None:
 
 
 def main() -> None:
+    bench = "--bench" in sys.argv
     if "--inside" in sys.argv:
-        inside()
+        inside(BENCH_VARIANTS if bench else VARIANTS, WORK if bench else OUT)
         return
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import deepmd_env
 
     deepmd_env.ensure_env()
     env = {**deepmd_env.deepmd_run_env(), "PYTHONPATH": str(Path(__file__).resolve().parent)}
-    subprocess.run([str(deepmd_env.venv_python()), __file__, "--inside"], env={**os.environ, **env}, check=True)
+    subprocess.run([str(deepmd_env.venv_python()), __file__, "--inside", *(["--bench"] if bench else [])],
+                   env={**os.environ, **env}, check=True)
 
 
 if __name__ == "__main__":
