@@ -13,6 +13,8 @@ antisymmetric part never moves). It halves the largest matmul and its optimizer 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -29,6 +31,42 @@ def pack_symmetric(full: Tensor, m1: int) -> Tensor:
     """[..., M1²] → [..., M1(M1+1)/2]: the upper triangle of the symmetrised matrix."""
     mn, nm = triu_pack_indices(m1)
     return 0.5 * (full[..., mn] + full[..., nm])
+
+
+class SymmetricContraction(torch.autograd.Function):
+    """α = grᵀ A gr for the symmetric A held packed [n, M1(M1+1)/2], with a hand-written
+    backward: autograd through the unpacking gather and two small-n batched matmuls
+    materialises several [n, M1, M1] tensors per step; this needs one (∂L/∂A) and uses
+    dα = dαᵀ-symmetrised algebra, so a training step of a full polar model does less than
+    half the memory traffic."""
+
+    @staticmethod
+    def forward(ctx: Any, packed: Tensor, g: Tensor, scale: Tensor, unpack: Tensor, upper: Tensor,
+                weight: Tensor) -> Tensor:
+        """scale · grᵀ A gr. packed [n, K], g [n, M1, 3], scale [] (a constant); unpack [M1²]
+        packed column of each (m, n); upper [K] flat index m·M1+n of each packed column;
+        weight [K] 2 off the diagonal, 1 on it."""
+        n, m1 = g.shape[0], g.shape[1]
+        # gather with an expanded index: index_select along dim 1 is ~7× slower on CPU
+        a = torch.gather(packed, 1, unpack.expand(n, -1)).view(n, m1, m1)  # [n, M1, M1] symmetric
+        g_t = g.transpose(1, 2).contiguous()  # [n, 3, M1]
+        y = torch.bmm(g_t, a)  # [n, 3, M1] = grᵀ A = (A gr)ᵀ
+        ctx.save_for_backward(g, g_t, y, scale, upper, weight)
+        return torch.bmm(y, g) * scale  # [n, 3, 3]; scaling α, not A: 9 numbers, not M1²
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None, None, None]:
+        g, g_t, y, scale, upper, weight = ctx.saved_tensors
+        s = (0.5 * scale) * (grad + grad.transpose(1, 2))  # [n, 3, 3]
+        d_packed = d_g = None
+        if ctx.needs_input_grad[0]:
+            # ∂L/∂A = gr S grᵀ; a packed off-diagonal entry stands for A_mn and A_nm: 2×.
+            full = torch.bmm(torch.bmm(g, s), g_t)  # [n, M1, M1]
+            d_packed = torch.gather(full.view(g.shape[0], -1), 1, upper.expand(g.shape[0], -1)).mul_(weight)
+        if ctx.needs_input_grad[1]:
+            d_g = 2.0 * torch.bmm(y.transpose(1, 2), s)  # ∂L/∂gr = 2 A gr S
+        return d_packed, d_g, None, None, None, None
 
 
 class TensorFitting(nn.Module):
@@ -69,6 +107,10 @@ class TensorFitting(nn.Module):
         unpack[iu[0], iu[1]] = torch.arange(iu.shape[1])
         unpack[iu[1], iu[0]] = torch.arange(iu.shape[1])
         self.register_buffer("unpack", unpack.reshape(-1), persistent=False)
+        self.register_buffer("upper", iu[0] * m1 + iu[1], persistent=False)
+        weight = torch.full((iu.shape[1],), 2.0, dtype=dtype)
+        weight[self.row_offsets[:-1]] = 1.0
+        self.register_buffer("upper_weight", weight, persistent=False)
         if self.packed:
             # Initialise like the symmetric part of DeePMD-kit's i.i.d. [H, M1²] layer: its
             # weights have spread 1/√(H + M1²) (not 1/√(H + packed width)), and
@@ -119,10 +161,11 @@ class TensorFitting(nn.Module):
         hidden = net.hidden(h)  # [n, H]
         bias = last.bias + self.bias_atom_e[t]
         if torch.is_grad_enabled():
-            # Training batches are small: unpack with one gather, a few large ops for autograd.
-            a = (torch.addmm(bias, hidden, last.matrix) * self.scale[t]).index_select(1, self.unpack)
-            a = a.view(-1, self.m1, self.m1)
-            return torch.bmm(g.transpose(1, 2), torch.bmm(a, g))
+            # Training batches are small: unpack with one gather; the backward is written by hand.
+            packed = torch.addmm(bias, hidden, last.matrix)  # [n, M1(M1+1)/2]
+            out = SymmetricContraction.apply(packed, g, self.scale[t], self.unpack, self.upper, self.upper_weight)
+            assert isinstance(out, Tensor)
+            return out
         # Inference: α = S + Sᵀ − grᵀ diag(U) gr with S = grᵀ (U gr). Row m of U is contiguous
         # in the packed layout, so U gr is M1 batched row products; no M1×M1 matrix is formed.
         m1, offs = self.m1, self.row_offsets

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from model.fitting import TensorFitting, pack_symmetric
+from model.fitting import SymmetricContraction, TensorFitting, pack_symmetric, triu_pack_indices
 
 
 def test_pack_keeps_the_symmetric_part() -> None:
@@ -30,3 +30,37 @@ def test_packed_initialisation_matches_the_symmetrised_full_layer() -> None:
     ratio = float(w[:, ~diag].std() / w[:, diag].std())
     assert abs(ratio - 0.5**0.5) < 0.03
     assert abs(float(w[:, diag].std()) - (200 + 60 * 60) ** -0.5) < 0.03 * (200 + 3600) ** -0.5
+
+
+def _contraction_inputs(m1: int, n: int = 5) -> tuple[torch.Tensor, ...]:
+    gen = torch.Generator().manual_seed(3)
+    fit = TensorFitting(kind="polar", ntypes=1, sel_type=[0], dim_descrpt=8, m1=m1, neuron=[4],
+                        resnet_dt=False, activation="tanh", dtype=torch.float64, fit_diag=False)
+    packed = torch.randn(n, m1 * (m1 + 1) // 2, dtype=torch.float64, generator=gen, requires_grad=True)
+    g = torch.randn(n, m1, 3, dtype=torch.float64, generator=gen, requires_grad=True)
+    return packed, g, torch.tensor(1.7, dtype=torch.float64), fit.unpack, fit.upper, fit.upper_weight
+
+
+def test_symmetric_contraction_matches_autograd_through_the_full_matrix() -> None:
+    """The hand-written backward equals autograd through A = sym(unpack(U)), α = grᵀ A gr,
+    for an arbitrary (non-symmetric) upstream gradient."""
+    m1 = 6
+    packed, g, scale, unpack, upper, weight = _contraction_inputs(m1)
+    upstream = torch.randn(packed.shape[0], 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    out = SymmetricContraction.apply(packed, g, scale, unpack, upper, weight)
+    d_packed, d_g = torch.autograd.grad((out * upstream).sum(), (packed, g))
+
+    p2, g2 = packed.detach().clone().requires_grad_(), g.detach().clone().requires_grad_()
+    mn, nm = triu_pack_indices(m1)
+    full = p2.new_zeros(p2.shape[0], m1 * m1).index_copy(1, mn, p2).index_copy(1, nm, p2).view(-1, m1, m1)
+    ref = g2.transpose(1, 2) @ (full * scale) @ g2
+    ref_p, ref_g = torch.autograd.grad((ref * upstream).sum(), (p2, g2))
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(d_packed, ref_p, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(d_g, ref_g, rtol=1e-12, atol=1e-12)
+
+
+def test_symmetric_contraction_gradcheck() -> None:
+    packed, g, scale, unpack, upper, weight = _contraction_inputs(4, n=3)
+    assert torch.autograd.gradcheck(lambda p, x: SymmetricContraction.apply(p, x, scale, unpack, upper, weight),
+                                    (packed, g))

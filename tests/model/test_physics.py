@@ -15,7 +15,7 @@ from tests.model.conftest import random_frames, tiny_model
 VARIANTS = [
     pytest.param("dipole", {}, id="dipole"),
     pytest.param("dipole", {"type_one_side": False, "resnet_dt_desc": True}, id="dipole-two-side-resnet"),
-    pytest.param("polar", {"fit_diag": False}, id="polar-full"),
+    pytest.param("polar", {"fit_diag": False, "scale": [1.5, 0.5]}, id="polar-full-scale"),
     pytest.param("polar", {"fit_diag": True, "scale": [2.0, 0.5]}, id="polar-diag-scale"),
     pytest.param("polar", {"sel_type": [0, 1], "type_one_side": False}, id="polar-all-types-two-side"),
 ]
@@ -34,17 +34,21 @@ def _random_rotation(seed: int) -> np.ndarray:
 
 @pytest.mark.parametrize(("kind", "over"), VARIANTS)
 @pytest.mark.parametrize("pbc", [True, False])
-@pytest.mark.parametrize("contraction", ["dense", "blocked"])
+@pytest.mark.parametrize("contraction", ["dense", "blocked", "training"])
 def test_matches_naive_formula(kind: str, over: dict, pbc: bool, contraction: str,
                                monkeypatch: pytest.MonkeyPatch) -> None:
-    """Both contraction paths (dense for small batches; blocked for large inference
-    batches, with the same-type distinct-value embedding) against the naive formula."""
+    """Every path against the naive formula: dense and blocked contraction at inference
+    (blocked: large batches, with the same-type distinct-value embedding), and the
+    training path (autograd on; the full polar head's hand-written backward)."""
     monkeypatch.setattr(descriptor, "DENSE_CONTRACTION_MAX", 10**12 if contraction == "dense" else 0)
     monkeypatch.setattr(descriptor, "EMBED_BLOCK", 7)  # many small blocks, uneven ends
     model = tiny_model(kind, **over)
     coord, atype, box = random_frames(2, 14, 2, box_len=4.5, seed=11, pbc=pbc)
-    with torch.inference_mode():
+    if contraction == "training":
         glob, atomic = _run(model, coord, atype, box)
+    else:
+        with torch.inference_mode():
+            glob, atomic = _run(model, coord, atype, box)
     ref_g, ref_a = reference.predict(reference.params_from_model(model), coord, atype, box)
     np.testing.assert_allclose(atomic, ref_a, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(glob, ref_g, rtol=1e-10, atol=1e-12)
