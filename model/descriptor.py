@@ -23,8 +23,9 @@ DENSE_CONTRACTION_MAX = 2_000_000  # elements of the zero-padded [nC, width, M1]
 
 def _blocked(net: MLP, s: Tensor) -> Tensor:
     """net(s) in blocks of EMBED_BLOCK rows: each layer's activations stay in cache (the
-    nets are narrow, so whole-array layers would be bound by memory traffic)."""
-    if s.shape[0] <= EMBED_BLOCK:
+    nets are narrow, so whole-array layers would be bound by memory traffic). Not under
+    autograd: the backward needs every block's activations anyway."""
+    if s.shape[0] <= EMBED_BLOCK or torch.is_grad_enabled():
         return net(s)
     return torch.cat([net(s[c:c + EMBED_BLOCK]) for c in range(0, s.shape[0], EMBED_BLOCK)])
 
@@ -227,6 +228,22 @@ class DescriptorSeA(nn.Module):
         assert isinstance(net, MLP)
         return net
 
+    def _pad_embeddings(self, pad_r: Tensor, centre_types: list[int]) -> Tensor:
+        """G(s_pad) [nt², M1] of the groups whose centre type occurs (other rows stay zero:
+        no centre weights them), one call per net: under autograd every tiny net call is a
+        dozen ops forward and back."""
+        nt = self.ntypes
+        by_net: dict[int, list[int]] = {}
+        for ti in centre_types:
+            for tj in range(nt):
+                g = ti + nt * tj
+                by_net.setdefault(tj if self.type_one_side else g, []).append(g)
+        out = pad_r.new_zeros(nt * nt, self.m1)
+        for k, groups in by_net.items():
+            rows = torch.tensor(groups, device=pad_r.device)
+            out = out.index_copy(0, rows, self._net(k)(pad_r.index_select(0, rows)[:, :1]))
+        return out
+
     def _group_stats(self) -> tuple[Tensor, Tensor]:
         """davg/dstd indexed by group g = ti + nt·tj: [nt², 4]."""
         nt = self.ntypes
@@ -254,7 +271,7 @@ class DescriptorSeA(nn.Module):
 
         # Padded slots: all equal (−davg/dstd) within a group; add count × R̃padᵀ G(s_pad).
         pad_r = -mean / std  # [nt², 4]
-        pad_g = torch.cat([self._net_of_group(g)(pad_r[g:g + 1, :1]) for g in range(nt * nt)])
+        pad_g = self._pad_embeddings(pad_r, torch.unique(env.centre_type).tolist())  # [nt², M1]
         pad_term = (pad_r[:, :, None] * pad_g[:, None, :]).reshape(nt * nt, 4 * m1)  # [nt², 4·M1]
         npad = (self.sel_t - env.counts.to(rn.dtype))  # [nC, nt] padded slots per neighbour type
         cols = env.centre_type[:, None] + nt * torch.arange(nt, device=rn.device)[None, :]  # [nC, nt]
