@@ -166,9 +166,12 @@ class DescriptorSeA(nn.Module):
     def dim_out(self) -> int:
         return self.m1 * self.m2
 
-    def _net_of_group(self, g: int) -> MLP:
+    def _net_index(self, g: int) -> int:
         """Group g = ti + nt·tj uses net tj (type_one_side) or net g (DeePMD-kit's index)."""
-        return self._net(g // self.ntypes if self.type_one_side else g)
+        return g // self.ntypes if self.type_one_side else g
+
+    def _net_of_group(self, g: int) -> MLP:
+        return self._net(self._net_index(g))
 
     def _contract_blocked(self, env: EnvPairs, rn: Tensor, mean: Tensor, std: Tensor) -> Tensor:
         """Σ_pairs R̃ᵀ G per centre, computing G in blocks of whole centres of one segment."""
@@ -234,10 +237,8 @@ class DescriptorSeA(nn.Module):
         dozen ops forward and back."""
         nt = self.ntypes
         by_net: dict[int, list[int]] = {}
-        for ti in centre_types:
-            for tj in range(nt):
-                g = ti + nt * tj
-                by_net.setdefault(tj if self.type_one_side else g, []).append(g)
+        for g in (ti + nt * tj for ti in centre_types for tj in range(nt)):
+            by_net.setdefault(self._net_index(g), []).append(g)
         out = pad_r.new_zeros(nt * nt, self.m1)
         for k, groups in by_net.items():
             rows = torch.tensor(groups, device=pad_r.device)

@@ -36,9 +36,8 @@ def pack_symmetric(full: Tensor, m1: int) -> Tensor:
 class SymmetricContraction(torch.autograd.Function):
     """α = grᵀ A gr for the symmetric A held packed [n, M1(M1+1)/2], with a hand-written
     backward: autograd through the unpacking gather and two small-n batched matmuls
-    materialises several [n, M1, M1] tensors per step; this needs one (∂L/∂A) and uses
-    dα = dαᵀ-symmetrised algebra, so a training step of a full polar model does less than
-    half the memory traffic."""
+    materialises several [n, M1, M1] tensors per step; with A symmetric, ∂L/∂A = gr S grᵀ
+    (S the symmetrised upstream gradient) is the only one needed."""
 
     @staticmethod
     def forward(ctx: Any, packed: Tensor, g: Tensor, scale: Tensor, unpack: Tensor, upper: Tensor,
@@ -107,7 +106,7 @@ class TensorFitting(nn.Module):
         unpack[iu[0], iu[1]] = torch.arange(iu.shape[1])
         unpack[iu[1], iu[0]] = torch.arange(iu.shape[1])
         self.register_buffer("unpack", unpack.reshape(-1), persistent=False)
-        self.register_buffer("upper", iu[0] * m1 + iu[1], persistent=False)
+        self.register_buffer("upper", triu_pack_indices(m1)[0], persistent=False)
         weight = torch.full((iu.shape[1],), 2.0, dtype=dtype)
         weight[self.row_offsets[:-1]] = 1.0
         self.register_buffer("upper_weight", weight, persistent=False)
