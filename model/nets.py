@@ -13,6 +13,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from model.tanh_mlp import TanhMLP, add_residual_, affine, layer_params, tanh_layer
+
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "tanh": torch.tanh,
     "relu": torch.relu,
@@ -42,36 +44,23 @@ class Dense(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.shape[1] == 1:  # a 1-wide input (the embedding net's first layer): no GEMM needed
-            return torch.addcmul(self.bias, x, self.matrix)
-        return torch.addmm(self.bias, x, self.matrix)
+        return affine(x, self.matrix, self.bias)
 
     def hidden(self, x: Tensor, activation: str, out: Tensor | None = None) -> Tensor:
         """act(x W + b) [· idt] [+ x | + (x, x)], written into ``out`` when given (tanh only)."""
         if activation == "tanh":
-            z = (2.0 * torch.addcmul(self.bias, x, self.matrix) if x.shape[1] == 1
-                 else torch.addmm(self.bias, x, self.matrix, beta=2.0, alpha=2.0))
-            u = torch.sigmoid(z)
-            # tanh = 2u − 1; with the timestep (2u − 1)·idt = u·(2 idt) − idt: one fused pass
-            if self.idt is None:
-                two = torch.full((), 2.0, dtype=u.dtype, device=u.device)
-                y = torch.addcmul(-0.5 * two, u, two, out=out)
-            else:
-                y = torch.addcmul(-self.idt, u, 2.0 * self.idt, out=out)
-        else:
-            y = ACTIVATIONS[activation](self(x))
-            if self.idt is not None:
-                y = y * self.idt
-            if out is not None:
-                y = out.copy_(y)
-        # In place is safe under autograd: addcmul's backward does not use its output.
-        if self.residual:
-            n_in = x.shape[1]
-            if y.shape[1] == n_in:
-                y.add_(x)
-            else:  # out = 2·in: y += (x, x) without materialising the concatenation
-                y.view(-1, 2, n_in).add_(x[:, None, :])
-        return y
+            return tanh_layer(x, self.matrix, self.bias, self.idt, self.residual, out=out)[1]
+        y = ACTIVATIONS[activation](self(x))
+        if self.idt is not None:
+            y = y * self.idt
+        if out is not None:
+            y = out.copy_(y)
+        if not self.residual:
+            return y
+        if torch.is_grad_enabled():
+            # out of place: torch's relu and sigmoid save their output for the backward
+            return y + (x if y.shape[1] == x.shape[1] else x.repeat(1, 2))
+        return add_residual_(y, x)
 
 
 class MLP(nn.Module):
@@ -89,8 +78,20 @@ class MLP(nn.Module):
         self.layers: list[Dense] = nn.ModuleList(layers)  # type: ignore[assignment]
         self.n_hidden = len(sizes) - 1
 
+    def _fused(self, x: Tensor, layers: list[Dense]) -> Tensor | None:
+        """The hand-differentiated training path (tanh nets under autograd), else None."""
+        if self.activation != "tanh" or not torch.is_grad_enabled():
+            return None
+        spec = tuple((layer.idt is not None, layer.residual, i >= self.n_hidden) for i, layer in enumerate(layers))
+        out = TanhMLP.apply(x, spec, *layer_params(layers))
+        assert isinstance(out, Tensor)
+        return out
+
     def hidden(self, x: Tensor) -> Tensor:
         """The hidden layers only (the input of the linear output layer)."""
+        fused = self._fused(x, list(self.layers[: self.n_hidden]))
+        if fused is not None:
+            return fused
         for layer in self.layers[: self.n_hidden]:
             x = layer.hidden(x, self.activation)
         return x
@@ -103,6 +104,9 @@ class MLP(nn.Module):
         return self.layers[self.n_hidden - 1].hidden(x, self.activation, out=out)
 
     def forward(self, x: Tensor) -> Tensor:
+        fused = self._fused(x, list(self.layers))
+        if fused is not None:
+            return fused
         x = self.hidden(x)
         if len(self.layers) > self.n_hidden:
             x = self.layers[self.n_hidden](x)

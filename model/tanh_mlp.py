@@ -1,0 +1,128 @@
+"""Training path of a tanh MLP as one autograd node with a hand-written backward.
+
+Generic autograd records four to five nodes per layer (matmul, sigmoid, the affine rest,
+the residual) and runs a separate elementwise pass for each in the backward, plus the
+bookkeeping of every saved tensor. A training step calls the nets with thousands of rows
+(the embedding nets) a dozen times, so those passes and that bookkeeping, not the
+matrix products, dominated the step. Here a layer's backward is one fused σ' kernel, one
+scale, and the matrix products (the residual is folded into the input-gradient product).
+
+Layer (as ``Dense.hidden``): y = (2σ(2(xW + b)) − 1) [· idt] [+ x | + (x, x)];
+optional last layer: y = xW + b (no activation, no residual).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+def affine(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
+    """x W + b; a 1-wide input (the embedding net's first layer) is an outer product, no GEMM."""
+    return torch.addcmul(b, x, w) if x.shape[1] == 1 else torch.addmm(b, x, w)
+
+
+def add_residual_(y: Tensor, x: Tensor) -> Tensor:
+    """y += x (out = in) or y += (x, x) (out = 2·in, without materialising the concatenation)."""
+    n_in = x.shape[1]
+    if y.shape[1] == n_in:
+        return y.add_(x)
+    y.view(-1, 2, n_in).add_(x[:, None, :])
+    return y
+
+
+def tanh_layer(x: Tensor, w: Tensor, b: Tensor, idt: Tensor | None, residual: bool,
+               out: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """(u, y) of a hidden layer: u = σ(2(xW + b)), y = (2u − 1) [· idt] [+ residual], y
+    written into ``out`` when given. tanh(a) = 2σ(2a) − 1 with the factor 2 in the matmul:
+    float64 tanh is several times slower than sigmoid on CPUs, and the affine rest fuses
+    with the timestep into one pass."""
+    z = 2.0 * torch.addcmul(b, x, w) if x.shape[1] == 1 else torch.addmm(b, x, w, beta=2.0, alpha=2.0)
+    u = torch.sigmoid(z)  # [rows, n_out]
+    if idt is None:
+        two = torch.full((), 2.0, dtype=u.dtype, device=u.device)
+        y = torch.addcmul(-0.5 * two, u, two, out=out)
+    else:
+        y = torch.addcmul(-idt, u, 2.0 * idt, out=out)
+    if residual:
+        # In place is safe under autograd: addcmul's backward does not use its output.
+        add_residual_(y, x)
+    return u, y
+
+
+def layer_params(layers: list[Any]) -> list[Tensor]:
+    """matrix, bias[, idt] of each layer, flat, in the order ``TanhMLP.apply`` takes them."""
+    out: list[Tensor] = []
+    for layer in layers:
+        out += [layer.matrix, layer.bias] + ([layer.idt] if layer.idt is not None else [])
+    return out
+
+
+class TanhMLP(torch.autograd.Function):
+    """y = MLP(x). ``spec`` has one (has_idt, residual, is_linear) per layer; ``params``
+    are ``layer_params(layers)``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, spec: tuple[tuple[bool, bool, bool], ...], *params: Tensor) -> Tensor:
+        saved: list[Tensor] = []
+        h, k = x, 0
+        for has_idt, residual, linear in spec:
+            w, b = params[k], params[k + 1]
+            idt = params[k + 2] if has_idt else None
+            k += 3 if has_idt else 2
+            saved.append(h)
+            if linear:
+                h = affine(h, w, b)
+                saved.append(h.new_empty(0))
+                continue
+            u, h = tanh_layer(h, w, b, idt, residual)
+            saved.append(u)
+        ctx.spec = spec
+        ctx.save_for_backward(*saved, *params)
+        return h
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, dy: Tensor) -> tuple[Tensor | None, ...]:
+        spec = ctx.spec
+        tensors = ctx.saved_tensors
+        n_layers = len(spec)
+        acts, params = tensors[: 2 * n_layers], tensors[2 * n_layers:]
+        # parameter offsets per layer
+        offsets, k = [], 0
+        for has_idt, _, _ in spec:
+            offsets.append(k)
+            k += 3 if has_idt else 2
+        grads: list[Tensor | None] = [None] * len(params)
+        dy = dy.contiguous()
+        for i in range(n_layers - 1, -1, -1):
+            has_idt, residual, linear = spec[i]
+            h, u = acts[2 * i], acts[2 * i + 1]
+            o = offsets[i]
+            w = params[o]
+            if linear:
+                g = dy
+            else:
+                if has_idt:
+                    # y = t·idt with t = 2u − 1: ∂idt = Σ dy·t = 2 Σ dy·u − Σ dy
+                    grads[o + 2] = 2.0 * (dy * u).sum(0) - dy.sum(0)
+                    g = torch.ops.aten.sigmoid_backward(dy, u).mul_(4.0 * params[o + 2])
+                else:
+                    g = torch.ops.aten.sigmoid_backward(dy, u).mul_(4.0)  # ∂tanh(a)/∂a = 4σ(1−σ)
+            n_in = h.shape[1]
+            grads[o] = (g * h).sum(0, keepdim=True) if n_in == 1 else torch.mm(h.t(), g)
+            grads[o + 1] = g.sum(0)
+            if i == 0 and not ctx.needs_input_grad[0]:
+                break
+            res = None
+            if residual and not linear:
+                res = dy if dy.shape[1] == n_in else dy.view(-1, 2, n_in).sum(1)
+            if n_in == 1:
+                dh = (g * w).sum(1, keepdim=True)
+                dy = dh if res is None else dh.add_(res)
+            else:
+                dy = torch.mm(g, w.t()) if res is None else torch.addmm(res, g, w.t())
+        d_x = dy if ctx.needs_input_grad[0] else None
+        return (d_x, None, *grads)
