@@ -165,6 +165,9 @@ def ours_infer(
     if threads is not None:
         torch.set_num_threads(threads)
     load_model, predict = import_ours()
+    from model.runtime import tune_allocator
+
+    tune_allocator()  # as `dptensor predict` and the workers do
     m = load_model(str(model_path), device="cpu", precision=precision)
     box = frames.box
     w = min(warmup, frames.nframes)

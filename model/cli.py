@@ -148,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.simplefilter("default")
+    from model.runtime import tune_allocator
+
+    tune_allocator()
     try:
         return int(args.func(args))
     except DptensorError as exc:

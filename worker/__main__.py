@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"dptensor worker: {exc}", file=sys.stderr)
         return 2
+    from model.runtime import tune_allocator
+
+    tune_allocator()  # training and prediction steps allocate large, short-lived tensors
     name = f"{'+'.join(queues)}@{socket.gethostname()}.{os.getpid()}"
     celery.worker_main(["worker", "--pool", "solo", "--queues", ",".join(queues), "--hostname", name,
                         "--loglevel", args.loglevel, "--without-gossip", "--without-mingle", "--without-heartbeat"])
