@@ -16,6 +16,7 @@ from typing import Any
 
 import common
 from common import OURS, THEIRS, Table, attempt
+from floor import training_floor
 from inputs import Task, prepare_input, task_names
 
 
@@ -49,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="run each step count this often, keep the fastest (default 1)",
     )
+    ap.add_argument("--no-floor", action="store_true",
+                    help="skip the compute-floor row (bench/floor.py)")
     ns = ap.parse_args(argv)
     ns.log_s_per_step = {}
     short = ns.base_steps or max(1, ns.steps // 4)
@@ -73,8 +76,17 @@ def main(argv: list[str] | None = None) -> int:
         table.add(f"wall s, {ns.steps} steps", ours.get("wall_long_s"), theirs.get("wall_long_s"))
         log_spp = ns.log_s_per_step.get(task) if theirs else None
         table.add("steps/s from DeePMD-kit's own log", None, 1 / log_spp if log_spp else None)
+        floor = None
+        if not ns.no_floor:
+            floor = training_floor(Task(task).input_json, ns.threads)
+            table.add("compute floor, steps/s (ratio = best reachable)", floor.steps_per_s,
+                      theirs.get("steps_per_s"))
+            table.notes.append(f"compute floor (bench/floor.py): {floor.describe()}")
+            if ours.get("steps_per_s"):
+                table.notes.append(f"dptensor runs at {ours['steps_per_s'] / floor.steps_per_s:.0%} of the floor")
         tables.append(table)
-        results[task] = {**res, "deepmd_log_s_per_step": log_spp}
+        results[task] = {**res, "deepmd_log_s_per_step": log_spp,
+                         "floor_ms": floor.ms if floor is not None else None}
     return common.report(tables, errors, results, ns.json)
 
 
