@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor, nn
@@ -70,9 +71,16 @@ class EnvPairs:
         """Most pairs of one centre."""
         return int(self.counts.sum(1).max()) if self.counts.numel() else 0
 
+    @cached_property
+    def present_types(self) -> list[int]:
+        """The centre types that occur."""
+        return [int(t) for t in torch.unique(self.centre_type).tolist()]
+
+    @cached_property
     def dense_index(self) -> Tensor:
         """[P] centre · width + rank of the pair among its centre's pairs (for the padded
-        contraction): rank inside its (group, centre) block + its pairs in earlier groups."""
+        contraction): rank inside its (group, centre) block + its pairs in earlier groups.
+        Cached: training reuses an environment for many steps."""
         lengths = torch.tensor([s.stop - s.start for s in self.segments])
         start = torch.repeat_interleave(torch.tensor([s.start for s in self.segments]), lengths)
         count = torch.repeat_interleave(torch.tensor([s.count for s in self.segments]), lengths)
@@ -210,36 +218,55 @@ class DescriptorSeA(nn.Module):
             cache[key] = buf
         return buf[:rows]
 
-    def _embed(self, env: EnvPairs, rn: Tensor, mean: Tensor, std: Tensor) -> Tensor:
-        """G for every pair, in pair order [P, M1]."""
-        parts = []
+    def _embed(self, env: EnvPairs, rn: Tensor, mean: Tensor, std: Tensor,
+               pad_r: Tensor) -> tuple[Tensor, Tensor]:
+        """G for every pair, in pair order [P, M1], and G(s_pad) [nt², M1] of the groups in
+        ``_pad_groups``. A group's pad row rides along with its pairs: one net call per
+        group, where a separate call for the pads would add a dozen ops forward and back."""
+        parts, pad_rows, pad_groups = [], [], []
+        with_pad = set(self._pad_groups(env))
         for g in range(self.ntypes * self.ntypes):
             a, b = env.offsets[g], env.offsets[g + 1]
-            if b == a:
+            if b == a and g not in with_pad:
                 continue
             net = self._net_of_group(g)
             if g in env.distinct:
                 values, index = env.distinct[g]
                 s = ((values - mean[g, 0]) / std[g, 0])[:, None]
-                parts.append(_blocked(net, s).index_select(0, index))
             else:
-                parts.append(_blocked(net, rn[a:b, :1]))
-        return torch.cat(parts) if parts else rn.new_zeros(0, self.m1)
+                s, index = rn[a:b, :1], None
+            n = s.shape[0]
+            if g in with_pad:
+                s = torch.cat([s, pad_r[g:g + 1, :1]])
+                pad_groups.append(g)
+            emb = _blocked(net, s)  # [n (+1), M1]
+            if g in with_pad:
+                pad_rows.append(emb[n:])
+            emb = emb[:n]
+            if b > a:
+                parts.append(emb if index is None else emb.index_select(0, index))
+        g_all = torch.cat(parts) if parts else rn.new_zeros(0, self.m1)
+        pad_g = rn.new_zeros(self.ntypes * self.ntypes, self.m1)
+        if pad_rows:
+            pad_g = pad_g.index_copy(0, torch.tensor(pad_groups, device=rn.device), torch.cat(pad_rows))
+        return g_all, pad_g
 
     def _net(self, k: int) -> MLP:
         net = self.embeddings[k]
         assert isinstance(net, MLP)
         return net
 
-    def _pad_embeddings(self, pad_r: Tensor, centre_types: list[int]) -> Tensor:
-        """G(s_pad) [nt², M1] of the groups whose centre type occurs (other rows stay zero:
-        no centre weights them), one call per net: under autograd every tiny net call is a
-        dozen ops forward and back."""
+    def _pad_groups(self, env: EnvPairs) -> list[int]:
+        """Groups whose padded slots are weighted: those of the centre types present."""
         nt = self.ntypes
+        return sorted(ti + nt * tj for ti in env.present_types for tj in range(nt))
+
+    def _pad_embeddings(self, pad_r: Tensor, env: EnvPairs) -> Tensor:
+        """G(s_pad) [nt², M1] of ``_pad_groups`` (other rows stay zero), one call per net."""
         by_net: dict[int, list[int]] = {}
-        for g in (ti + nt * tj for ti in centre_types for tj in range(nt)):
+        for g in self._pad_groups(env):
             by_net.setdefault(self._net_index(g), []).append(g)
-        out = pad_r.new_zeros(nt * nt, self.m1)
+        out = pad_r.new_zeros(self.ntypes * self.ntypes, self.m1)
         for k, groups in by_net.items():
             rows = torch.tensor(groups, device=pad_r.device)
             out = out.index_copy(0, rows, self._net(k)(pad_r.index_select(0, rows)[:, :1]))
@@ -261,18 +288,18 @@ class DescriptorSeA(nn.Module):
         # for autograd. Large batches (inference): G block by block, contracted while the
         # block is in cache — the full [P, M1] G would be hundreds of MB of memory traffic.
         width = env.width
+        pad_r = -mean / std  # [nt², 4] the normalised row of every padded slot of a group
         if n_c * width * m1 <= DENSE_CONTRACTION_MAX or torch.is_grad_enabled():
-            g = self._embed(env, rn, mean, std)  # [P, M1]
-            index = env.dense_index()
+            g, pad_g = self._embed(env, rn, mean, std, pad_r)  # [P, M1], [nt², M1]
+            index = env.dense_index
             dense_r = rn.new_zeros(n_c * width, 4).index_copy_(0, index, rn)
             dense_g = g.new_zeros(n_c * width, m1).index_copy_(0, index, g)
             t = torch.bmm(dense_r.view(n_c, width, 4).transpose(1, 2), dense_g.view(n_c, width, m1))
         else:
             t = self._contract_blocked(env, rn, mean, std)
+            pad_g = self._pad_embeddings(pad_r, env)
 
-        # Padded slots: all equal (−davg/dstd) within a group; add count × R̃padᵀ G(s_pad).
-        pad_r = -mean / std  # [nt², 4]
-        pad_g = self._pad_embeddings(pad_r, torch.unique(env.centre_type).tolist())  # [nt², M1]
+        # Padded slots: all equal within a group; add count × R̃padᵀ G(s_pad).
         pad_term = (pad_r[:, :, None] * pad_g[:, None, :]).reshape(nt * nt, 4 * m1)  # [nt², 4·M1]
         npad = (self.sel_t - env.counts.to(rn.dtype))  # [nC, nt] padded slots per neighbour type
         cols = env.centre_type[:, None] + nt * torch.arange(nt, device=rn.device)[None, :]  # [nC, nt]

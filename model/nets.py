@@ -1,14 +1,14 @@
 """Dense layers and MLPs with DeePMD-kit's residual rules, weights stored [in, out].
 
-tanh is evaluated as 2·σ(2z) − 1 with the factor 2 folded into the matmul (addmm's alpha
+tanh is evaluated as 1 − 2σ(−2z) with the factor −2 folded into the matmul (addmm's alpha
 and beta): float64 tanh is several times slower than sigmoid on CPUs, and the affine
-rest fuses with the timestep and the residual into one pass.
+rest fuses with the timestep into one pass (``model/tanh_mlp.py``).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -77,34 +77,42 @@ class MLP(nn.Module):
             layers.append(Dense(sizes[-1], linear_out, resnet_dt=False, dtype=dtype, generator=generator))
         self.layers: list[Dense] = nn.ModuleList(layers)  # type: ignore[assignment]
         self.n_hidden = len(sizes) - 1
+        # (has_idt, residual, is_linear) per layer, as TanhMLP takes it; fixed by the sizes
+        self.spec = tuple((layer.idt is not None, layer.residual, i >= self.n_hidden) for i, layer in enumerate(layers))
 
-    def _fused(self, x: Tensor, layers: list[Dense]) -> Tensor | None:
+    def _hidden_layers(self) -> Iterator[Dense]:
+        # islice, not self.layers[:n]: slicing a ModuleList builds a new Module (tens of µs a call)
+        return itertools.islice(self.layers, self.n_hidden)
+
+    def _fused(self, x: Tensor, with_output: bool) -> Tensor | None:
         """The hand-differentiated training path (tanh nets under autograd), else None."""
         if self.activation != "tanh" or not torch.is_grad_enabled():
             return None
-        spec = tuple((layer.idt is not None, layer.residual, i >= self.n_hidden) for i, layer in enumerate(layers))
+        layers = list(self.layers) if with_output else list(self._hidden_layers())
+        spec = self.spec if with_output else self.spec[: self.n_hidden]
         out = TanhMLP.apply(x, spec, *layer_params(layers))
         assert isinstance(out, Tensor)
         return out
 
     def hidden(self, x: Tensor) -> Tensor:
         """The hidden layers only (the input of the linear output layer)."""
-        fused = self._fused(x, list(self.layers[: self.n_hidden]))
+        fused = self._fused(x, with_output=False)
         if fused is not None:
             return fused
-        for layer in self.layers[: self.n_hidden]:
+        for layer in self._hidden_layers():
             x = layer.hidden(x, self.activation)
         return x
 
     def forward_into(self, x: Tensor, out: Tensor) -> Tensor:
         """forward() writing the last hidden layer into ``out`` (no linear output layer)."""
         assert len(self.layers) == self.n_hidden, "only for nets without a linear output layer"
-        for layer in self.layers[: self.n_hidden - 1]:
+        *first, last = self._hidden_layers()
+        for layer in first:
             x = layer.hidden(x, self.activation)
-        return self.layers[self.n_hidden - 1].hidden(x, self.activation, out=out)
+        return last.hidden(x, self.activation, out=out)
 
     def forward(self, x: Tensor) -> Tensor:
-        fused = self._fused(x, list(self.layers))
+        fused = self._fused(x, with_output=True)
         if fused is not None:
             return fused
         x = self.hidden(x)

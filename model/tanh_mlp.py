@@ -4,10 +4,10 @@ Generic autograd records four to five nodes per layer (matmul, sigmoid, the affi
 the residual) and runs a separate elementwise pass for each in the backward, plus the
 bookkeeping of every saved tensor. A training step calls the nets with thousands of rows
 (the embedding nets) a dozen times, so those passes and that bookkeeping, not the
-matrix products, dominated the step. Here a layer's backward is one fused σ' kernel, one
-scale, and the matrix products (the residual is folded into the input-gradient product).
+matrix products, dominated the step. Here a layer's backward is one fused σ' kernel and the matrix products (the per-column
+factor rides on the small products, the residual on the input-gradient product).
 
-Layer (as ``Dense.hidden``): y = (2σ(2(xW + b)) − 1) [· idt] [+ x | + (x, x)];
+Layer (as ``Dense.hidden``): y = (1 − 2σ(−2(xW + b))) [· idt] [+ x | + (x, x)];
 optional last layer: y = xW + b (no activation, no residual).
 """
 
@@ -35,19 +35,20 @@ def add_residual_(y: Tensor, x: Tensor) -> Tensor:
 
 def tanh_layer(x: Tensor, w: Tensor, b: Tensor, idt: Tensor | None, residual: bool,
                out: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """(u, y) of a hidden layer: u = σ(2(xW + b)), y = (2u − 1) [· idt] [+ residual], y
-    written into ``out`` when given. tanh(a) = 2σ(2a) − 1 with the factor 2 in the matmul:
-    float64 tanh is several times slower than sigmoid on CPUs, and the affine rest fuses
-    with the timestep into one pass."""
-    z = 2.0 * torch.addcmul(b, x, w) if x.shape[1] == 1 else torch.addmm(b, x, w, beta=2.0, alpha=2.0)
+    """(u, y) of a hidden layer: u = σ(−2(xW + b)), y = (1 − 2u) [· idt] [+ residual], y
+    written into ``out`` when given. tanh(a) = 1 − 2σ(−2a), with the −2 inside the matmul:
+    float64 tanh is several times slower than sigmoid on CPUs, and 1 − 2u is a single
+    scalar pass (rsub), where 2σ(2a) − 1 would take two or a slower broadcast."""
+    z = -2.0 * torch.addcmul(b, x, w) if x.shape[1] == 1 else torch.addmm(b, x, w, beta=-2.0, alpha=-2.0)
     u = torch.sigmoid(z)  # [rows, n_out]
-    if idt is None:
-        two = torch.full((), 2.0, dtype=u.dtype, device=u.device)
-        y = torch.addcmul(-0.5 * two, u, two, out=out)
+    if idt is not None:
+        y = torch.addcmul(idt, u, -2.0 * idt, out=out)
+    elif out is not None:
+        y = torch.sub(torch.ones((), dtype=u.dtype, device=u.device), u, alpha=2.0, out=out)
     else:
-        y = torch.addcmul(-idt, u, 2.0 * idt, out=out)
+        y = torch.rsub(u, 1.0, alpha=2.0)
     if residual:
-        # In place is safe under autograd: addcmul's backward does not use its output.
+        # In place is safe under autograd: the backward of y's op does not use y.
         add_residual_(y, x)
     return u, y
 
@@ -102,27 +103,32 @@ class TanhMLP(torch.autograd.Function):
             h, u = acts[2 * i], acts[2 * i + 1]
             o = offsets[i]
             w = params[o]
+            # ∂y/∂a = 4σ(1−σ)[·idt] per column: σ' is one pass; the column factor goes on
+            # the small products (∂W, ∂b) and on Wᵀ, not on another pass over the rows.
             if linear:
-                g = dy
+                g, factor = dy, None
             else:
+                g = torch.ops.aten.sigmoid_backward(dy, u)
                 if has_idt:
-                    # y = t·idt with t = 2u − 1: ∂idt = Σ dy·t = 2 Σ dy·u − Σ dy
-                    grads[o + 2] = 2.0 * (dy * u).sum(0) - dy.sum(0)
-                    g = torch.ops.aten.sigmoid_backward(dy, u).mul_(4.0 * params[o + 2])
+                    # y = t·idt with t = 1 − 2u: ∂idt = Σ dy·t = Σ dy − 2 Σ dy·u
+                    grads[o + 2] = dy.sum(0) - 2.0 * (dy * u).sum(0)
+                    factor = 4.0 * params[o + 2]  # [n_out]
                 else:
-                    g = torch.ops.aten.sigmoid_backward(dy, u).mul_(4.0)  # ∂tanh(a)/∂a = 4σ(1−σ)
+                    factor = torch.full((), 4.0, dtype=g.dtype, device=g.device)
             n_in = h.shape[1]
-            grads[o] = (g * h).sum(0, keepdim=True) if n_in == 1 else torch.mm(h.t(), g)
-            grads[o + 1] = g.sum(0)
+            d_w = (g * h).sum(0, keepdim=True) if n_in == 1 else torch.mm(h.t(), g)
+            d_b = g.sum(0)
+            grads[o], grads[o + 1] = (d_w, d_b) if factor is None else (d_w.mul_(factor), d_b.mul_(factor))
             if i == 0 and not ctx.needs_input_grad[0]:
                 break
+            w_t = w.t() if factor is None else (w * factor).t()  # [n_out, n_in]
             res = None
             if residual and not linear:
                 res = dy if dy.shape[1] == n_in else dy.view(-1, 2, n_in).sum(1)
             if n_in == 1:
-                dh = (g * w).sum(1, keepdim=True)
+                dh = torch.mm(g, w_t)
                 dy = dh if res is None else dh.add_(res)
             else:
-                dy = torch.mm(g, w.t()) if res is None else torch.addmm(res, g, w.t())
+                dy = torch.mm(g, w_t) if res is None else torch.addmm(res, g, w_t)
         d_x = dy if ctx.needs_input_grad[0] else None
         return (d_x, None, *grads)
