@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from kit import water_archive
 
-REDIS_URL = "redis://127.0.0.1:6379/13"  # a database of its own, flushed before use
+# a database of its own, flushed before use; DPTENSOR_TEST_REDIS_URL lets parallel checkouts
+# on one machine keep apart
+REDIS_URL = os.environ.get("DPTENSOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 
 
 @pytest.fixture(scope="session")
