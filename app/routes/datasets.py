@@ -45,7 +45,7 @@ def upload_dataset(
             shutil.copyfileobj(file.file, out, 1 << 20)
         files = staging / FILES
         limits = Limits(settings.max_archive_members, settings.max_archive_bytes, settings.max_archive_file_bytes)
-        extracted = extract(archive, files, limits)
+        extracted = extract(archive, files, limits, filename=file.filename)
         systems = summarize(files)
         archive.unlink()
         final = dataset_dir(root, ds_id)

@@ -121,7 +121,7 @@ def _from_upload(settings: Settings, file: UploadFile, request: SpectrumRequest,
             shutil.copyfileobj(file.file, out, 1 << 20)
         if _is_archive(original, upload):
             limits = Limits(settings.max_archive_members, settings.max_archive_bytes, settings.max_archive_file_bytes)
-            extract(upload, staging / "trajectory", limits)
+            extract(upload, staging / "trajectory", limits, filename=original)
             systems = find_systems(staging / "trajectory")
             if len(systems) != 1:
                 msg = (f"the archive holds {len(systems)} DeePMD systems (folders with type.raw and set.*/); "

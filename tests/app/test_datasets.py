@@ -96,7 +96,9 @@ BAD_ARCHIVES = {
     "absolute symlink": (_tar([_link("sys/type.raw", "/etc/passwd")]), "points outside"),
     "hardlink outside": (_tar([_link("sys/type.raw", "../x", tarfile.LNKTYPE)]), "points outside"),
     "device": (_tar([_device("dev")]), "only regular files"),
-    "not an archive": (b"hello, I am not an archive", "not a readable tar archive"),
+    "not an archive": (b"hello, I am not an archive", "'x.tar.gz' is not a .tar.gz (.tgz), .tar"),
+    "link through a link": (_tar([_link("x/up", ".."), _link("y", "x/up/..")]), "goes through another link"),
+    "member through a link": (_tar([_link("x", "."), _file("x/type.raw")]), "goes through 'x', which is a link"),
     "no system": (_tar([_file("readme.txt")]), "no DeePMD system"),
     "too many members": (_tar([_file(f"f{i}") for i in range(201)]), "more than 200 members"),
     "bad coord shape": (_tar([_file("s/type.raw", b"0 1\n"), _file("s/nopbc", b""),
@@ -116,6 +118,44 @@ def test_bad_archives_are_rejected_and_nothing_is_lost(users: Users, dataset: di
     listed = users.client.get("/v1/datasets", headers=users.h("alice")).json()
     assert [d["id"] for d in listed] == [dataset["id"]]
     assert sorted(p.name for p in (settings.root / "datasets").iterdir()) == [dataset["id"]]
+    assert list((settings.root / "tmp").iterdir()) == []
+
+
+def _gz_tar_cut_short() -> bytes:
+    data = _tar([_file("s/type.raw", bytes(range(256)) * 2000)])
+    return data[: len(data) // 2]
+
+
+# what a person sees for a file that is no (intact) archive: plain words, no library
+# internals ("method gz: ReadError(…)"), no "tar" for a .zip, no path on the server
+PLAIN_WORDS = {
+    "text named .zip": (b"hello, I am not an archive", "x.zip", "'x.zip' is not a zip archive"),
+    "text named .tgz": (b"hello, I am not an archive", "x.tgz", "'x.tgz' is not a .tar.gz (.tgz), .tar, "
+                        ".tar.bz2, .tar.xz or .zip archive"),
+    "empty": (b"", "x.tgz", "'x.tgz' is empty"),
+    "damaged zip": (b"PK\x03\x04 and then nothing useful", "x.zip", "the zip archive is damaged or cut short"),
+    "gzip cut short": (_gz_tar_cut_short(), "x.tgz", "the gzip-compressed tar archive is damaged or cut short"),
+    "gzipped text": (__import__("gzip").compress(b"just text\n"), "x.gz",
+                     "the gzip-compressed file holds no readable tar archive"),
+    "symlink chain": (_tar([_link("x/up", ".."), _link("y", "x/up/..")]), "x.tgz",
+                      "y: link to 'x/up/..' goes through another link"),
+    "file below a file": (_tar([_file("a"), _file("a/b")]), "x.tgz",
+                          "a/b: the path goes through 'a', which is a file, not a folder"),
+}
+
+
+@pytest.mark.parametrize("case", list(PLAIN_WORDS))
+def test_archive_errors_are_plain_words(users: Users, settings, case: str) -> None:
+    content, name, message = PLAIN_WORDS[case]
+    r = _upload(users, content, name)
+    assert r.status_code == 422, r.text
+    text = r.text
+    assert message in r.json()["detail"], text
+    for internal in ("ReadError", "method gz", "BadZipFile", "Error(", "Errno", "/tmp", str(settings.root),
+                     str(settings.root.parent)):
+        assert internal not in text, (internal, text)
+    if name.endswith(".zip"):
+        assert "tar" not in text.lower(), text
     assert list((settings.root / "tmp").iterdir()) == []
 
 
