@@ -22,18 +22,16 @@ Conventions (formulas: docs/spectra.md):
   "harmonic"; for Raman Q = 1). Raman: I = Q·S_cl per channel; reduced spectra multiply by
   ν̃(1-e^{-x}); with a laser wavenumber ν̃_in, Stokes intensities multiply by (ν̃_in-ν̃)⁴
   (with the harmonic Q this is the doc's (ν̃_in-ν̃)⁴/ν̃/(1-e^{-x})·FT⟨α̇α̇⟩ up to a constant).
-- Units: dipoles e·Å, polarizabilities Å³, time fs. Relative spectra are not normalised;
-  their unit is stated in metadata["units"]. IR with volume_a3: n(ω)α(ω) in cm⁻¹ from
-  β/(6cVε₀)·FT⟨Ṁ·Ṁ⟩ (SI).
+- Units: dipoles e·Å, polarizabilities Å³, time fs. IR is absolute by default
+  (model.spectra_units): n(ω)α(ω) in cm⁻¹ with a volume, else the molar absorption per
+  wavenumber (km mol⁻¹ per cm⁻¹, band integrals in km/mol); metadata["units"] is the unit,
+  metadata["formula"] the formula. Raman spectra are relative (their unit stated).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import io
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -41,9 +39,23 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import fft as sfft
 
 from model.errors import ConfigError, DataError
+from model.spectra_units import (
+    BAND_UNITS,
+    C2_CM_K,
+    C_CM_PER_FS,
+    C_LIGHT,
+    UNIT_LABELS,
+    absorption_scale,
+    band_table,
+    molar_scale,
+    resolve_ir_units,
+)
+from model.spectrum_options import CORRECTIONS, WINDOWS, Spectrum, SpectrumOptions, _positive
 from model.trajectory import unwrap_positions, wannier_total_dipole
 
 __all__ = [
+    "CORRECTIONS",
+    "WINDOWS",
     "Spectrum",
     "SpectrumOptions",
     "autocorrelation",
@@ -58,18 +70,6 @@ __all__ = [
     "wavenumber_to_hz",
 ]
 
-# Physical constants (SI 2019 exact values, except ε₀: CODATA 2018).
-C_LIGHT = 299_792_458.0  # m/s, exact
-H_PLANCK = 6.626_070_15e-34  # J s, exact
-HBAR = H_PLANCK / (2.0 * math.pi)  # J s
-K_B = 1.380_649e-23  # J/K, exact
-E_CHARGE = 1.602_176_634e-19  # C, exact
-EPS0 = 8.854_187_8128e-12  # F/m, CODATA 2018
-C_CM_PER_FS = C_LIGHT * 100.0 * 1e-15  # speed of light in cm/fs
-C2_CM_K = H_PLANCK * C_LIGHT * 100.0 / K_B  # hc/k_B in cm·K (second radiation constant)
-
-WINDOWS = ("gaussian", "hann", "none")
-CORRECTIONS = ("harmonic", "kubo", "schofield", "none")
 DEFAULT_MAX_CORR_FS = 2000.0
 DEFAULT_FREQ_MAX_CM = 5000.0
 
@@ -88,103 +88,6 @@ def wavenumber_to_hz(wavenumber_cm: ArrayLike) -> FloatArray:
 def nyquist_cm(dt_fs: float) -> float:
     """Nyquist limit 1/(2 Δt c) in cm⁻¹ (16 678 cm⁻¹ at 1 fs)."""
     return 1.0 / (2.0 * dt_fs * C_CM_PER_FS)
-
-
-def _positive(name: str, value: Any, *, allow_none: bool = False, minimum: float = 0.0) -> None:
-    if value is None and allow_none:
-        return
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if not ok or not math.isfinite(value) or value <= minimum:
-        raise ConfigError(f"must be a finite number > {minimum:g}, got {value!r}", path=name)
-
-
-@dataclass(frozen=True)
-class SpectrumOptions:
-    """Options of ir_spectrum / raman_spectrum. Only dt_fs is required.
-
-    max_corr_fs=None means min(half the shortest trajectory, 2000 fs); freq_max_cm=None
-    means min(Nyquist, 5000 cm⁻¹) and values above Nyquist are clipped to it.
-    """
-
-    dt_fs: float
-    temperature_k: float = 300.0
-    window: str = "gaussian"
-    max_corr_fs: float | None = None
-    zero_pad: float = 4.0
-    correction: str = "harmonic"
-    freq_max_cm: float | None = None
-    derivative: bool | None = None
-    raman_reduced: bool = False
-    laser_cm: float | None = None
-
-    def __post_init__(self) -> None:
-        _positive("dt_fs", self.dt_fs)
-        _positive("temperature_k", self.temperature_k)
-        _positive("max_corr_fs", self.max_corr_fs, allow_none=True)
-        _positive("freq_max_cm", self.freq_max_cm, allow_none=True)
-        _positive("laser_cm", self.laser_cm, allow_none=True)
-        _positive("zero_pad", self.zero_pad, minimum=1.0 - 1e-12)
-        if self.window not in WINDOWS:
-            raise ConfigError(f"must be one of {WINDOWS}, got {self.window!r}", path="window")
-        if self.correction not in CORRECTIONS:
-            raise ConfigError(
-                f"must be one of {CORRECTIONS}, got {self.correction!r}", path="correction"
-            )
-        for flag in ("derivative", "raman_reduced"):
-            value = getattr(self, flag)
-            if not isinstance(value, bool) and not (flag == "derivative" and value is None):
-                raise ConfigError(f"must be true or false, got {value!r}", path=flag)
-        if self.raman_reduced and self.laser_cm is not None:
-            raise ConfigError(
-                "reduced spectra remove the laser/thermal factors; set raman_reduced or "
-                "laser_cm, not both",
-                path="laser_cm",
-            )
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> SpectrumOptions:
-        """Build from a JSON object; unknown keys are a ConfigError naming them."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown spectrum option(s) {unknown}; known: {sorted(known)}")
-        if "dt_fs" not in values:
-            raise ConfigError("is required (time between frames in fs)", path="dt_fs")
-        return cls(**dict(values))
-
-
-@dataclass
-class Spectrum:
-    wavenumber_cm: FloatArray
-    intensities: dict[str, FloatArray]
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "wavenumber_cm": [float(v) for v in self.wavenumber_cm],
-            "intensities": {k: [float(v) for v in a] for k, a in self.intensities.items()},
-            "metadata": {k: _plain(v) for k, v in self.metadata.items()},
-        }
-
-    def to_csv(self) -> str:
-        names = ["wavenumber_cm", *self.intensities]
-        table = np.column_stack([self.wavenumber_cm, *self.intensities.values()])
-        buf = io.StringIO()
-        np.savetxt(buf, table, delimiter=",", fmt="%.10g", header=",".join(names), comments="")
-        return buf.getvalue()
-
-
-def _plain(value: Any) -> Any:
-    """JSON-ready copy: numpy scalars/arrays become Python floats/ints/lists."""
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 def quantum_correction(wavenumber_cm: ArrayLike, temperature_k: float, kind: str) -> FloatArray:
@@ -376,6 +279,28 @@ def _finish(
     return Spectrum(nu, intensities, {**dict(extra or {}), **meta})
 
 
+IR_FORMULAS = {
+    "absorption": "n(ω)α(ω) = β/(6 c V ε₀) · ∫⟨Ṁ(0)·Ṁ(t)⟩e^{-iωt}dt × Q(ω)(1-e^{-βħω})/(βħω)  [SI, Napierian]",
+    "molar": "ε(ν̃) = n(ω)α(ω)·V·N_A/N = β N_A/(6 c ε₀ N) · ∫⟨Ṁ(0)·Ṁ(t)⟩e^{-iωt}dt × Q(ω)(1-e^{-βħω})/(βħω)"
+             "  [SI, Napierian, per molecule; ∫ε dν̃ over a band = its intensity in km/mol]",
+    "relative": "ω²·∫⟨M(0)·M(t)⟩e^{-iωt}dt × Q(ω)(1-e^{-βħω})/(βħω)",
+}
+CONSTANTS = {"c_m_s": C_LIGHT, "k_B_J_K": 1.380_649e-23, "eps0_F_m": 8.854_187_8128e-12,
+             "N_A_mol": 6.022_140_76e23, "e_C": 1.602_176_634e-19}
+
+
+def _ir_relative(series: list[FloatArray], options: SpectrumOptions, deriv: bool, n_lag: int
+                 ) -> tuple[FloatArray, FloatArray, dict[str, Any]]:
+    """ω²S_M(ω)·(correction) in (e·Å)²/fs of (pooled) derivative or plain series."""
+    nu, spec, grid_meta = _transform(autocorrelation(series, n_lag), options)
+    if deriv:  # undo the forward-difference response, see module docstring
+        w, wfd = _omega(nu), _omega_fd(nu, options.dt_fs)
+        spec = spec * np.divide(w**2, wfd**2, out=np.ones_like(w), where=wfd > 0)
+    else:
+        spec = spec * _omega(nu) ** 2
+    return nu, spec * _ir_factor(nu, options), grid_meta
+
+
 def ir_spectrum(
     dipoles: ArrayLike | Sequence[ArrayLike],
     options: SpectrumOptions,
@@ -383,32 +308,46 @@ def ir_spectrum(
     volume_a3: float | None = None,
     metadata: Mapping[str, Any] | None = None,
 ) -> Spectrum:
-    """IR line shape from total dipoles [nframes, 3] (e·Å) or a list of such trajectories.
+    """IR from total dipoles [nframes, 3] (e·Å) or a list of such trajectories (pooled).
 
-    Relative: ω²·S_M(ω)·(correction) in (e·Å)²/fs. With volume_a3: n(ω)α(ω) in cm⁻¹.
+    Units (options.units, spectra_units): absorption n(ω)α(ω) in cm⁻¹ (needs volume_a3),
+    molar ε(ν̃) in km mol⁻¹ per cm⁻¹ for options.molecules molecules per frame (default 1),
+    relative ω²S_M in (e·Å)²/fs; "auto" is absorption with a volume and no molecule count,
+    else molar. With options.bands, ``Spectrum.bands`` holds each band's integral (and its
+    standard error over trajectories when there are several).
     """
     _positive("volume_a3", volume_a3, allow_none=True)
+    units = resolve_ir_units(options.units, volume_a3, options.molecules)
     raw = _as_series(dipoles, "dipoles", [(3,)])
     deriv = options.derivative is not False  # default: derivative form
     series = _prepare(raw, options, deriv)
     n_lag, lag_meta = _plan(series, options)
-    nu, spec, grid_meta = _transform(autocorrelation(series, n_lag), options)
-    if deriv:  # undo the forward-difference response, see module docstring
-        w, wfd = _omega(nu), _omega_fd(nu, options.dt_fs)
-        spec = spec * np.divide(w**2, wfd**2, out=np.ones_like(w), where=wfd > 0)
-    else:
-        spec = spec * _omega(nu) ** 2
-    spec = spec * _ir_factor(nu, options)
-    units = "arb.: (e·Å)²/fs, FT of ⟨Ṁ(0)·Ṁ(t)⟩ × correction"
-    if volume_a3 is not None:
-        beta = 1.0 / (K_B * options.temperature_k)
-        si = (E_CHARGE * 1e-10) ** 2 / 1e-15  # (e·Å)²/fs → (C·m)²/s
-        spec = spec * si * beta / (6.0 * C_LIGHT * volume_a3 * 1e-30 * EPS0) / 100.0
-        units = "cm^-1: n(ω)α(ω) = β/(6cVε₀)·FT⟨Ṁ·Ṁ⟩ × correction"
-    meta = {**_base_meta("ir", options, raw, deriv), **lag_meta, **grid_meta, "units": units}
-    if volume_a3 is not None:
+    nu, spec, grid_meta = _ir_relative(series, options, deriv, n_lag)
+    molecules = options.molecules or 1
+    scale = {"absorption": lambda: absorption_scale(options.temperature_k, float(volume_a3 or 0)),
+             "molar": lambda: molar_scale(options.temperature_k, molecules),
+             "relative": lambda: 1.0}[units]()
+    meta: dict[str, Any] = {
+        **_base_meta("ir", options, raw, deriv), **lag_meta, **grid_meta,
+        "units": UNIT_LABELS[units], "units_kind": units, "formula": IR_FORMULAS[units],
+        "conventions": "SI (Gaussian texts: 4πε₀ → 1); Napierian absorption (natural log); "
+                       "M in e·Å, t in fs; ν̃ = ω/(2πc)",
+    }
+    if units != "relative":
+        meta["constants"] = CONSTANTS
+    if units == "absorption":
         meta["volume_a3"] = volume_a3
-    return _finish("ir", nu, {"ir": spec}, meta, metadata)
+        meta["normalisation"] = "per volume (the whole periodic cell)"
+    elif units == "molar":
+        meta["molecules"] = molecules
+        meta["normalisation"] = f"per molecule ({molecules} per frame)"
+        if volume_a3 is not None:
+            meta["volume_a3"] = volume_a3
+    out = _finish("ir", nu, {"ir": spec * scale}, meta, metadata)
+    if options.bands is not None:
+        per = [{"ir": _ir_relative([s], options, deriv, n_lag)[1] * scale} for s in series] if len(series) > 1 else []
+        out.bands = band_table(nu, out.intensities, options.bands, BAND_UNITS[units], per)
+    return out
 
 
 def raman_spectrum(
@@ -417,14 +356,15 @@ def raman_spectrum(
     *,
     metadata: Mapping[str, Any] | None = None,
 ) -> Spectrum:
-    """Raman iso/aniso/VV/VH from α [nframes, 9] (row-major) or [nframes, 3, 3] (Å³)."""
+    """Raman iso/aniso/VV/VH from α [nframes, 9] (row-major) or [nframes, 3, 3] (Å³).
+
+    With options.bands each band row holds every channel's integral and the depolarisation
+    ratio ρ = ∫I_VH/∫I_VV (0 ≤ ρ ≤ 3/4)."""
     raw = _as_series(polarizabilities, "polarizabilities", [(9,), (3, 3)])
     alpha = [a.reshape(-1, 3, 3) for a in raw]
     alpha = [0.5 * (a + a.transpose(0, 2, 1)) for a in alpha]  # symmetrise first
     mean = [np.trace(a, axis1=1, axis2=2)[:, None] / 3.0 for a in alpha]
-    aniso = [
-        (a - m[:, :, None] * np.eye(3)).reshape(-1, 9) for a, m in zip(alpha, mean, strict=True)
-    ]
+    aniso = [(a - m[:, :, None] * np.eye(3)).reshape(-1, 9) for a, m in zip(alpha, mean, strict=True)]
     deriv = options.derivative is True  # default: direct form, see module docstring
     iso_s, aniso_s = _prepare(mean, options, deriv), _prepare(aniso, options, deriv)
     n_lag, lag_meta = _plan(iso_s, options)
@@ -442,21 +382,27 @@ def raman_spectrum(
         units = "arb.: Å⁶·fs·cm⁻¹, reduced ν̃(1-e^{-βħω})·I"
     if options.laser_cm is not None:
         if options.laser_cm <= nu[-1]:
-            raise ConfigError(
-                f"laser wavenumber {options.laser_cm:g} cm⁻¹ must exceed the grid maximum "
-                f"{nu[-1]:g} cm⁻¹",
-                path="laser_cm",
-            )
+            raise ConfigError(f"laser wavenumber {options.laser_cm:g} cm⁻¹ must exceed the grid maximum "
+                              f"{nu[-1]:g} cm⁻¹", path="laser_cm")
         factor = factor * (options.laser_cm - nu) ** 4
         units = "arb.: Å⁶·fs·cm⁻⁴, Stokes (ν̃_in-ν̃)⁴·I"
     iso, ani = s_iso * factor, s_aniso * factor
     out = {"iso": iso, "aniso": ani, "vv": iso + ani, "vh": 0.75 * ani}
     meta = {
-        **_base_meta("raman", options, raw, deriv),
-        **lag_meta,
-        **grid_meta,
-        "units": units,
-        "reduced": options.raman_reduced,
-        "laser_cm": options.laser_cm,
+        **_base_meta("raman", options, raw, deriv), **lag_meta, **grid_meta, "units": units,
+        "reduced": options.raman_reduced, "laser_cm": options.laser_cm,
+        "temperature_factor": RAMAN_TEMPERATURE_NOTE.get(options.correction, ""),
     }
-    return _finish("raman", nu, out, meta, metadata)
+    spectrum = _finish("raman", nu, out, meta, metadata)
+    if options.bands is not None:
+        spectrum.bands = band_table(nu, spectrum.intensities, options.bands, "arb. (band integral)")
+    return spectrum
+
+
+RAMAN_TEMPERATURE_NOTE = {
+    "harmonic": "Bose–Einstein: Q_harm = βħω·(n(ω)+1), n = 1/(e^{βħω}-1); the Stokes spectrum carries "
+                "the (n+1) population factor as measured; raman_reduced divides it out",
+    "kubo": "Kubo correction 2/(1+e^{-βħω}) (detailed balance, not the harmonic (n+1)·βħω)",
+    "schofield": "Schofield correction e^{βħω/2}",
+    "none": "classical: no Bose–Einstein factor",
+}

@@ -1,6 +1,7 @@
 """``dptensor spectrum``: IR / Raman spectrum of MD trajectories with a dipole / polarizability
-model, without the service (the same pipeline as the service's spectrum jobs:
-model.spectrum_pipeline.run_spectrum)."""
+model (-m), or of the trajectories' own reference labels (--labels), without the service (the
+same pipeline as the service's spectrum jobs: model.spectrum_pipeline). Formulas, units and
+conventions: docs/spectra.md."""
 
 from __future__ import annotations
 
@@ -11,13 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from model.errors import ConfigError
-from model.spectra import CORRECTIONS, WINDOWS, Spectrum
+from model.spectra_units import IR_UNITS, parse_bands
+from model.spectrum_options import CORRECTIONS, OPTION_HELP, WINDOWS, Spectrum
 
 EXAMPLE = """examples:
   dptensor spectrum -m dipole.pt -t md.xyz --kind ir --dt 1 -o ir.json --csv ir.csv --plot ir.png
   dptensor spectrum -m dipole.pt -t md.lammpstrj --lammps-types 1=O,2=H --kind ir --dt 0.5 \\
       --dipole-mode wannier --charges O=6,H=1 --q-w -8 -o ir.json
   dptensor spectrum -m polar.pt -t run1.traj -t run2.traj --kind raman --dt 2 --csv raman.csv
+  dptensor spectrum --kind ir --labels -t sys1 -t sys2 --dt 0.5 --units molar --molecules 64 \
+      --bands 1000:2000,3000:4000 -o ir.json          # DFT dipole.npy labels, no model
 """
 
 
@@ -42,7 +46,8 @@ def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
     for name, key in (("temperature", "temperature_k"), ("window", "window"), ("max_corr", "max_corr_fs"),
                       ("zero_pad", "zero_pad"), ("correction", "correction"), ("freq_max", "freq_max_cm"),
                       ("derivative", "derivative"), ("laser", "laser_cm"), ("dipole_mode", "dipole_mode"),
-                      ("q_w", "q_w"), ("format", "format"), ("index", "index"), ("max_frames", "max_frames")):
+                      ("q_w", "q_w"), ("format", "format"), ("index", "index"), ("max_frames", "max_frames"),
+                      ("units", "units"), ("molecules", "molecules")):
         if getattr(args, name) is not None:
             opts[key] = getattr(args, name)
     if args.reduced:
@@ -51,6 +56,8 @@ def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
         opts["ionic_charges"] = _pairs(args.charges, "--charges", float)
     if args.lammps_types is not None:
         opts["lammps_type_symbols"] = _pairs(args.lammps_types, "--lammps-types", str)
+    if args.bands is not None:
+        opts["bands"] = [list(b) for b in parse_bands(args.bands) or ()]
     if args.volume is not None:
         opts["volume_a3"] = args.volume if args.volume == "cell" else _float(args.volume, "--volume")
     return opts
@@ -93,11 +100,46 @@ def plot_spectrum(spectrum: Spectrum, path: str | Path, title: str = "") -> Path
     return Path(path)
 
 
-def cmd_spectrum(args: argparse.Namespace) -> int:
-    from model.checkpoint import load_model
-    from model.spectrum_pipeline import parse_request, run_spectrum
+def _report_bands(spectrum: Spectrum) -> None:
+    for band in spectrum.bands or []:
+        err = f" ± {band['error']:.4g}" if band.get("error") is not None else ""
+        rho = f", depolarisation ratio {band['depolarization_ratio']:.3f}" if "depolarization_ratio" in band else ""
+        print(f"band {band['lo']:g}-{band['hi']:g} cm⁻¹: {band['integral']:.6g}{err} {band['unit']}{rho}",
+              file=sys.stderr)
 
+
+def _write_outputs(args: argparse.Namespace, spectrum: Spectrum, title: str) -> None:
+    text = json.dumps(spectrum.to_dict())
+    if args.output == "-":
+        print(text)
+    else:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}", file=sys.stderr)
+    if args.csv:
+        Path(args.csv).write_text(spectrum.to_csv())
+        print(f"wrote {args.csv}", file=sys.stderr)
+    if args.plot:
+        plot_spectrum(spectrum, args.plot, title)
+        print(f"wrote {args.plot}", file=sys.stderr)
+
+
+def cmd_spectrum(args: argparse.Namespace) -> int:
+    from model.spectrum_pipeline import parse_request, run_labels_spectrum, run_spectrum
+
+    if (args.model is None) == (not args.labels):
+        raise ConfigError("give a model (-m) or --labels (the trajectories' own dipole/polarizability labels)",
+                          path="--model")
     request = parse_request(args.kind, args.dt, options_from_args(args), prefix="")
+    names = ", ".join(Path(t).name for t in args.trajectory)
+    if args.labels:
+        spectrum = run_labels_spectrum(args.trajectory, request)
+        meta = spectrum.metadata
+        print(f"{meta['n_frames']} frames of reference labels; {request.kind.upper()} in {meta['units']}", file=sys.stderr)
+        _report_bands(spectrum)
+        _write_outputs(args, spectrum, f"{request.kind.upper()} · labels · {names}")
+        return 0
+    from model.checkpoint import load_model
+
     model = load_model(args.model, device=args.device or "cpu", precision=args.precision)
     tty = sys.stderr.isatty()
 
@@ -114,20 +156,9 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
     print(f"{result.frames} frames of {result.atoms} atoms predicted in {result.predict_s:.2f} s "
           f"({result.frames_per_s:.1f} frames/s, chunks of {result.batch_size}); {request.kind.upper()} grid 0-{meta['freq_max_cm']:.0f} cm⁻¹ "
           f"every {meta['grid_spacing_cm']:.2f} cm⁻¹ (resolution {meta['resolution_cm']:.1f}, Nyquist "
-          f"{meta['nyquist_cm']:.0f})", file=sys.stderr)
-    text = json.dumps(spectrum.to_dict())
-    if args.output == "-":
-        print(text)
-    else:
-        Path(args.output).write_text(text)
-        print(f"wrote {args.output}", file=sys.stderr)
-    if args.csv:
-        Path(args.csv).write_text(spectrum.to_csv())
-        print(f"wrote {args.csv}", file=sys.stderr)
-    if args.plot:
-        names = ", ".join(Path(t).name for t in args.trajectory)
-        plot_spectrum(spectrum, args.plot, f"{request.kind.upper()} · {Path(args.model).name} · {names}")
-        print(f"wrote {args.plot}", file=sys.stderr)
+          f"{meta['nyquist_cm']:.0f}), in {meta['units']}", file=sys.stderr)
+    _report_bands(spectrum)
+    _write_outputs(args, spectrum, f"{request.kind.upper()} · {Path(args.model).name} · {names}")
     return 0
 
 
@@ -135,7 +166,10 @@ def add_spectrum_parser(subparsers: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = subparsers.add_parser(
         "spectrum", help="IR / Raman spectrum of MD trajectories (predicted dipoles / polarizabilities)",
         description=__doc__, epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-m", "--model", required=True, help="dipole model (IR) or polarizability model (Raman)")
+    p.add_argument("-m", "--model", help="dipole model (IR) or polarizability model (Raman)")
+    p.add_argument("--labels", action="store_true",
+                   help="no model: use the trajectories' own labels (DeePMD system with dipole.npy / "
+                        "polarizability.npy, or an .npz time series)")
     p.add_argument("-t", "--trajectory", required=True, action="append",
                    help="extxyz, LAMMPS dump, ASE .traj or DeePMD system folder; repeat to average runs")
     p.add_argument("--kind", required=True, choices=["ir", "raman"])
@@ -156,11 +190,14 @@ def add_spectrum_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="derivative form (default: yes for IR, no for Raman)")
     g.add_argument("--reduced", action="store_true", help="Raman: reduced spectrum")
     g.add_argument("--laser", type=float, help="Raman: laser wavenumber (cm⁻¹) for Stokes intensities")
-    g.add_argument("--volume", help="IR: absolute units with this volume (Å³) or 'cell' (mean cell volume)")
+    g.add_argument("--volume", help="IR: " + OPTION_HELP["volume_a3"])
+    g.add_argument("--units", choices=IR_UNITS, help="IR: " + OPTION_HELP["units"].removeprefix("IR: "))
+    g.add_argument("--molecules", type=int, help="IR: " + OPTION_HELP["molecules"].removeprefix("IR: "))
+    g.add_argument("--bands", help="integrate bands LO:HI[,LO:HI…] in cm⁻¹ (reported as \"bands\" in the JSON)")
     g = p.add_argument_group("IR dipole")
     g.add_argument("--dipole-mode", choices=["global", "wannier"],
                    help="global: the model's dipole (default); wannier: Σ Z r + q_W Σ_sel (r + Δ)")
-    g.add_argument("--charges", help="wannier: ionic charges by element, e.g. O=6,H=1")
+    g.add_argument("--charges", help="wannier: ionic charges by element, e.g. O=6,H=1 (JSON: ionic_charges)")
     g.add_argument("--q-w", type=float, help="wannier: charge of a Wannier centroid (water: -8)")
     g = p.add_argument_group("output")
     g.add_argument("-o", "--output", default="-", help="spectrum JSON (default: stdout)")

@@ -210,8 +210,10 @@ def check_plan(request: SpectrumRequest, nframes: int) -> None:
     if nframes < 4:
         raise DataError(f"{nframes} frame(s): a spectrum needs at least 4")
     series = np.random.default_rng(0).normal(size=(nframes, TENSOR_DIM[request.model_kind]))
-    transform = ir_spectrum if request.kind == "ir" else raman_spectrum
-    transform(series, request.spectrum)
+    if request.kind == "ir":  # the units need the volume, which is checked with the frames
+        ir_spectrum(series, dataclasses.replace(request.spectrum, units="relative"))
+    else:
+        raman_spectrum(series, request.spectrum)
 
 
 # ---- prediction --------------------------------------------------------------------------------
@@ -336,10 +338,14 @@ def spectrum_metadata(request: SpectrumRequest, model: TensorModel, trajectories
 
 
 def _volume(request: SpectrumRequest, trajectories: Sequence[Trajectory]) -> float | None:
-    if request.volume_a3 != "cell":
-        return None if request.volume_a3 is None else float(request.volume_a3)
-    volumes = [v for t in trajectories if (v := t.volumes_a3()) is not None]  # load_frames checked
-    return float(np.mean(np.concatenate(volumes)))
+    """The volume for absolute units: given, or the mean cell volume ('cell', or by default
+    when every trajectory is periodic with a cell)."""
+    if request.volume_a3 not in (None, "cell"):
+        return float(request.volume_a3)
+    volumes = [t.volumes_a3() if any(t.pbc) else None for t in trajectories]
+    if any(v is None for v in volumes):
+        return None  # 'cell' was checked by load_frames
+    return float(np.mean(np.concatenate([v for v in volumes if v is not None])))
 
 
 def transform(request: SpectrumRequest, series: Sequence[NDArray[np.float64]],
@@ -348,6 +354,28 @@ def transform(request: SpectrumRequest, series: Sequence[NDArray[np.float64]],
     if request.kind == "ir":
         return ir_spectrum(data, request.spectrum, volume_a3=volume_a3, metadata=metadata)
     return raman_spectrum(data, request.spectrum, metadata=metadata)
+
+
+def run_labels_spectrum(sources: Sequence[str | Path], request: SpectrumRequest) -> Spectrum:
+    """The spectrum of the sources' own tensor labels (model.spectrum_labels), no model: the
+    same transform and metadata as a model's spectrum, so the two compare like for like."""
+    from model.spectrum_labels import read_labels
+
+    labels = [read_labels(s, request.kind, request.index) for s in sources]
+    for item in labels:
+        check_plan(request, item.values.shape[0])
+    volumes = [item.volume_a3 for item in labels]
+    volume: float | None = None
+    if _number(request.volume_a3):
+        volume = float(request.volume_a3)
+    elif all(v is not None for v in volumes):
+        volume = float(np.mean([v for v in volumes if v is not None]))
+    elif request.volume_a3 == "cell":
+        raise ConfigError("'cell' needs labels with a periodic cell (box.npy or an npz 'box')",
+                          path="volume_a3")
+    meta = {"source": "reference labels (no model)", "sources": [Path(s.source).name for s in labels],
+            "label": "dipole" if request.kind != "raman" else "polarizability", "frame_index": request.index}
+    return transform(request, [item.values for item in labels], meta, volume)
 
 
 @dataclass
