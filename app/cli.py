@@ -1,17 +1,33 @@
 """The ``dptensor`` command. ``serve``, ``worker`` and ``token`` are handled here; the
 model commands (train, test, predict, spectrum) are handed to model.cli, imported only
-then — so ``dptensor serve`` in an api-only image needs no torch."""
+then — so ``dptensor serve`` in an api-only image needs no torch.
+
+The model commands need only the core dependencies (``pip install dptensor``): nothing
+from the service extra is imported before a service command runs, and a service command
+on a core install says which extra to install instead of a traceback."""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
+from typing import TYPE_CHECKING
 
-from app.settings import Settings, SettingsError, load_settings
+if TYPE_CHECKING:
+    from app.settings import Settings
 
 SERVICE_COMMANDS = ("serve", "worker", "token")
 MODEL_COMMANDS = ("train", "test", "predict", "spectrum")
+# import name -> distribution, of the service extra's packages these commands load
+SERVICE_MODULES = {"pydantic_settings": "pydantic-settings", "sqlalchemy": "sqlalchemy", "fastapi": "fastapi",
+                   "uvicorn": "uvicorn", "multipart": "python-multipart", "celery": "celery", "redis": "redis"}
+SERVICE_INSTALL = "pip install 'dptensor[service]'"
+
+
+def missing_service_modules() -> list[str]:
+    """Distributions of the service extra that are not installed."""
+    return [dist for module, dist in SERVICE_MODULES.items() if importlib.util.find_spec(module) is None]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace, **extra: object) -> Settings:
+    from app.settings import load_settings
+
     overrides = {k: v for k, v in extra.items() if v is not None}
     if getattr(args, "data_dir", None):
         overrides["data_dir"] = args.data_dir
@@ -93,6 +111,15 @@ def main(argv: list[str] | None = None) -> int:
 
         return model_main(argv)
     args = build_parser().parse_args(argv)
+    missing = missing_service_modules()
+    if missing:
+        print(f"dptensor {args.command}: the service commands ({', '.join(SERVICE_COMMANDS)}) need the "
+              f"'service' extra, which is not installed (missing: {', '.join(missing)}). Install it with:\n"
+              f"  {SERVICE_INSTALL}\n"
+              f"The model commands ({', '.join(MODEL_COMMANDS)}) work without it.", file=sys.stderr)
+        return 2
+    from app.settings import SettingsError
+
     try:
         return {"serve": cmd_serve, "worker": cmd_worker, "token": cmd_token}[args.command](args)
     except SettingsError as exc:
