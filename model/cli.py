@@ -36,6 +36,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         elif tty:
             print("\r" + status, end="", flush=True)
 
+    if args.committee is not None:
+        from model.committee_cli import train_committee_cli
+
+        return train_committee_cli(args)
     output = Path(args.output)
     result = train(args.input, output, restart=args.restart, device=args.device, on_progress=show)
     print(f"trained {result.steps_done} steps -> {result.model_path}")
@@ -90,16 +94,18 @@ def load_structures(path: str, type_map: list[str], fmt: str | None = None
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from model.checkpoint import load_model
+    from model.committee import load_predictor
+    from model.committee_cli import print_written, write_frame_table
     from model.inference import save_predictions_npz
 
-    model = load_model(args.model, device=args.device or "cpu", precision=args.precision)
+    model = load_predictor(args.model, device=args.device or "cpu", precision=args.precision, member=args.member)
     coord, atype, box = load_structures(args.system, model.type_map, args.format)
     t0 = time.monotonic()
     out = save_predictions_npz(args.output, model, coord, atype, box, batch_size=args.batch_size)
     dt = time.monotonic() - t0
     print(f"predicted {coord.shape[0]} frames ({coord.shape[1]} atoms) in {dt:.2f} s "
           f"({coord.shape[0] / max(dt, 1e-9):.1f} frames/s) -> {out}")
+    print_written(write_frame_table(out, args.csv, args.json))
     return 0
 
 
@@ -111,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="DeePMD-kit input.json (system paths relative to its folder)")
     p.add_argument("-o", "--output", default=".", help="output folder (lcurve.out, checkpoints, model.pt)")
     p.add_argument("--restart", help="checkpoint to continue from (e.g. model.ckpt.pt)")
+    p.add_argument("--committee", type=int, default=None, metavar="K",
+                   help="train K members with different seeds -> OUTPUT/committee.pt")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     p.set_defaults(func=cmd_train)
 
@@ -127,7 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_test)
 
     p = sub.add_parser("predict", help="batched inference to an .npz (global [nf,dim], atomic [nf,nat,dim])")
-    p.add_argument("-m", "--model", required=True)
+    p.add_argument("-m", "--model", required=True, action="append",
+                   help="model file; a committee file or several -m give the committee mean, std and deviations")
+    p.add_argument("--member", type=int, default=None, help="use only this member of the committee")
+    p.add_argument("--csv", help="also write per-frame global tensors (and committee deviations) as CSV")
+    p.add_argument("--json", help="the same per-frame table as JSON")
     p.add_argument("-s", "--system", required=True, help="DeePMD system folder or trajectory file (xyz, dump, traj)")
     p.add_argument("-o", "--output", required=True, help="output .npz")
     p.add_argument("--format", help="trajectory format when the extension does not tell")
@@ -136,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.set_defaults(func=cmd_predict)
 
+    from model.committee_cli import add_select_parser
+
+    add_select_parser(sub)
     try:
         from model.spectrum_cli import add_spectrum_parser
     except ImportError:  # pragma: no cover - optional module

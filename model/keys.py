@@ -27,6 +27,13 @@ PRED_ATOMIC = "atomic"  # [nf, nat, dim]  zeros for atoms outside sel_type
 PRED_ATYPE = "atype"  # [nat]  model type index of each atom
 PRED_TYPE_MAP = "type_map"  # [ntypes]  str
 PRED_KIND = "kind"  # []  "dipole" | "polar"
+# Committee predictions add (``global`` / ``atomic`` are then the members' mean):
+PRED_GLOBAL_STD = "global_std"  # [nf, dim]  std over members, per component
+PRED_ATOMIC_STD = "atomic_std"  # [nf, nat, dim]
+PRED_DEVI_GLOBAL = "devi_global"  # [nf]  ‖global_std‖
+PRED_DEVI_ATOMIC_MAX = "devi_atomic_max"  # [nf]  max over atoms of ‖atomic_std‖
+PRED_MEMBER_GLOBAL = "member_global"  # [K, nf, dim]  each member's global tensor
+PRED_COMMITTEE_SIZE = "committee_size"  # []  K
 
 
 def tensor_dim(kind: str) -> int:
