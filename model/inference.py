@@ -44,6 +44,11 @@ class Prediction:
     member_global: np.ndarray | None = None  # [K, nf, 3|9] committee members' own tensors
     member_atomic: np.ndarray | None = None  # [K, nf, nat, 3|9]
 
+    def member(self, k: int) -> Prediction:
+        """Committee member ``k``'s own prediction."""
+        assert self.member_global is not None and self.member_atomic is not None
+        return Prediction(global_tensor=self.member_global[k], atomic_tensor=self.member_atomic[k])
+
 
 def committee_size(model: Predictor) -> int:
     return model.size if isinstance(model, Committee) else 1

@@ -86,7 +86,10 @@ def plot_spectrum(spectrum: Spectrum, path: str | Path, title: str = "") -> Path
 
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
     for name, values in spectrum.intensities.items():
-        ax.plot(spectrum.wavenumber_cm, values, lw=1.2, label=name)
+        line = ax.plot(spectrum.wavenumber_cm, values, lw=1.2, label=name)[0]
+        if spectrum.std is not None:  # a committee: mean ± std over members
+            ax.fill_between(spectrum.wavenumber_cm, values - spectrum.std[name], values + spectrum.std[name],
+                            color=line.get_color(), alpha=0.25, lw=0)
     ax.set_xlabel("wavenumber (cm⁻¹)")
     ax.set_ylabel(f"intensity ({spectrum.metadata.get('units', 'arb.')})", fontsize=8)
     ax.set_xlim(0, float(spectrum.wavenumber_cm[-1]))
@@ -138,9 +141,10 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
         _report_bands(spectrum)
         _write_outputs(args, spectrum, f"{request.kind.upper()} · labels · {names}")
         return 0
-    from model.checkpoint import load_model
+    from model.committee import load_predictor
 
-    model = load_model(args.model, device=args.device or "cpu", precision=args.precision)
+    model = load_predictor(args.model, device=args.device or "cpu", precision=args.precision)
+    model_name = "+".join(Path(m).name for m in args.model)
     tty = sys.stderr.isatty()
 
     def progress(done: int, total: int) -> None:
@@ -148,7 +152,7 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
             print(f"\rpredicted {done}/{total} frames", end="" if done < total else "\n", file=sys.stderr,
                   flush=True)
 
-    result = run_spectrum(model, args.trajectory, request, model_id=Path(args.model).name,
+    result = run_spectrum(model, args.trajectory, request, model_id=model_name,
                           predictions=_prediction_paths(args.predictions, len(args.trajectory)),
                           batch_size=args.batch_size, progress=progress)
     spectrum = result.spectrum
@@ -158,7 +162,10 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
           f"every {meta['grid_spacing_cm']:.2f} cm⁻¹ (resolution {meta['resolution_cm']:.1f}, Nyquist "
           f"{meta['nyquist_cm']:.0f}), in {meta['units']}", file=sys.stderr)
     _report_bands(spectrum)
-    _write_outputs(args, spectrum, f"{request.kind.upper()} · {Path(args.model).name} · {names}")
+    for peak in spectrum.peaks or []:
+        print(f"{peak['channel']} peak at {peak['mean_cm']:.1f} ± {peak['std_cm']:.1f} cm⁻¹ over "
+              f"{len(peak['member_cm'])} members", file=sys.stderr)
+    _write_outputs(args, spectrum, f"{request.kind.upper()} · {model_name} · {names}")
     return 0
 
 
@@ -166,7 +173,9 @@ def add_spectrum_parser(subparsers: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = subparsers.add_parser(
         "spectrum", help="IR / Raman spectrum of MD trajectories (predicted dipoles / polarizabilities)",
         description=__doc__, epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-m", "--model", help="dipole model (IR) or polarizability model (Raman)")
+    p.add_argument("-m", "--model", action="append",
+                   help="dipole model (IR) or polarizability model (Raman); a committee file or several -m "
+                        "give mean ± std over members")
     p.add_argument("--labels", action="store_true",
                    help="no model: use the trajectories' own labels (DeePMD system with dipole.npy / "
                         "polarizability.npy, or an .npz time series)")

@@ -138,6 +138,10 @@ class Spectrum:
     intensities: dict[str, FloatArray]
     metadata: dict[str, Any] = field(default_factory=dict)
     bands: list[dict[str, Any]] | None = None  # band integrals (spectra_units.band_table)
+    # a committee's spectrum (model.committee_spectra): std over members per channel and
+    # grid point, and the main peaks with their positions per member
+    std: dict[str, FloatArray] | None = None
+    peaks: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -147,11 +151,19 @@ class Spectrum:
         }
         if self.bands is not None:
             out["bands"] = plain(self.bands)
+        if self.std is not None:
+            out["intensities_std"] = {k: [float(v) for v in a] for k, a in self.std.items()}
+        if self.peaks is not None:
+            out["peaks"] = plain(self.peaks)
         return out
 
     def to_csv(self) -> str:
         names = ["wavenumber_cm", *self.intensities]
-        table = np.column_stack([self.wavenumber_cm, *self.intensities.values()])
+        columns = [self.wavenumber_cm, *self.intensities.values()]
+        if self.std is not None:
+            names += [f"{k}_std" for k in self.std]
+            columns += list(self.std.values())
+        table = np.column_stack(columns)
         buf = io.StringIO()
         np.savetxt(buf, table, delimiter=",", fmt="%.10g", header=",".join(names), comments="")
         return buf.getvalue()

@@ -35,8 +35,8 @@ from model.trajectory import (
 )
 
 if TYPE_CHECKING:
+    from model.committee import Predictor as TensorModel  # a model or a committee
     from model.inference import Prediction
-    from model.tensor_model import TensorModel
 
 KINDS = {"ir": "dipole", "raman": "polar"}  # spectrum kind -> model kind it needs
 DIPOLE_MODES = ("global", "wannier")
@@ -255,8 +255,9 @@ class _Series:
     carried into the next, so chunking gives exactly the unwrapping of the whole run."""
 
     def __init__(self, request: SpectrumRequest, model: TensorModel, traj: Trajectory,
-                 atype: NDArray[np.int64]) -> None:
+                 atype: NDArray[np.int64], member: int | None = None) -> None:
         self.request, self.traj, self.atype = request, traj, atype
+        self.member = member  # a committee member's own series (None: the predicted mean)
         self.values = np.zeros((traj.nframes, model.dim))
         self.sel = np.isin(atype, model.sel_type)
         if request.dipole_mode == "wannier":
@@ -266,6 +267,8 @@ class _Series:
         self.last: tuple[NDArray[np.float64], NDArray[np.float64] | None] | None = None
 
     def __call__(self, f0: int, chunk: Prediction) -> None:
+        if self.member is not None:
+            chunk = chunk.member(self.member)
         n = chunk.global_tensor.shape[0]
         if self.request.dipole_mode == "global":
             self.values[f0:f0 + n] = chunk.global_tensor
@@ -290,26 +293,54 @@ def predict_series(model: TensorModel, traj: Trajectory, request: SpectrumReques
     """The time series of the request ([nf, 3] dipoles or [nf, 9] polarizabilities), predicted
     chunk by chunk; with ``predictions`` the per-frame tensors also go to that .npz.
     ``should_stop`` is polled between chunks: a stop raises InterruptedError."""
-    from model.inference import iter_predict, save_predictions_npz
-
     check_model_kind(request, model.kind)
     atype = check_elements(request, traj.symbols, model.type_map)
     series = _Series(request, model, traj, atype)
+    _predict_into(model, traj, request, [series], predictions=predictions, batch_size=batch_size,
+                  progress=progress, should_stop=should_stop)
+    return series.values
+
+
+def predict_member_series(model: TensorModel, traj: Trajectory, request: SpectrumRequest, *,
+                          predictions: str | Path | None = None, batch_size: int | None = None,
+                          progress: Progress | None = None,
+                          should_stop: Callable[[], bool] | None = None) -> list[NDArray[np.float64]]:
+    """``predict_series`` of every committee member, from one batched pass over the frames."""
+    from model.inference import committee_size
+
+    check_model_kind(request, model.kind)
+    atype = check_elements(request, traj.symbols, model.type_map)
+    series = [_Series(request, model, traj, atype, member=k) for k in range(committee_size(model))]
+    _predict_into(model, traj, request, series, predictions=predictions, batch_size=batch_size,
+                  progress=progress, should_stop=should_stop)
+    return [s.values for s in series]
+
+
+def _predict_into(model: TensorModel, traj: Trajectory, request: SpectrumRequest, sinks: Sequence[_Series], *,
+                  predictions: str | Path | None, batch_size: int | None, progress: Progress | None,
+                  should_stop: Callable[[], bool] | None) -> None:
+    from model.inference import iter_predict, save_predictions_npz
+
+    atype = sinks[0].atype
     box = model_box(traj)
+
+    def feed(f0: int, chunk: Prediction) -> None:
+        for sink in sinks:
+            sink(f0, chunk)
+
     if progress is not None:
         progress(0, traj.nframes)
     if predictions is not None:
         save_predictions_npz(predictions, model, traj.coords, atype, box, batch_size=batch_size,
-                             progress=progress, should_stop=should_stop, on_chunk=series)
-        return series.values
+                             progress=progress, should_stop=should_stop, on_chunk=feed)
+        return
     for f0, chunk in iter_predict(model, traj.coords, atype, box, batch_size=batch_size):
-        series(f0, chunk)
+        feed(f0, chunk)
         done = f0 + chunk.global_tensor.shape[0]
         if progress is not None:
             progress(done, traj.nframes)
         if should_stop is not None and done < traj.nframes and should_stop():
             raise InterruptedError("prediction stopped")
-    return series.values
 
 
 # ---- spectrum ----------------------------------------------------------------------------------
@@ -386,6 +417,7 @@ class SpectrumResult:
     atoms: int
     predict_s: float  # wall time of the predictions (reading excluded)
     batch_size: int  # frames per chunk
+    member_spectra: list[Spectrum] | None = None  # a committee's: each member's spectrum
 
     @property
     def frames_per_s(self) -> float:
@@ -402,8 +434,12 @@ def run_spectrum(model: TensorModel, sources: Sequence[str | Path], request: Spe
     outputs = list(predictions) if predictions is not None else [None] * len(sources)
     if len(outputs) != len(sources):
         raise ConfigError(f"{len(outputs)} predictions files for {len(sources)} trajectories")
+    from model.inference import committee_size
+
+    members = committee_size(model) if _is_committee(model) else 0
     trajectories: list[Trajectory] = []
     series: list[NDArray[np.float64]] = []
+    member_series: list[list[NDArray[np.float64]]] = []  # per trajectory, per member
     seconds, chunk = 0.0, batch_size
     for source, out in zip(sources, outputs, strict=True):
         traj = load_frames(source, request)
@@ -416,13 +452,31 @@ def run_spectrum(model: TensorModel, sources: Sequence[str | Path], request: Spe
         if chunk is None:
             chunk = device_batch_size(model, traj, check_elements(request, traj.symbols, model.type_map))
         t0 = time.monotonic()
-        series.append(predict_series(model, traj, request, predictions=out, batch_size=chunk,
-                                     progress=progress, should_stop=should_stop))
+        if members:
+            member_series.append(predict_member_series(model, traj, request, predictions=out, batch_size=chunk,
+                                                       progress=progress, should_stop=should_stop))
+            series.append(np.mean(member_series[-1], axis=0))
+        else:
+            series.append(predict_series(model, traj, request, predictions=out, batch_size=chunk,
+                                         progress=progress, should_stop=should_stop))
         seconds += time.monotonic() - t0
         trajectories.append(traj)
     from model.inference import chunk_frames
 
     meta = spectrum_metadata(request, model, trajectories, model_id)
-    spectrum = transform(request, series, meta, _volume(request, trajectories))
+    volume = _volume(request, trajectories)
     frames, atoms = sum(t.nframes for t in trajectories), trajectories[0].natoms
-    return SpectrumResult(spectrum, series, frames, atoms, seconds, chunk_frames(atoms, chunk))
+    if not members:
+        spectrum = transform(request, series, meta, volume)
+        return SpectrumResult(spectrum, series, frames, atoms, seconds, chunk_frames(atoms, chunk))
+    from model.committee_spectra import committee_spectrum
+
+    spectra = [transform(request, [per_traj[k] for per_traj in member_series], meta, volume) for k in range(members)]
+    return SpectrumResult(committee_spectrum(spectra), series, frames, atoms, seconds,
+                          chunk_frames(atoms, chunk, members), member_spectra=spectra)
+
+
+def _is_committee(model: TensorModel) -> bool:
+    from model.committee import Committee
+
+    return isinstance(model, Committee)
