@@ -11,6 +11,7 @@ RUN useradd --create-home --uid 1000 dptensor && mkdir /data && chown dptensor /
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY model ./model
+COPY jobs ./jobs
 COPY app ./app
 COPY worker ./worker
 

@@ -9,7 +9,7 @@ from sqlalchemy import Select
 from sqlalchemy.orm import Session
 
 from app.errors import NotFound
-from app.tables import Dataset, Job, ModelRecord, User
+from jobs.tables import Dataset, Job, ModelRecord, User
 
 Owned = TypeVar("Owned", Dataset, Job, ModelRecord)
 S = TypeVar("S", bound=Select)  # a Select of any columns

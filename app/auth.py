@@ -8,7 +8,7 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.tables import Token, User
+from jobs.tables import Token, User
 
 TOKEN_PREFIX = "dpt_"
 LOCAL_USER = "local"  # the user of an auth="none" (loopback-only) service

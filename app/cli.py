@@ -15,7 +15,7 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from app.settings import Settings
+    from jobs.settings import Settings
 
 SERVICE_COMMANDS = ("serve", "worker", "token")
 MODEL_COMMANDS = ("train", "test", "predict", "spectrum")
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace, **extra: object) -> Settings:
-    from app.settings import load_settings
+    from jobs.settings import load_settings
 
     overrides = {k: v for k, v in extra.items() if v is not None}
     if getattr(args, "data_dir", None):
@@ -91,7 +91,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_token(args: argparse.Namespace) -> int:
     from app.auth import create_token
-    from app.db import init_db, session_scope
+    from jobs.db import init_db, session_scope
 
     settings = _settings(args)
     settings.root.mkdir(parents=True, exist_ok=True)
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
               f"  {SERVICE_INSTALL}\n"
               f"The model commands ({', '.join(MODEL_COMMANDS)}) work without it.", file=sys.stderr)
         return 2
-    from app.settings import SettingsError
+    from jobs.settings import SettingsError
 
     try:
         return {"serve": cmd_serve, "worker": cmd_worker, "token": cmd_token}[args.command](args)

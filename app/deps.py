@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.auth import LOCAL_USER, get_or_create_user, user_for_token
 from app.errors import Unauthorized
-from app.queue import TaskQueue
-from app.settings import Settings
-from app.tables import User
+from jobs.queue import TaskQueue
+from jobs.settings import Settings
+from jobs.tables import User
 
 bearer = HTTPBearer(auto_error=False, description="API token from `dptensor token create --user NAME`")
 

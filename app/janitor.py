@@ -10,9 +10,9 @@ import threading
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.queue import TaskQueue
-from app.settings import Settings
-from app.store import sweep_stale
+from jobs.queue import TaskQueue
+from jobs.settings import Settings
+from jobs.store import sweep_stale
 
 log = logging.getLogger("dptensor.janitor")
 

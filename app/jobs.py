@@ -10,11 +10,11 @@ from typing import Any, Literal
 from sqlalchemy.orm import Session
 
 from app.errors import ServiceUnavailable
-from app.queue import JOB_TASKS, TaskQueue
 from app.schemas import JobPublic, LcurvePublic, Progress
-from app.settings import Settings
-from app.store import job_dir
-from app.tables import Job, User, new_id, utcnow
+from jobs.queue import JOB_TASKS, TaskQueue
+from jobs.settings import Settings
+from jobs.store import job_dir
+from jobs.tables import Job, User, new_id, utcnow
 
 
 def submit(session: Session, queue: TaskQueue, settings: Settings, user: User, *, kind: str, inputs: dict[str, Any],

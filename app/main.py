@@ -9,13 +9,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import errors
-from app.db import init_db, session_factory
 from app.janitor import Janitor
 from app.limits import BodySizeLimit
-from app.queue import TaskQueue
 from app.routes import api
 from app.routes.page import install_page
-from app.settings import Settings, get_settings
+from jobs.db import init_db, session_factory
+from jobs.queue import TaskQueue
+from jobs.settings import Settings, get_settings
 
 DESCRIPTION = """Train and serve DeePMD-style dipole / polarizability models.
 

@@ -9,8 +9,8 @@ import numpy as np
 
 from app.errors import PayloadTooLarge, Unprocessable
 from app.schemas import PredictRequest
-from app.settings import Settings
-from app.tables import ModelRecord
+from jobs.settings import Settings
+from jobs.tables import ModelRecord
 
 COMPONENTS = {"dipole": ["x", "y", "z"],
               "polar": ["xx", "xy", "xz", "yx", "yy", "yz", "zx", "zy", "zz"]}

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from app.settings import Settings
+from jobs.settings import Settings
 
 # One process per queue group: short synchronous predictions never wait behind a
 # training or a batch job.
@@ -131,7 +131,7 @@ def _first_admin_token(settings: Settings) -> str | None:
     if settings.auth != "token":
         return None
     from app.auth import ensure_first_admin
-    from app.db import session_scope
+    from jobs.db import session_scope
 
     with session_scope(settings.db_url) as session:
         token = ensure_first_admin(session)

@@ -8,7 +8,7 @@ import os
 import socket
 import sys
 
-from app.queue import QUEUES
+from jobs.queue import QUEUES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown queue(s) {unknown or queues}; choose from {', '.join(QUEUES)}")
     if args.device:
         os.environ["DPTENSOR_WORKER_DEVICE"] = args.device
-    from app.settings import SettingsError
+    from jobs.settings import SettingsError
 
     try:
         from worker.celery_app import celery

@@ -1,4 +1,4 @@
-"""The workers' Celery app: the api's config (app.queue) plus worker-side hooks — announce
+"""The workers' Celery app: the api's config (jobs.queue) plus worker-side hooks — announce
 the worker and heartbeat in the workers table, and turn a shutdown request into a
 checkpoint-and-requeue of the running job.
 
@@ -20,11 +20,11 @@ from celery import Celery
 from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import store
-from app.db import init_db, session_factory
-from app.queue import make_celery
-from app.settings import Settings, get_settings
-from app.tables import WorkerRecord, utcnow
+from jobs import store
+from jobs.db import init_db, session_factory
+from jobs.queue import make_celery
+from jobs.settings import Settings, get_settings
+from jobs.tables import WorkerRecord, utcnow
 from worker.progress import SHUTDOWN
 
 log = logging.getLogger("dptensor.worker")

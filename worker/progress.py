@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import store
+from jobs import store
 
 log = logging.getLogger("dptensor.worker")
 

@@ -14,10 +14,10 @@ from typing import Any
 
 from celery import Task
 
-from app import store
-from app.datasets import FILES
-from app.queue import JOB_TASKS
-from app.tables import Job
+from jobs import store
+from jobs.datasets import FILES
+from jobs.queue import JOB_TASKS
+from jobs.tables import Job
 from model.errors import DataError
 from model.trajectory import Trajectory
 from worker.celery_app import SETTINGS, WORKER_ID, celery, device, sessions

@@ -14,10 +14,10 @@ from typing import Any
 
 from celery import Task
 
-from app import store
-from app.datasets import FILES, resolve_refs
-from app.queue import INSPECT_TASK, JOB_TASKS, PREDICT_TASK
-from app.tables import Job
+from jobs import store
+from jobs.datasets import FILES, resolve_refs
+from jobs.queue import INSPECT_TASK, JOB_TASKS, PREDICT_TASK
+from jobs.tables import Job
 from model.errors import DptensorError
 from worker.celery_app import SETTINGS, WORKER_ID, celery, device, sessions
 from worker.predict import Stopped, inspect, load_cached, predict_structures, predict_system

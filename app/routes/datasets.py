@@ -11,12 +11,12 @@ from sqlalchemy import select
 
 from app.access import owned, visible
 from app.archive import Limits, extract
-from app.datasets import FILES, summarize
 from app.deps import CurrentUser, SessionDep, SettingsDep
 from app.errors import Conflict
 from app.schemas import ERRORS, DatasetPublic, ErrorBody
-from app.store import dataset_dir
-from app.tables import Dataset, Job, new_id
+from jobs.datasets import FILES, summarize
+from jobs.store import dataset_dir
+from jobs.tables import Dataset, Job, new_id
 
 router = APIRouter(prefix="/datasets", tags=["datasets"], responses=ERRORS)
 

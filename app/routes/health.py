@@ -7,9 +7,9 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from app.deps import QueueDep, SessionDep, SettingsDep
-from app.queue import QUEUES
 from app.schemas import Check, Live, Ready, WorkerPublic
-from app.store import live_workers
+from jobs.queue import QUEUES
+from jobs.store import live_workers
 
 router = APIRouter(prefix="/health", tags=["health"])
 

@@ -13,7 +13,6 @@ from fastapi.responses import FileResponse, PlainTextResponse
 from sqlalchemy import func, select, update
 
 from app.access import owned, visible
-from app.datasets import check_refs
 from app.deps import CurrentUser, QueueDep, SessionDep, SettingsDep
 from app.errors import Conflict, NotFound
 from app.jobs import job_public, lcurve_file, read_lcurve, submit
@@ -28,8 +27,9 @@ from app.schemas import (
     Problem,
     TrainCheck,
 )
-from app.store import job_dir
-from app.tables import TERMINAL, Dataset, Job, User, utcnow
+from jobs.datasets import check_refs
+from jobs.store import job_dir
+from jobs.tables import TERMINAL, Dataset, Job, User, utcnow
 from model.config import ConfigWarning, InputConfig, parse_section
 from model.errors import ConfigError
 

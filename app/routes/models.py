@@ -10,12 +10,10 @@ from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy import select
 
 from app.access import owned, visible
-from app.datasets import parse_ref
 from app.deps import CurrentUser, QueueDep, SessionDep, SettingsDep
 from app.errors import ServiceUnavailable, Unprocessable
 from app.jobs import job_public, submit
 from app.predict import COMPONENTS, to_payload, units
-from app.queue import INSPECT_TASK, PREDICT_TASK, TaskTimeout
 from app.schemas import (
     ERRORS,
     ErrorBody,
@@ -25,8 +23,10 @@ from app.schemas import (
     PredictResponse,
     TensorResult,
 )
-from app.store import model_dir
-from app.tables import Dataset, ModelRecord, new_id
+from jobs.datasets import parse_ref
+from jobs.queue import INSPECT_TASK, PREDICT_TASK, TaskTimeout
+from jobs.store import model_dir
+from jobs.tables import Dataset, ModelRecord, new_id
 from model.errors import DataError
 
 router = APIRouter(prefix="/models", tags=["models"], responses=ERRORS)

@@ -23,14 +23,14 @@ from fastapi.responses import FileResponse
 
 from app.access import owned
 from app.archive import Limits, extract
-from app.datasets import FILES
 from app.deps import CurrentUser, QueueDep, SessionDep, SettingsDep
 from app.errors import Conflict, NotFound, Unprocessable
 from app.jobs import job_public, submit
 from app.schemas import ERRORS, ErrorBody, JobPublic, SpectrumPublic
-from app.settings import Settings
-from app.store import dataset_dir, job_dir
-from app.tables import Dataset, Job, ModelRecord, User
+from jobs.datasets import FILES
+from jobs.settings import Settings
+from jobs.store import dataset_dir, job_dir
+from jobs.tables import Dataset, Job, ModelRecord, User
 from model.data import find_systems
 from model.errors import ConfigError, DataError
 from model.spectrum_pipeline import (

@@ -16,10 +16,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))  # kit.py, 
 from kit import Users, water_archive
 
 from app.auth import create_token
-from app.db import session_scope
 from app.main import create_app
-from app.settings import Settings, load_settings
-from app.tables import ModelRecord, User
+from jobs.db import session_scope
+from jobs.settings import Settings, load_settings
+from jobs.tables import ModelRecord, User
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 from kit import Users
 
 from app.main import create_app
-from app.settings import load_settings
+from jobs.settings import load_settings
 
 
 def test_tokens(users: Users) -> None:
@@ -42,7 +42,7 @@ def test_no_auth_mode_on_loopback(tmp_path) -> None:
 
 def test_a_fresh_service_gets_one_admin_token(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from app.auth import ensure_first_admin, user_for_token
-    from app.db import init_db, session_scope
+    from jobs.db import init_db, session_scope
 
     url = f"sqlite:///{tmp_path / 'jobs.sqlite'}"
     init_db(url)

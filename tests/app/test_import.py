@@ -1,9 +1,18 @@
-"""The api process must not import torch nor the worker (the api image has no torch)."""
+"""The arrows between the packages (README "Layout"): ``app`` (HTTP) and ``worker`` (Celery)
+both stand on ``jobs`` (the job core) and neither imports the other; ``jobs`` and ``app``
+never import torch (the api image has none). Checked twice: by walking every import
+statement of the source (lazy ones inside functions included), and by importing the
+packages in a fresh interpreter."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("model", "jobs", "worker", "app")
 
 CODE = """
 import sys, pkgutil, importlib
@@ -11,14 +20,92 @@ import app
 for mod in pkgutil.walk_packages(app.__path__, "app."):
     importlib.import_module(mod.name)
 from app.main import create_app
-from app.settings import load_settings
+from jobs.settings import load_settings
 import tempfile
 create_app(load_settings(data_dir=tempfile.mkdtemp())).openapi()
 print(sorted(m for m in ("torch", "worker", "celery") if m in sys.modules))
 """
+
+JOBS_CODE = """
+import sys, pkgutil, importlib
+import jobs
+for mod in pkgutil.walk_packages(jobs.__path__, "jobs."):
+    importlib.import_module(mod.name)
+print(sorted(m for m in ("torch", "app", "worker", "fastapi") if m in sys.modules))
+"""
+
+
+def _modules() -> dict[str, Path]:
+    """Every module of our packages by dotted name (a package by its own name)."""
+    out: dict[str, Path] = {}
+    for package in PACKAGES:
+        for file in (ROOT / package).rglob("*.py"):
+            parts = list(file.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            out[".".join(parts)] = file
+    return out
+
+
+def _imports(name: str, file: Path, known: dict[str, Path]) -> set[str]:
+    """The modules ``name`` imports, anywhere in the file, mapped to our modules where they
+    are ours (``from jobs import store`` -> jobs.store) and kept as top-level names otherwise."""
+    found: set[str] = set()
+    package = name.split(".") if file.name == "__init__.py" else name.split(".")[:-1]
+    for node in ast.walk(ast.parse(file.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            for alias in node.names:
+                found.add(f"{module}.{alias.name}" if f"{module}.{alias.name}" in known else module)
+    out: set[str] = set()
+    for target in found:
+        while target not in known and "." in target:
+            target = target.rpartition(".")[0]
+        if target != name:
+            out.add(target)
+    return out
+
+
+def _graph() -> dict[str, set[str]]:
+    known = _modules()
+    return {name: _imports(name, file, known) for name, file in known.items()}
+
+
+def _top(module: str) -> str:
+    return module.split(".")[0]
+
+
+def test_layering_holds_in_the_source() -> None:
+    forbidden = {"app": {"worker"}, "worker": {"app"}, "jobs": {"app", "worker", "torch"},
+                 "model": {"app", "worker", "jobs"}}
+    broken = sorted(f"{module} imports {target}" for module, targets in _graph().items()
+                    for target in targets if _top(target) in forbidden[_top(module)])
+    assert broken == []
+
+
+def test_the_walk_sees_lazy_and_relative_imports(tmp_path: Path) -> None:
+    """The walker itself: an import inside a function counts, ``from pkg import mod`` names
+    the module, a relative import resolves against its package."""
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "a.py").write_text("def f():\n    from pkg import b\n")
+    (tmp_path / "pkg" / "b.py").write_text("from . import c\nimport torch\n")
+    (tmp_path / "pkg" / "c.py").write_text("")
+    known = {"pkg": tmp_path / "pkg" / "__init__.py", **{f"pkg.{m}": tmp_path / "pkg" / f"{m}.py" for m in "abc"}}
+    assert _imports("pkg.a", known["pkg.a"], known) == {"pkg.b"}
+    assert _imports("pkg.b", known["pkg.b"], known) == {"pkg.c", "torch"}
 
 
 def test_app_imports_neither_torch_nor_worker() -> None:
     out = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "['celery']"  # celery yes (send_task by name), torch and worker no
+
+
+def test_jobs_imports_no_torch_no_http_and_neither_side() -> None:
+    out = subprocess.run([sys.executable, "-c", JOBS_CODE], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

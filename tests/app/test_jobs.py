@@ -8,7 +8,7 @@ import json
 import pytest
 from kit import Users, tiny_input
 
-from app.tables import Job
+from jobs.tables import Job
 
 
 def _input(dataset: dict) -> dict:
@@ -110,7 +110,7 @@ def test_job_ownership_cancel_and_files(users: Users, dataset: dict, settings) -
 
 
 def test_cancel_of_running_job_sets_the_flag(users: Users, dataset: dict, settings) -> None:
-    from app.db import session_scope
+    from jobs.db import session_scope
 
     jid = _submit(users, _input(dataset)).json()["id"]
     with session_scope(settings.db_url) as s:

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from app.settings import SettingsError, load_settings
+from jobs.settings import SettingsError, load_settings
 
 
 def test_defaults_are_embedded_and_local(tmp_path) -> None:

@@ -13,8 +13,8 @@ import pytest
 from kit import WATER, Users
 from sqlalchemy import select, update
 
-from app.db import session_scope
-from app.tables import Job, ModelRecord, User
+from jobs.db import session_scope
+from jobs.tables import Job, ModelRecord, User
 
 MOLECULE = [("O", 0.0, 0.0, 0.0), ("H", 0.757, 0.586, 0.0), ("H", -0.757, 0.586, 0.0)]
 

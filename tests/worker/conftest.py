@@ -25,7 +25,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
            "DPTENSOR_PROGRESS_EVERY_S": "0.2", "DPTENSOR_WORKER_DEVICE": "cpu"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    from app.settings import get_settings
+    from jobs.settings import get_settings
 
     get_settings.cache_clear()
     yield data
@@ -42,9 +42,9 @@ def ctx(root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The worker module (imported under the test settings), a user and a dataset."""
     from app.archive import Limits, extract
     from app.auth import get_or_create_user
-    from app.datasets import FILES, summarize
-    from app.db import init_db, session_scope
-    from app.tables import Dataset
+    from jobs.datasets import FILES, summarize
+    from jobs.db import init_db, session_scope
+    from jobs.tables import Dataset
     from worker import celery_app
 
     assert celery_app.SETTINGS.root == root.resolve()

@@ -13,8 +13,8 @@ import pytest
 from kit import DEEPMD_REF, WATER, rotating_water_xyz, wait_for
 from sqlalchemy import update
 
-from app.db import session_scope
-from app.tables import Job, new_id
+from jobs.db import session_scope
+from jobs.tables import Job, new_id
 
 MODEL_ID = "mdl-reference01"
 

@@ -11,8 +11,8 @@ import pytest
 from kit import DEEPMD_REF, tiny_input, wait_for
 from sqlalchemy import update
 
-from app.db import session_scope
-from app.tables import Job, ModelRecord, new_id, utcnow
+from jobs.db import session_scope
+from jobs.tables import Job, ModelRecord, new_id, utcnow
 
 
 def _job(ctx: dict[str, Any], inputs: dict[str, Any], kind: str = "train", **values: Any) -> str:

@@ -17,8 +17,8 @@ from kombu import Queue
 from kombu.transport import TRANSPORT_ALIASES
 from sqlalchemy import Engine, create_engine, event
 
-from app.db import _sqlite_pragmas
-from app.settings import Settings
+from jobs.db import _sqlite_pragmas
+from jobs.settings import Settings
 
 QUEUES = ("train", "predict", "batch")
 # job kind -> (task name, queue)
@@ -53,7 +53,7 @@ class EmbeddedTransport(kombu_sqla.Transport):
     polling_interval = 0.05
 
 
-TRANSPORT_ALIASES["dptensor-sqla"] = "app.queue:EmbeddedTransport"
+TRANSPORT_ALIASES["dptensor-sqla"] = "jobs.queue:EmbeddedTransport"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.tables import Base
+from jobs.tables import Base
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 

@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
-from app import store
-from app.db import init_db, session_factory
-from app.tables import Job, User, utcnow
+from jobs import store
+from jobs.db import init_db, session_factory
+from jobs.tables import Job, User, utcnow
 
 PG = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app.tables import TERMINAL, Job, ModelRecord, WorkerRecord, new_id, utcnow
+from jobs.tables import TERMINAL, Job, ModelRecord, WorkerRecord, new_id, utcnow
 
 
 def job_dir(root: Path, job_id: str) -> Path:
