@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.errors import DptensorError
+from model.errors import ConfigError, DptensorError
 
 
 def _fmt_duration(seconds: float) -> str:
@@ -100,12 +100,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     model = load_predictor(args.model, device=args.device or "cpu", precision=args.precision, member=args.member)
     coord, atype, box = load_structures(args.system, model.type_map, args.format)
+    if args.modes and not args.derivatives:
+        raise ConfigError("--modes needs --derivatives (the harmonic IR uses the Born charges)", path="--modes")
     t0 = time.monotonic()
     out = save_predictions_npz(args.output, model, coord, atype, box, batch_size=args.batch_size)
     dt = time.monotonic() - t0
     print(f"predicted {coord.shape[0]} frames ({coord.shape[1]} atoms) in {dt:.2f} s "
           f"({coord.shape[0] / max(dt, 1e-9):.1f} frames/s) -> {out}")
     print_written(write_frame_table(out, args.csv, args.json))
+    if args.derivatives:
+        from model.derivatives_cli import write_derivatives
+        from model.tensor_model import TensorModel
+
+        if not isinstance(model, TensorModel):
+            raise ConfigError("Born charges are per model: pick one committee member with --member",
+                              path="--derivatives")
+        write_derivatives(args, model, coord, atype, box)
     return 0
 
 
@@ -146,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None, help="frames per chunk (default: by size)")
     p.add_argument("--precision", choices=["float64", "float32"], default=None)
     p.add_argument("--device")
+    from model.derivatives_cli import add_derivative_arguments
+
+    add_derivative_arguments(p)
     p.set_defaults(func=cmd_predict)
 
     from model.committee_cli import add_select_parser

@@ -8,6 +8,7 @@ the nets, as DeePMD-kit does, at a fraction of the cost.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass
 from functools import cached_property
@@ -100,9 +101,11 @@ def smooth_weight(r: Tensor, rcut_smth: float, rcut: float) -> Tensor:
 
 
 def environment(nl: NeighborList, centre_type: Tensor, ntypes: int, rcut_smth: float, rcut: float,
-                dtype: torch.dtype) -> EnvPairs:
-    """Parameter-free part of the descriptor (depends on coordinates only)."""
-    with torch.no_grad():
+                dtype: torch.dtype, *, differentiable: bool = False) -> EnvPairs:
+    """Parameter-free part of the descriptor (depends on coordinates only). ``differentiable``:
+    the rows keep the graph of ``nl.vec`` (derivatives with respect to positions, e.g. Born
+    charges) and no rows are shared between pairs (the sharing is not differentiable)."""
+    with contextlib.nullcontext() if differentiable else torch.no_grad():
         nt = ntypes
         group = centre_type.index_select(0, nl.centre) + nt * nl.ntype  # [P]
         count = nl.counts.view(-1).index_select(0, nl.centre * nt + nl.ntype)  # pairs of the centre in its group
@@ -131,7 +134,7 @@ def environment(nl: NeighborList, centre_type: Tensor, ntypes: int, rcut_smth: f
         for n in torch.bincount(group, minlength=nt * nt).tolist():
             offsets.append(offsets[-1] + n)
         distinct = {}
-        for g in range(0, nt * nt, nt + 1):  # groups with centre type = neighbour type
+        for g in range(0, nt * nt, nt + 1) if not differentiable else ():  # centre type = neighbour type
             a, b = offsets[g], offsets[g + 1]
             if b - a > 1:
                 values, index = torch.unique(rij[a:b, 0], return_inverse=True)
