@@ -56,6 +56,8 @@ def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
         opts["ionic_charges"] = _pairs(args.charges, "--charges", float)
     if args.lammps_types is not None:
         opts["lammps_type_symbols"] = _pairs(args.lammps_types, "--lammps-types", str)
+    if args.eps_inf is not None:
+        opts["eps_inf"] = args.eps_inf
     if args.bands is not None:
         opts["bands"] = [list(b) for b in parse_bands(args.bands) or ()]
     if args.volume is not None:
@@ -111,6 +113,15 @@ def _report_bands(spectrum: Spectrum) -> None:
               file=sys.stderr)
 
 
+def _report_static(spectrum: Spectrum) -> None:
+    static = spectrum.metadata.get("static")
+    if static:
+        err = f" ± {static['error']:.3g}" if static.get("error") is not None else ""
+        print(f"static dielectric constant {static['eps_static']:.4g}{err} ({static['error_kind']}), ε∞ = "
+              f"{static['eps_inf']:g}; ε'(0) by Kramers–Kronig {spectrum.metadata['eps_real_at_zero']:.4g}",
+              file=sys.stderr)
+
+
 def _write_outputs(args: argparse.Namespace, spectrum: Spectrum, title: str) -> None:
     text = json.dumps(spectrum.to_dict())
     if args.output == "-":
@@ -127,17 +138,30 @@ def _write_outputs(args: argparse.Namespace, spectrum: Spectrum, title: str) -> 
 
 
 def cmd_spectrum(args: argparse.Namespace) -> int:
-    from model.spectrum_pipeline import parse_request, run_labels_spectrum, run_spectrum
+    from model.spectrum_labels import run_labels_spectrum
+    from model.spectrum_pipeline import parse_request, run_spectrum
 
+    request = parse_request(args.kind, args.dt, options_from_args(args), prefix="")
+    names = ", ".join(Path(t).name for t in args.trajectory)
+    if args.kind == "vdos":
+        if args.model or args.labels:
+            raise ConfigError("the VDOS needs only the trajectory (no model, no labels)", path="--kind")
+        from model.vdos import run_vdos
+
+        spectrum = run_vdos(args.trajectory, request)
+        print(f"VDOS of {spectrum.metadata['n_frames']} frames, kinetic temperature "
+              f"{spectrum.metadata['kinetic_temperature_k']:.0f} K, in {spectrum.metadata['units']}", file=sys.stderr)
+        _report_bands(spectrum)
+        _write_outputs(args, spectrum, f"VDOS · {names}")
+        return 0
     if (args.model is None) == (not args.labels):
         raise ConfigError("give a model (-m) or --labels (the trajectories' own dipole/polarizability labels)",
                           path="--model")
-    request = parse_request(args.kind, args.dt, options_from_args(args), prefix="")
-    names = ", ".join(Path(t).name for t in args.trajectory)
     if args.labels:
         spectrum = run_labels_spectrum(args.trajectory, request)
         meta = spectrum.metadata
         print(f"{meta['n_frames']} frames of reference labels; {request.kind.upper()} in {meta['units']}", file=sys.stderr)
+        _report_static(spectrum)
         _report_bands(spectrum)
         _write_outputs(args, spectrum, f"{request.kind.upper()} · labels · {names}")
         return 0
@@ -162,6 +186,7 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
           f"every {meta['grid_spacing_cm']:.2f} cm⁻¹ (resolution {meta['resolution_cm']:.1f}, Nyquist "
           f"{meta['nyquist_cm']:.0f}), in {meta['units']}", file=sys.stderr)
     _report_bands(spectrum)
+    _report_static(spectrum)
     for peak in spectrum.peaks or []:
         print(f"{peak['channel']} peak at {peak['mean_cm']:.1f} ± {peak['std_cm']:.1f} cm⁻¹ over "
               f"{len(peak['member_cm'])} members", file=sys.stderr)
@@ -181,7 +206,8 @@ def add_spectrum_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "polarizability.npy, or an .npz time series)")
     p.add_argument("-t", "--trajectory", required=True, action="append",
                    help="extxyz, LAMMPS dump, ASE .traj or DeePMD system folder; repeat to average runs")
-    p.add_argument("--kind", required=True, choices=["ir", "raman"])
+    p.add_argument("--kind", required=True, choices=["ir", "raman", "dielectric", "vdos"],
+                   help="ir, raman, dielectric (ε(ω) and the static ε; periodic), vdos (no model)")
     p.add_argument("--dt", type=float, required=True, help="time between frames in fs (never guessed)")
     g = p.add_argument_group("trajectory")
     g.add_argument("--format", help="extxyz, lammps-dump-text, traj, deepmd/npy (default: from the name)")
@@ -202,6 +228,7 @@ def add_spectrum_parser(subparsers: Any) -> argparse.ArgumentParser:
     g.add_argument("--volume", help="IR: " + OPTION_HELP["volume_a3"])
     g.add_argument("--units", choices=IR_UNITS, help="IR: " + OPTION_HELP["units"].removeprefix("IR: "))
     g.add_argument("--molecules", type=int, help="IR: " + OPTION_HELP["molecules"].removeprefix("IR: "))
+    g.add_argument("--eps-inf", type=float, help="dielectric: " + OPTION_HELP["eps_inf"].removeprefix("dielectric: "))
     g.add_argument("--bands", help="integrate bands LO:HI[,LO:HI…] in cm⁻¹ (reported as \"bands\" in the JSON)")
     g = p.add_argument_group("IR dipole")
     g.add_argument("--dipole-mode", choices=["global", "wannier"],

@@ -10,13 +10,19 @@ or [nf, 3, 3] (Å) or ``volume_a3`` (a number).
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
 
 from model.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from model.spectrum_options import Spectrum
+    from model.spectrum_pipeline import SpectrumRequest
 
 LABEL_KIND = {"ir": "dipole", "raman": "polar", "dielectric": "dipole"}
 NPZ_KEYS = {"dipole": ("dipole",), "polar": ("polarizability", "polar")}
@@ -95,3 +101,25 @@ def read_labels(path: str | Path, kind: str, index: str = ":") -> LabelSeries:
         raise DataError("labels come from a DeePMD system folder or an .npz time series", path=str(p))
     out.values = out.values[_frames(index, out.values.shape[0])]
     return out
+
+
+def run_labels_spectrum(sources: Sequence[str | Path], request: SpectrumRequest) -> Spectrum:
+    """The spectrum of the sources' own tensor labels (model.spectrum_labels), no model: the
+    same transform and metadata as a model's spectrum, so the two compare like for like."""
+    from model.spectrum_pipeline import _number, check_plan, transform
+
+    labels = [read_labels(s, request.kind, request.index) for s in sources]
+    for item in labels:
+        check_plan(request, item.values.shape[0])
+    volumes = [item.volume_a3 for item in labels]
+    volume: float | None = None
+    if _number(request.volume_a3):
+        volume = float(request.volume_a3)
+    elif all(v is not None for v in volumes):
+        volume = float(np.mean([v for v in volumes if v is not None]))
+    elif request.volume_a3 == "cell":
+        raise ConfigError("'cell' needs labels with a periodic cell (box.npy or an npz 'box')",
+                          path="volume_a3")
+    meta = {"source": "reference labels (no model)", "sources": [Path(s.source).name for s in labels],
+            "label": "dipole" if request.kind != "raman" else "polarizability", "frame_index": request.index}
+    return transform(request, [item.values for item in labels], meta, volume)

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from model.committee import Predictor as TensorModel  # a model or a committee
     from model.inference import Prediction
 
-KINDS = {"ir": "dipole", "raman": "polar"}  # spectrum kind -> model kind it needs
+KINDS = {"ir": "dipole", "raman": "polar", "dielectric": "dipole", "vdos": ""}  # kind -> model kind it needs
 DIPOLE_MODES = ("global", "wannier")
 # request options that are not SpectrumOptions fields
 EXTRA_OPTIONS = ("dipole_mode", "ionic_charges", "q_w", "volume_a3", "format", "index",
@@ -95,7 +95,7 @@ def parse_request(kind: str, dt_fs: Any, options: Mapping[str, Any] | None = Non
                   prefix: str = "options.") -> SpectrumRequest:
     """Validate a request; ConfigError paths are ``kind``, ``dt_fs`` or ``<prefix><option>``."""
     if kind not in KINDS:
-        raise ConfigError(f"must be 'ir' or 'raman', got {kind!r}", path="kind")
+        raise ConfigError(f"must be one of {sorted(KINDS)}, got {kind!r}", path="kind")
     if options is not None and not isinstance(options, Mapping):
         raise ConfigError("must be a JSON object of options", path=prefix.rstrip("."))
     opts = dict(options or {})
@@ -209,8 +209,8 @@ def check_plan(request: SpectrumRequest, nframes: int) -> None:
     trajectory (max_corr_fs too long, laser_cm inside the grid, too few frames) fail now."""
     if nframes < 4:
         raise DataError(f"{nframes} frame(s): a spectrum needs at least 4")
-    series = np.random.default_rng(0).normal(size=(nframes, TENSOR_DIM[request.model_kind]))
-    if request.kind == "ir":  # the units need the volume, which is checked with the frames
+    series = np.random.default_rng(0).normal(size=(nframes, TENSOR_DIM.get(request.model_kind, 3)))
+    if request.kind != "raman":  # the units need the volume, which is checked with the frames
         ir_spectrum(series, dataclasses.replace(request.spectrum, units="relative"))
     else:
         raman_spectrum(series, request.spectrum)
@@ -381,32 +381,18 @@ def _volume(request: SpectrumRequest, trajectories: Sequence[Trajectory]) -> flo
 
 def transform(request: SpectrumRequest, series: Sequence[NDArray[np.float64]],
               metadata: Mapping[str, Any], volume_a3: float | None = None) -> Spectrum:
+    """The spectrum of the series (a pure function of them: committees call it per member)."""
     data = list(series) if len(series) > 1 else series[0]
+    if request.kind == "dielectric":
+        from model.dielectric import dielectric_spectrum
+
+        if volume_a3 is None:
+            raise ConfigError("the dielectric response needs a volume: a periodic cell or volume_a3",
+                              path="volume_a3")
+        return dielectric_spectrum(data, request.spectrum, volume_a3=volume_a3, metadata=dict(metadata))
     if request.kind == "ir":
         return ir_spectrum(data, request.spectrum, volume_a3=volume_a3, metadata=metadata)
     return raman_spectrum(data, request.spectrum, metadata=metadata)
-
-
-def run_labels_spectrum(sources: Sequence[str | Path], request: SpectrumRequest) -> Spectrum:
-    """The spectrum of the sources' own tensor labels (model.spectrum_labels), no model: the
-    same transform and metadata as a model's spectrum, so the two compare like for like."""
-    from model.spectrum_labels import read_labels
-
-    labels = [read_labels(s, request.kind, request.index) for s in sources]
-    for item in labels:
-        check_plan(request, item.values.shape[0])
-    volumes = [item.volume_a3 for item in labels]
-    volume: float | None = None
-    if _number(request.volume_a3):
-        volume = float(request.volume_a3)
-    elif all(v is not None for v in volumes):
-        volume = float(np.mean([v for v in volumes if v is not None]))
-    elif request.volume_a3 == "cell":
-        raise ConfigError("'cell' needs labels with a periodic cell (box.npy or an npz 'box')",
-                          path="volume_a3")
-    meta = {"source": "reference labels (no model)", "sources": [Path(s.source).name for s in labels],
-            "label": "dipole" if request.kind != "raman" else "polarizability", "frame_index": request.index}
-    return transform(request, [item.values for item in labels], meta, volume)
 
 
 @dataclass

@@ -135,7 +135,7 @@ def test_cancel_between_chunks_leaves_no_predictions_file(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize(("kind", "dt", "options", "loc", "msg"), [
-    ("uv", 1.0, {}, "kind", "'ir' or 'raman'"),
+    ("uv", 1.0, {}, "kind", "must be one of"),
     ("ir", 0.0, {}, "dt_fs", "> 0"),
     ("ir", float("nan"), {}, "dt_fs", "finite"),
     ("ir", 1.0, {"windw": "hann"}, "options", "unknown spectrum option(s) ['windw']"),
