@@ -2,7 +2,9 @@
 
 Usage: ``/work/main/.venv/bin/python bench/deepmd_env.py [--force]``
 
-The venv lives in ``bench/.venv-deepmd`` (git-ignored).  torch is pinned to the CPU
+The venv lives outside the clone, in ``${XDG_CACHE_HOME:-~/.cache}/dptensor/venv-deepmd``
+(override: ``DPTENSOR_DEEPMD_VENV``), so that it survives between CI runs on one machine;
+``scripts/test`` creates it when missing and the DeePMD-kit tests use the same one.  torch is pinned to the CPU
 build 2.13.0 in every pip command so that pip can never pull a CUDA torch.
 DeePMD-kit is run in pure-PyTorch mode: its compiled op library is not loaded
 (see :func:`deepmd_run_env`).
@@ -18,9 +20,22 @@ import sys
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
-VENV_DIR = BENCH_DIR / ".venv-deepmd"
 TORCH_PIN = "torch==2.13.0"
-DEEPMD_SPEC = "deepmd-kit>=3,<4"
+# The reference models in shared/data/deepmd_reference were made with DeePMD-kit 3.2.0.
+DEEPMD_VERSION = "3.2.0"
+DEEPMD_SPEC = f"deepmd-kit=={DEEPMD_VERSION}"
+
+
+def default_venv_dir() -> Path:
+    """Where the DeePMD-kit venv lives: ``$DPTENSOR_DEEPMD_VENV`` or the user cache."""
+    override = os.environ.get("DPTENSOR_DEEPMD_VENV")
+    if override:
+        return Path(override).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "dptensor" / "venv-deepmd"
+
+
+VENV_DIR = default_venv_dir()
 EXTRA_PACKAGES = ("mpich", "e3nn")
 
 _PROBE = (
@@ -125,7 +140,7 @@ def _is_ok(info: dict[str, object] | None) -> bool:
     return (
         info is not None
         and str(info.get("torch", "")).startswith("2.13.0")
-        and str(info.get("deepmd", "")).startswith("3.")
+        and info.get("deepmd") == DEEPMD_VERSION
         and info.get("cuda") is None
     )
 
@@ -139,6 +154,7 @@ def ensure_env(force: bool = False) -> dict[str, object]:
         assert info is not None
         return info
     if not venv_python().exists() or force:
+        VENV_DIR.parent.mkdir(parents=True, exist_ok=True)
         _run([sys.executable, "-m", "venv", "--clear", str(VENV_DIR)])
     pip = [str(venv_python()), "-m", "pip", "install", "--disable-pip-version-check"]
     _run([*pip, "--upgrade", "pip"])

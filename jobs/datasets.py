@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from model.data import find_systems, load_system
+from model.data import find_systems, load_system, open_store
 from model.errors import ConfigError, DataError
 from model.keys import ATOMIC_LABEL, ATOMIC_LABEL_ALIAS, GLOBAL_LABEL, TENSOR_DIM
 
@@ -44,65 +44,64 @@ def _sel_candidates(counts: list[int], nsel: int) -> list[int] | None:
     return None
 
 
-def _label_info(folder: Path, kind: str, atype: np.ndarray) -> dict[str, Any] | None:
+def _label_info(path: str, kind: str, atype: np.ndarray) -> dict[str, Any] | None:
     """Which labels of ``kind`` the system has and their layout, validated by load_system."""
     dim = TENSOR_DIM[kind]
-    first_set = sorted(p for p in folder.glob("set.*") if p.is_dir())[0]
-    gfile = first_set / f"{GLOBAL_LABEL[kind]}.npy"
-    afile = next((first_set / f"{n}.npy" for n in (ATOMIC_LABEL[kind], ATOMIC_LABEL_ALIAS[kind])
-                  if (first_set / f"{n}.npy").is_file()), None)
-    if not gfile.is_file() and afile is None:
-        return None
-    info: dict[str, Any] = {"global": gfile.is_file(), "atomic": None}
-    sel_type = None
-    if afile is not None:
-        try:
-            shape = np.load(afile, mmap_mode="r", allow_pickle=False).shape
-        except (ValueError, OSError) as exc:
-            raise DataError(f"cannot read as a numpy .npy file ({exc})", path=str(afile)) from None
-        cols = int(np.prod(shape[1:])) if len(shape) > 1 else 0
-        nat = int(atype.shape[0])
-        counts = [int((atype == t).sum()) for t in range(int(atype.max()) + 1)]
-        if cols == nat * dim:
-            info["atomic"] = {"file": afile.name, "layout": "natoms", "nsel": nat}
-        elif cols % dim == 0 and 0 < cols // dim < nat:
-            sel_type = _sel_candidates(counts, cols // dim)
-            info["atomic"] = {"file": afile.name, "layout": "nsel", "nsel": cols // dim, "sel_type": sel_type}
+    with open_store(path) as store:
+        first_set = store.sets()[0]
+        has_global = store.has(first_set, f"{GLOBAL_LABEL[kind]}.npy")
+        afile = next((f"{n}.npy" for n in (ATOMIC_LABEL[kind], ATOMIC_LABEL_ALIAS[kind])
+                      if store.has(first_set, f"{n}.npy")), None)
+        if not has_global and afile is None:
+            return None
+        info: dict[str, Any] = {"global": has_global, "atomic": None}
+        sel_type = None
+        if afile is not None:
+            shape = store.read_array(first_set, afile).shape
+            cols = int(np.prod(shape[1:])) if len(shape) > 1 else 0
+            nat = int(atype.shape[0])
+            counts = [int((atype == t).sum()) for t in range(int(atype.max()) + 1)]
+            if cols == nat * dim:
+                info["atomic"] = {"file": afile, "layout": "natoms", "nsel": nat}
+            elif cols % dim == 0 and 0 < cols // dim < nat:
+                sel_type = _sel_candidates(counts, cols // dim)
+                info["atomic"] = {"file": afile, "layout": "nsel", "nsel": cols // dim, "sel_type": sel_type}
     # the full check (shapes in every set, NaN/inf) with the library's rules and messages
-    load_system(folder, kind=kind, sel_type=sel_type)
+    load_system(path, kind=kind, sel_type=sel_type)
     return info
 
 
-def summarize_system(folder: Path, root: Path) -> dict[str, Any]:
+def summarize_system(path: str, root: Path) -> dict[str, Any]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        system = load_system(folder)
+        system = load_system(path)
         names = system.type_names
         counts = Counter(system.atype.tolist())
-        labels = {kind: _label_info(folder, kind, system.atype) for kind in TENSOR_DIM}
-    rel = folder.relative_to(root).as_posix()
+        labels = {kind: _label_info(path, kind, system.atype) for kind in TENSOR_DIM}
+        with open_store(path) as store:
+            nsets = len(store.sets())
     return {
-        "path": rel,
+        "path": _relative(path, root) if path != str(root) else ".",
         "frames": system.nframes,
         "atoms": system.natoms,
         "type_map": names,
         "type_counts": {(names[t] if names and t < len(names) else str(t)): n for t, n in sorted(counts.items())},
-        "pbc": system.pbc,
-        "sets": len([p for p in folder.glob("set.*") if p.is_dir()]),
+        "pbc": system.periodic,
+        "sets": nsets,
         "labels": {k: v for k, v in labels.items() if v is not None},
         "warnings": [_relative(str(w.message), root) for w in caught],
     }
 
 
 def summarize(root: Path) -> list[dict[str, Any]]:
-    """Every DeePMD system below ``root`` (the extracted archive). DataError messages and
-    paths are made relative to the archive."""
-    folders = find_systems(root)
-    if not folders:
+    """Every DeePMD system below ``root`` (the extracted archive): folders and HDF5 groups.
+    DataError messages and paths are made relative to the archive."""
+    found = find_systems(root)
+    if not found:
         raise DataError("no DeePMD system found in the archive (a system is a folder with type.raw "
-                        "and set.*/coord.npy)")
+                        "and set.*/coord.npy, or the same as an HDF5 group in a .hdf5 file)")
     try:
-        return [summarize_system(f, root) for f in folders]
+        return [summarize_system(f, root) for f in found]
     except DataError as exc:
         path = _relative(exc.path, root) if exc.path else None
         raise DataError(_relative(exc.detail, root), path=path) from None

@@ -21,6 +21,9 @@ from model.tensor_model import DTYPES, TensorModel
 FORMAT = "dptensor-model"
 FORMAT_VERSION = 1
 MAX_CHECKPOINT_BYTES = 2 * 1024**3
+FROZEN_HINT = ("a frozen TorchScript .pth carries code, not weights, and is never loaded; convert it with "
+               "DeePMD-kit: `dp convert-backend frozen.pth model.dp`, then use model.dp "
+               "(or give the training checkpoint model.ckpt-N.pt)")
 
 
 def model_summary(model: TensorModel) -> dict[str, Any]:
@@ -73,7 +76,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         hint = ""
         if "constants.pkl" in str(exc) or "TorchScript" in str(exc) or "torch.jit" in str(exc):
-            hint = " (a frozen TorchScript .pth carries code; give the training checkpoint model.ckpt-N.pt instead)"
+            hint = f" ({FROZEN_HINT})"
         raise CheckpointError(f"{path}: not a loadable model file: {first}{hint}") from None
     if not isinstance(ck, dict):
         raise CheckpointError(f"{path}: unexpected content ({type(ck).__name__}), expected a checkpoint dict")
@@ -100,10 +103,24 @@ def model_from_checkpoint(ck: dict[str, Any]) -> TensorModel:
     return model
 
 
+def model_from_file(path: str | Path) -> TensorModel:
+    """Any model file we accept → a TensorModel: our checkpoints, DeePMD-kit's .pt
+    checkpoints, and DeePMD-kit's serialized models (.dp / .yaml)."""
+    from model.dpmodel_file import is_dpmodel_file
+
+    if is_dpmodel_file(path):
+        from model.dpmodel_import import load_dpmodel
+
+        return load_dpmodel(path)
+    if Path(path).suffix.lower() == ".pth":
+        raise CheckpointError(f"{path}: {FROZEN_HINT}")
+    return model_from_checkpoint(read_checkpoint(path))
+
+
 def load_model(path: str | Path, *, device: str | torch.device = "cpu", precision: str | None = None) -> TensorModel:
-    """Our checkpoint or a DeePMD-kit one → a model in eval mode on ``device``.
+    """Our checkpoint, a DeePMD-kit one, or a DeePMD-kit .dp/.yaml → a model in eval mode on ``device``.
     ``precision`` ("float64"/"float32") overrides the precision the model was trained in."""
-    model = model_from_checkpoint(read_checkpoint(path))
+    model = model_from_file(path)
     if precision is not None:
         if precision not in DTYPES:
             raise CheckpointError(f"precision {precision!r} is not one of float64, float32")

@@ -81,16 +81,13 @@ def load_structures(path: str, type_map: list[str], fmt: str | None = None
     """A DeePMD system folder or a trajectory file → coord [nf, nat, 3], atype, box | None."""
     from model.data import is_system_dir, load_system
 
-    p = Path(path)
-    if p.is_dir() and is_system_dir(p):
-        system = load_system(p, type_map=type_map)
-        return system.coord, system.atype, system.box
+    if is_system_dir(path):
+        system = load_system(path, type_map=type_map)
+        return system.coord, system.atype, system.model_box
     from model.trajectory import map_symbols_to_types, read_trajectory
 
-    traj = read_trajectory(p, fmt)
-    atype = map_symbols_to_types(traj.symbols, type_map)
-    box = traj.cells if traj.cells is not None and all(traj.pbc) else None
-    return traj.coords, atype, box
+    traj = read_trajectory(path, fmt)
+    return traj.coord, map_symbols_to_types(traj.symbols, type_map), traj.model_box
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -116,6 +113,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
             raise ConfigError("Born charges are per model: pick one committee member with --member",
                               path="--derivatives")
         write_derivatives(args, model, coord, atype, box)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from model.checkpoint import load_model
+    from model.dpmodel_export import export_model
+
+    out = export_model(load_model(args.model), args.output)
+    print(f"exported {args.model} -> {out} (DeePMD-kit serialized model; "
+          f"`dp convert-backend {out.name} model.pth` makes a frozen model for dp test and LAMMPS)")
     return 0
 
 
@@ -164,6 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     from model.committee_cli import add_select_parser
 
     add_select_parser(sub)
+
+    p = sub.add_parser("export", help="write a model as DeePMD-kit's serialized model (.dp or .yaml)")
+    p.add_argument("model", help="dptensor or DeePMD-kit model file (.pt, .dp, .yaml)")
+    p.add_argument("-o", "--output", required=True, help="OUT.dp (HDF5) or OUT.yaml")
+    p.set_defaults(func=cmd_export)
+
     try:
         from model.spectrum_cli import add_spectrum_parser
     except ImportError:  # pragma: no cover - optional module

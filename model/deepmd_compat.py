@@ -64,8 +64,9 @@ def config_from_params(params: dict[str, Any]) -> ModelConfig:
             raise CheckpointError(f"unsupported DeePMD-kit model: {exc}") from None
 
 
-def _block_constant(stat: Tensor, sel: list[int], name: str) -> Tensor:
-    """[nt, Σsel, 4] per-slot statistics → [nt, nt, 4] per (centre, neighbour-type) block."""
+def block_constant(stat: Tensor, sel: list[int], name: str) -> Tensor:
+    """[nt, Σsel, 4] per-slot statistics → [nt, nt, 4] per (centre, neighbour-type) block
+    (DeePMD-kit computes them per block; a file with other values is refused)."""
     blocks, start = [], 0
     for n in sel:
         block = stat[:, start:start + n]  # [nt, n, 4]
@@ -91,8 +92,8 @@ def model_from_deepmd(ck: dict[str, Any]) -> TensorModel:
         raise CheckpointError(f"descriptor.sea.mean has shape {tuple(mean.shape)}, expected "
                               f"({model.ntypes}, {expected_nnei}, 4)")
     new_state: dict[str, Tensor] = {
-        "descriptor.davg": _block_constant(mean, sel, "descriptor.sea.mean"),
-        "descriptor.dstd": _block_constant(std, sel, "descriptor.sea.stddev"),
+        "descriptor.davg": block_constant(mean, sel, "descriptor.sea.mean"),
+        "descriptor.dstd": block_constant(std, sel, "descriptor.sea.stddev"),
     }
     if "fitting_net.bias_atom_e" in state:
         new_state["fitting.bias_atom_e"] = state["fitting_net.bias_atom_e"]

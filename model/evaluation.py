@@ -63,10 +63,10 @@ def score_system(model: TensorModel, system: System, nframes: int | None = None,
 
 
 def load_test_systems(model: TensorModel, path: str | Path) -> list[System]:
-    root = Path(path)
-    found = find_systems(root) if root.is_dir() else []
+    root = str(path)
+    found = find_systems(root) if Path(root.partition("#")[0]).exists() else []
     if not found:
-        raise DataError("no DeePMD system (a folder with type.raw) found", path=str(root))
+        raise DataError("no DeePMD system (type.raw with set.*, a folder or an HDF5 group) found", path=root)
     systems = [load_system(f, kind=model.kind, type_map=model.type_map, sel_type=model.sel_type) for f in found]
     if all(s.global_label is None and s.atomic_label is None for s in systems):
         raise DataError(f"no {model.kind} labels to test against", path=str(root))

@@ -10,7 +10,7 @@ import torch
 
 from model.batching import resolve_batch_sizes
 from model.config import DataConfig, InputConfig, ModelConfig
-from model.data import System, find_systems, load_systems
+from model.data import System, find_systems, load_systems, open_store, resolve_system_path
 from model.errors import ConfigError, DataError
 from model.keys import ATOMIC_LABEL, GLOBAL_LABEL
 from model.stats import auto_sel, descriptor_stats, polar_diag_shift, stat_frames
@@ -27,9 +27,10 @@ class TrainingData:
 
 def _type_map_from_data(data: DataConfig, base: Path) -> list[str]:
     for entry in data.system_list():
-        for folder in find_systems(base / entry):
-            if (folder / "type_map.raw").is_file():
-                return (folder / "type_map.raw").read_text().split()
+        for path in find_systems(resolve_system_path(entry, base)):
+            with open_store(path) as store:
+                if store.has("type_map.raw"):
+                    return store.read_words("type_map.raw")
     raise ConfigError("model.type_map is not given and no training system has a type_map.raw", path="model.type_map")
 
 

@@ -1,4 +1,4 @@
-"""Trajectory → streamed predictions → IR / Raman spectrum: the one code path behind
+"""System → streamed predictions → IR / Raman spectrum: the one code path behind
 ``dptensor spectrum`` and the service's ``dptensor.spectrum`` jobs.
 
 Importing this module does not import torch (the web api validates requests with
@@ -26,8 +26,8 @@ from numpy.typing import NDArray
 from model.errors import ConfigError, DataError
 from model.keys import TENSOR_DIM
 from model.spectra import Spectrum, SpectrumOptions, ir_spectrum, raman_spectrum
+from model.system import System
 from model.trajectory import (
-    Trajectory,
     map_symbols_to_types,
     read_trajectory,
     unwrap_positions,
@@ -189,19 +189,19 @@ def check_elements(request: SpectrumRequest, symbols: Sequence[str], type_map: S
     return atype
 
 
-def load_frames(path: str | Path, request: SpectrumRequest, *, max_frames: int | None = None) -> Trajectory:
+def load_frames(path: str | Path, request: SpectrumRequest, *, max_frames: int | None = None) -> System:
     """Read the frames the request selects (``max_frames`` caps them further)."""
     caps = [n for n in (max_frames, request.max_frames) if n is not None]
     traj = read_trajectory(path, request.format, index=request.index, max_frames=min(caps) if caps else None,
                            lammps_type_symbols=request.lammps_type_symbols)
-    if request.volume_a3 == "cell" and (traj.cells is None or not any(traj.pbc)):
+    if request.volume_a3 == "cell" and (traj.box is None or not any(traj.pbc)):
         raise ConfigError("'cell' needs a periodic trajectory with a cell", path="options.volume_a3")
     return traj
 
 
-def model_box(traj: Trajectory) -> NDArray[np.float64] | None:
+def model_box(traj: System) -> NDArray[np.float64] | None:
     """Cells for the model when periodic in all three directions (as ``dptensor predict``)."""
-    return traj.cells if traj.cells is not None and all(traj.pbc) else None
+    return traj.model_box
 
 
 def check_plan(request: SpectrumRequest, nframes: int) -> None:
@@ -227,7 +227,7 @@ def chunk_frames_for_memory(free_bytes: float, bytes_per_frame: float, natoms: i
     return int(max(1, min(by_device, by_host, MAX_CHUNK_FRAMES)))
 
 
-def device_batch_size(model: TensorModel, traj: Trajectory, atype: NDArray[np.int64]) -> int | None:
+def device_batch_size(model: TensorModel, traj: System, atype: NDArray[np.int64]) -> int | None:
     """CUDA: measure the peak memory of a few frames, size chunks from the free memory.
     CPU: None, i.e. the library's atom budget per chunk (memory bounded, cache friendly)."""
     import torch
@@ -242,7 +242,7 @@ def device_batch_size(model: TensorModel, traj: Trajectory, atype: NDArray[np.in
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     base = torch.cuda.memory_allocated(device)
-    for _ in iter_predict(model, traj.coords[:n], atype, None if box is None else box[:n], batch_size=n):
+    for _ in iter_predict(model, traj.coord[:n], atype, None if box is None else box[:n], batch_size=n):
         pass
     per_frame = (torch.cuda.max_memory_allocated(device) - base) / n
     free, _ = torch.cuda.mem_get_info(device)
@@ -254,7 +254,7 @@ class _Series:
     The Wannier dipole needs unwrapped positions; the last unwrapped frame of a chunk is
     carried into the next, so chunking gives exactly the unwrapping of the whole run."""
 
-    def __init__(self, request: SpectrumRequest, model: TensorModel, traj: Trajectory,
+    def __init__(self, request: SpectrumRequest, model: TensorModel, traj: System,
                  atype: NDArray[np.int64], member: int | None = None) -> None:
         self.request, self.traj, self.atype = request, traj, atype
         self.member = member  # a committee member's own series (None: the predicted mean)
@@ -273,7 +273,7 @@ class _Series:
         if self.request.dipole_mode == "global":
             self.values[f0:f0 + n] = chunk.global_tensor
             return
-        r, cells = self.traj.coords[f0:f0 + n], self.traj.cells
+        r, cells = self.traj.coord[f0:f0 + n], self.traj.box
         h = None if cells is None else cells[f0:f0 + n]
         if self.last is not None:  # prepend the previous chunk's last (unwrapped) frame
             r = np.concatenate([self.last[0], r])
@@ -286,7 +286,7 @@ class _Series:
             unwrapped, chunk.atomic_tensor, self.atype, self.charges, q_w, self.sel, pbc=False)
 
 
-def predict_series(model: TensorModel, traj: Trajectory, request: SpectrumRequest, *,
+def predict_series(model: TensorModel, traj: System, request: SpectrumRequest, *,
                    predictions: str | Path | None = None, batch_size: int | None = None,
                    progress: Progress | None = None,
                    should_stop: Callable[[], bool] | None = None) -> NDArray[np.float64]:
@@ -301,7 +301,7 @@ def predict_series(model: TensorModel, traj: Trajectory, request: SpectrumReques
     return series.values
 
 
-def predict_member_series(model: TensorModel, traj: Trajectory, request: SpectrumRequest, *,
+def predict_member_series(model: TensorModel, traj: System, request: SpectrumRequest, *,
                           predictions: str | Path | None = None, batch_size: int | None = None,
                           progress: Progress | None = None,
                           should_stop: Callable[[], bool] | None = None) -> list[NDArray[np.float64]]:
@@ -316,7 +316,7 @@ def predict_member_series(model: TensorModel, traj: Trajectory, request: Spectru
     return [s.values for s in series]
 
 
-def _predict_into(model: TensorModel, traj: Trajectory, request: SpectrumRequest, sinks: Sequence[_Series], *,
+def _predict_into(model: TensorModel, traj: System, request: SpectrumRequest, sinks: Sequence[_Series], *,
                   predictions: str | Path | None, batch_size: int | None, progress: Progress | None,
                   should_stop: Callable[[], bool] | None) -> None:
     from model.inference import iter_predict, save_predictions_npz
@@ -331,10 +331,10 @@ def _predict_into(model: TensorModel, traj: Trajectory, request: SpectrumRequest
     if progress is not None:
         progress(0, traj.nframes)
     if predictions is not None:
-        save_predictions_npz(predictions, model, traj.coords, atype, box, batch_size=batch_size,
+        save_predictions_npz(predictions, model, traj.coord, atype, box, batch_size=batch_size,
                              progress=progress, should_stop=should_stop, on_chunk=feed)
         return
-    for f0, chunk in iter_predict(model, traj.coords, atype, box, batch_size=batch_size):
+    for f0, chunk in iter_predict(model, traj.coord, atype, box, batch_size=batch_size):
         feed(f0, chunk)
         done = f0 + chunk.global_tensor.shape[0]
         if progress is not None:
@@ -346,14 +346,14 @@ def _predict_into(model: TensorModel, traj: Trajectory, request: SpectrumRequest
 # ---- spectrum ----------------------------------------------------------------------------------
 
 
-def spectrum_metadata(request: SpectrumRequest, model: TensorModel, trajectories: Sequence[Trajectory],
+def spectrum_metadata(request: SpectrumRequest, model: TensorModel, trajectories: Sequence[System],
                       model_id: str | None = None) -> dict[str, Any]:
     """What the spectrum module does not know: the model, the source and how M(t) was formed."""
     first = trajectories[0]
     elements = {s: first.symbols.count(s) for s in dict.fromkeys(first.symbols)}
     meta: dict[str, Any] = {
         "model_id": model_id, "model_kind": model.kind, "type_map": list(model.type_map),
-        "sel_type": list(model.sel_type), "sources": [Path(t.source).name for t in trajectories],
+        "sel_type": list(model.sel_type), "sources": [Path(t.path).name for t in trajectories],
         "n_atoms": first.natoms, "elements": elements, "pbc": list(first.pbc),
         "frame_index": request.index,
     }
@@ -368,7 +368,7 @@ def spectrum_metadata(request: SpectrumRequest, model: TensorModel, trajectories
     return meta
 
 
-def _volume(request: SpectrumRequest, trajectories: Sequence[Trajectory]) -> float | None:
+def _volume(request: SpectrumRequest, trajectories: Sequence[System]) -> float | None:
     """The volume for absolute units: given, or the mean cell volume ('cell', or by default
     when every trajectory is periodic with a cell)."""
     if request.volume_a3 not in (None, "cell"):
@@ -414,7 +414,7 @@ def run_spectrum(model: TensorModel, sources: Sequence[str | Path], request: Spe
                  model_id: str | None = None, predictions: Sequence[str | Path | None] | None = None,
                  batch_size: int | None = None, progress: Progress | None = None,
                  should_stop: Callable[[], bool] | None = None,
-                 on_loaded: Callable[[Trajectory], None] | None = None) -> SpectrumResult:
+                 on_loaded: Callable[[System], None] | None = None) -> SpectrumResult:
     """Read each trajectory, predict its series in chunks, pool them into one spectrum.
     ``batch_size`` None: sized for the model's device (``device_batch_size``)."""
     outputs = list(predictions) if predictions is not None else [None] * len(sources)
@@ -423,7 +423,7 @@ def run_spectrum(model: TensorModel, sources: Sequence[str | Path], request: Spe
     from model.inference import committee_size
 
     members = committee_size(model) if _is_committee(model) else 0
-    trajectories: list[Trajectory] = []
+    trajectories: list[System] = []
     series: list[NDArray[np.float64]] = []
     member_series: list[list[NDArray[np.float64]]] = []  # per trajectory, per member
     seconds, chunk = 0.0, batch_size

@@ -1,7 +1,8 @@
 """Read MD trajectories (positions, cells, pbc, symbols) for prediction and spectra.
 
 Formats: extended XYZ, LAMMPS text dump and ASE ``.traj`` through ASE's readers, and DeePMD
-npy systems (a folder) with a small numpy reader. The time step is deliberately not read:
+systems (npy folders, ``data.hdf5#/group``) through ``model.data``'s reader. Every format
+gives the one frame container, ``model.system.System``. The time step is deliberately not read:
 dumps carry step counters, not times, and a guessed Δt would silently rescale a spectrum.
 Also the total-dipole helpers (unwrap_positions, wannier_total_dipole; re-exported by
 model.spectra), which work on the positions read here.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,10 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from model.errors import ConfigError, DataError
+from model.system import PBC, System, check_finite
+from model.system_store import split_hdf5
 
-FORMATS = ("extxyz", "lammps-dump-text", "traj", "deepmd/npy")
+FORMATS = ("extxyz", "lammps-dump-text", "traj", "deepmd/npy", "deepmd/hdf5")
 _ALIASES = {
     "xyz": "extxyz",
     "lammps": "lammps-dump-text",
@@ -29,7 +32,9 @@ _ALIASES = {
     "ase": "traj",
     "npy": "deepmd/npy",
     "deepmd": "deepmd/npy",
+    "hdf5": "deepmd/hdf5",
 }
+_DEEPMD = ("deepmd/npy", "deepmd/hdf5")
 _SUFFIXES = {
     ".xyz": "extxyz",
     ".extxyz": "extxyz",
@@ -37,29 +42,6 @@ _SUFFIXES = {
     ".lammpstrj": "lammps-dump-text",
     ".dump": "lammps-dump-text",
 }
-
-
-@dataclass
-class Trajectory:
-    """Frames of one system. coords [nf, nat, 3] Å; cells [nf, 3, 3] Å (rows = vectors)."""
-
-    symbols: list[str]
-    coords: NDArray[np.float64]
-    cells: NDArray[np.float64] | None
-    pbc: tuple[bool, bool, bool]
-    source: str
-
-    @property
-    def nframes(self) -> int:
-        return int(self.coords.shape[0])
-
-    @property
-    def natoms(self) -> int:
-        return int(self.coords.shape[1])
-
-    def volumes_a3(self) -> NDArray[np.float64] | None:
-        """|det cell| per frame (Å³), or None without a cell."""
-        return None if self.cells is None else np.abs(np.linalg.det(self.cells))
 
 
 def map_symbols_to_types(symbols: Sequence[str], type_map: Sequence[str]) -> NDArray[np.int64]:
@@ -72,6 +54,8 @@ def map_symbols_to_types(symbols: Sequence[str], type_map: Sequence[str]) -> NDA
 
 
 def detect_format(path: str | Path) -> str:
+    if split_hdf5(path) is not None:
+        return "deepmd/hdf5"
     p = Path(path)
     if p.is_dir():
         return "deepmd/npy"
@@ -94,35 +78,30 @@ def read_trajectory(
     index: str | int | slice = ":",
     max_frames: int | None = None,
     lammps_type_symbols: Mapping[int, str] | None = None,
-) -> Trajectory:
+) -> System:
     """Read frames ``index`` (ASE slice syntax, e.g. ":" or "100::2"), at most max_frames."""
     src = str(path)
-    p = Path(path)
+    hdf5 = split_hdf5(path)
+    p = Path(path) if hdf5 is None else hdf5[0]
     if not p.exists():
         raise DataError("no such file or folder", path=src)
     if max_frames is not None and (isinstance(max_frames, bool) or max_frames < 1):
         raise ConfigError(f"must be a positive integer, got {max_frames!r}", path="max_frames")
     if format is None:
-        fmt = detect_format(p)
+        fmt = detect_format(path)
     else:
         fmt = _ALIASES.get(format.lower(), format.lower())
         if fmt not in FORMATS:
             raise ConfigError(f"unknown format {format!r}; known: {FORMATS}", path="format")
-    if fmt != "deepmd/npy" and p.is_file() and p.stat().st_size == 0:
+    if fmt not in _DEEPMD and p.is_file() and p.stat().st_size == 0:
         raise DataError("file is empty", path=src)
-    if fmt == "deepmd/npy":  # its own errors name sets and whole-system frame numbers
-        symbols, coords, cells, pbc = _read_deepmd(p, _as_slice(index))
+    if fmt in _DEEPMD:  # the system reader's errors name the file and whole-system frame numbers
+        return _select(_read_deepmd(path), _as_slice(index), max_frames, index)
     try:
-        if fmt != "deepmd/npy":
-            symbols, coords, cells, pbc = _read_ase(p, fmt, index, max_frames, lammps_type_symbols)
-        if max_frames is not None:
-            coords = coords[:max_frames]
-            cells = None if cells is None else cells[:max_frames]
-        if coords.shape[0] == 0:
-            raise DataError(f"no frames selected by index {index!r}", path=src)
-        _check_finite(coords, "coordinates", src)
+        symbols, coords, cells, pbc = _read_ase(p, fmt, index, max_frames, lammps_type_symbols)
+        check_finite(coords, "coordinates", src)
         if cells is not None:
-            _check_finite(cells, "cell", src)
+            check_finite(cells, "cell", src)
             singular = ~(np.abs(np.linalg.det(cells)) > 1e-8)
             if any(pbc) and singular.any():
                 raise DataError(
@@ -135,13 +114,26 @@ def read_trajectory(
         # frame numbers count within the selection; say so rather than mislead
         msg = f"{exc.detail} (frames numbered from the first one selected by index={index!r})"
         raise DataError(msg, path=exc.path) from exc
-    return Trajectory(symbols, coords, cells, pbc, src)
+    names = list(dict.fromkeys(symbols))
+    atype = np.array([names.index(s) for s in symbols], dtype=np.int64)
+    return System(path=src, atype=atype, coord=coords, box=cells, type_names=names, pbc=pbc)
 
 
-def _check_finite(arr: NDArray[np.float64], what: str, src: str) -> None:
-    bad = ~np.isfinite(arr.reshape(arr.shape[0], -1)).all(axis=1)
-    if bad.any():
-        raise DataError(f"frame {int(np.argmax(bad))}: NaN or inf in the {what}", path=src)
+def _read_deepmd(path: str | Path) -> System:
+    from model.data import load_system, open_store
+
+    with open_store(path) as store:  # before reading the frames: without names they are useless
+        if not store.has("type_map.raw"):
+            raise DataError("type_map.raw is missing (needed to name the elements)", path=store.path)
+    return load_system(path)
+
+
+def _select(system: System, sel: slice, max_frames: int | None, index: str | int | slice) -> System:
+    coord = system.coord[sel][:max_frames]
+    if coord.shape[0] == 0:
+        raise DataError(f"no frames selected by index {index!r}", path=system.path)
+    box = None if system.box is None else system.box[sel][:max_frames]
+    return replace(system, coord=coord, box=box)
 
 
 def _as_slice(index: str | int | slice) -> slice:
@@ -183,7 +175,7 @@ def _read_ase(
     index: str | int | slice,
     max_frames: int | None,
     type_symbols: Mapping[int, str] | None,
-) -> tuple[list[str], NDArray[np.float64], NDArray[np.float64] | None, tuple[bool, bool, bool]]:
+) -> tuple[list[str], NDArray[np.float64], NDArray[np.float64] | None, PBC]:
     import ase.io  # only this reader needs ASE (optional dependency "traj")
 
     src = str(path)
@@ -258,81 +250,6 @@ def _frame_symbols(
         )
     lookup = {int(k): v for k, v in type_symbols.items()}
     return [lookup[t] for t in types]
-
-
-# ---- DeePMD npy systems --------------------------------------------------------------------
-
-
-def _read_raw(path: Path) -> list[str]:
-    return path.read_text().split()
-
-
-def _read_deepmd(
-    folder: Path, sel: slice
-) -> tuple[list[str], NDArray[np.float64], NDArray[np.float64] | None, tuple[bool, bool, bool]]:
-    src = str(folder)
-    for name in ("type.raw", "type_map.raw"):
-        if not (folder / name).is_file():
-            raise DataError(f"{name} is missing (needed to name the elements)", path=src)
-    try:
-        atype = np.array([int(t) for t in _read_raw(folder / "type.raw")], dtype=np.int64)
-    except ValueError as exc:
-        raise DataError(f"type.raw: not a list of integers ({exc})", path=src) from exc
-    type_map = _read_raw(folder / "type_map.raw")
-    nat = atype.shape[0]
-    if nat == 0:
-        raise DataError("type.raw is empty", path=src)
-    if atype.min() < 0 or atype.max() >= len(type_map):
-        raise DataError(
-            f"type.raw has types {sorted(set(atype.tolist()))} but type_map.raw lists "
-            f"{len(type_map)} names {type_map}",
-            path=src,
-        )
-    nopbc = (folder / "nopbc").exists()
-    sets = sorted(d for d in folder.glob("set.*") if d.is_dir())
-    if not sets:
-        raise DataError("no set.* folders", path=src)
-    coords, boxes, start = [], [], 0
-    for d in sets:
-        coord = _load_npy(d / "coord.npy", src)
-        if coord.ndim != 2 or coord.shape[1] != 3 * nat:
-            frame = f"frames {start}..{start + coord.shape[0] - 1}" if coord.ndim else "all"
-            raise DataError(
-                f"{d.name}/coord.npy: shape {coord.shape} ({frame}), expected [nframes, "
-                f"{3 * nat}] for the {nat} atoms of type.raw",
-                path=src,
-            )
-        box_file = d / "box.npy"
-        if box_file.exists():
-            box = _load_npy(box_file, src)
-            if box.shape != (coord.shape[0], 9):
-                raise DataError(
-                    f"{d.name}/box.npy: shape {box.shape}, expected [{coord.shape[0]}, 9]",
-                    path=src,
-                )
-            boxes.append(box.reshape(-1, 3, 3))
-        elif not nopbc:
-            raise DataError(f"{d.name}/box.npy is missing (and no 'nopbc' file)", path=src)
-        coords.append(coord.reshape(-1, nat, 3))
-        start += coord.shape[0]
-    # one set: no concatenation copy; _load_npy already gave float64
-    all_coords = (coords[0] if len(coords) == 1 else np.concatenate(coords))[sel]
-    cells = None
-    if len(boxes) == len(sets):
-        cells = (boxes[0] if len(boxes) == 1 else np.concatenate(boxes))[sel]
-    elif boxes:
-        raise DataError("box.npy exists in some set.* folders but not in others", path=src)
-    periodic = not nopbc
-    symbols = [type_map[t] for t in atype]
-    return symbols, all_coords, cells, (periodic, periodic, periodic)
-
-
-def _load_npy(path: Path, src: str) -> NDArray[np.float64]:
-    try:
-        # memory-mapped read: float32 files become float64 without a second full copy
-        return np.asarray(np.load(path, allow_pickle=False, mmap_mode="r"), dtype=np.float64)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path.name}: cannot load ({exc})", path=str(path)) from exc
 
 
 # ---- total dipole from positions ------------------------------------------------------------

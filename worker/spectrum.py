@@ -19,7 +19,7 @@ from jobs.datasets import FILES
 from jobs.queue import JOB_TASKS
 from jobs.tables import Job
 from model.errors import DataError
-from model.trajectory import Trajectory
+from model.system import System
 from worker.celery_app import SETTINGS, WORKER_ID, celery, device, sessions
 from worker.predict import load_cached
 from worker.progress import JobMonitor, report
@@ -74,7 +74,7 @@ def _spectrum(job: Job, folder: Path, monitor: JobMonitor, jlog: logging.Logger)
     model_path = store.model_dir(SETTINGS.root, inputs["model_id"]) / "model.pt"
     model = load_cached(str(model_path), device()[0])
 
-    def loaded(traj: Trajectory) -> None:
+    def loaded(traj: System) -> None:
         jlog.info("read %d frames of %d atoms (%s)", traj.nframes, traj.natoms, fmt)
 
     source, shown = _source(job, folder)

@@ -127,8 +127,9 @@ def _from_upload(settings: Settings, file: UploadFile, request: SpectrumRequest,
                 msg = (f"the archive holds {len(systems)} DeePMD systems (folders with type.raw and set.*/); "
                        "upload exactly one, or upload the archive as a dataset and pick a system")
                 raise Unprocessable(msg, [("file", msg)])
-            rel = systems[0].relative_to(staging / "trajectory").as_posix()
-            name, fmt = "trajectory" if rel == "." else f"trajectory/{rel}", "deepmd/npy"
+            rel = Path(systems[0]).relative_to(staging / "trajectory").as_posix()
+            fmt = "deepmd/hdf5" if "#" in rel else "deepmd/npy"
+            name = "trajectory" if rel == "." else f"trajectory/{rel}"
             staged = {"trajectory": staging / "trajectory"}
             request = dataclasses.replace(request, format=fmt)
         else:

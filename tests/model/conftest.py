@@ -40,7 +40,9 @@ def tiny_config(kind: str = "dipole", **overrides: Any) -> ModelConfig:
     fit: dict[str, Any] = {"type": kind, "neuron": [12, 12], "resnet_dt": True, "seed": 2}
     top: dict[str, Any] = {"type_map": ["O", "H"]}
     for key, value in overrides.items():
-        if key in ("sel", "rcut", "rcut_smth", "neuron", "axis_neuron", "type_one_side", "resnet_dt_desc", "precision"):
+        if key == "activation":
+            desc["activation_function"] = fit["activation_function"] = value
+        elif key in ("sel", "rcut", "rcut_smth", "neuron", "axis_neuron", "type_one_side", "resnet_dt_desc", "precision"):
             desc["resnet_dt" if key == "resnet_dt_desc" else key] = value
         elif key in ("fit_diag", "scale", "shift_diag", "sel_type", "fit_neuron", "resnet_dt"):
             fit["neuron" if key == "fit_neuron" else key] = value

@@ -36,7 +36,7 @@ def write_system(root: Path, *, nframes: int = 4, types: tuple[int, ...] = (0, 1
 
 def test_reads_the_example_systems() -> None:
     found = find_systems(EXAMPLES / "dipole" / "training_data_reformat")
-    assert [p.name for p in found] == ["atomic_system", "global_system"]
+    assert [Path(p).name for p in found] == ["atomic_system", "global_system"]
     atomic = load_system(found[0], kind="dipole", type_map=["O", "H"], sel_type=[0])
     assert atomic.coord.shape == (80, 192, 3) and atomic.box is None  # nopbc
     assert atomic.atomic_label is not None and atomic.atomic_label.shape == (80, 192, 3)
@@ -119,3 +119,55 @@ def test_system_without_labels_is_refused_for_training(tmp_path: Path) -> None:
         load_systems(["s"], tmp_path, kind="dipole", type_map=None, sel_type=None)
     with pytest.raises(DataError, match="does not exist"):
         load_systems(["nope"], tmp_path, kind="dipole", type_map=None, sel_type=None)
+
+
+# ---- HDF5 systems (DeePMD-kit's / dpdata's deepmd/hdf5 layout) ------------------------------
+
+
+def test_hdf5_systems_read_like_their_npy_originals(tmp_path: Path) -> None:
+    from model.system_writer import write_system
+
+    root = EXAMPLES / "polar" / "training_data_reformat"
+    h5 = tmp_path / "data.hdf5"
+    for folder in find_systems(root):
+        original = load_system(folder, kind="polar", type_map=["O", "H"], sel_type=[0])
+        write_system(f"{h5}#/{Path(folder).name}", original, kind="polar", sel_type=[0], set_size=30)
+    found = find_systems(h5)
+    assert found == [f"{h5}#/atomic_system", f"{h5}#/global_system"]
+    assert find_systems(f"{h5}#/global_system") == [f"{h5}#/global_system"]
+    for folder, path in zip(find_systems(root), found, strict=True):
+        a = load_system(folder, kind="polar", type_map=["O", "H"], sel_type=[0])
+        b = load_system(path, kind="polar", type_map=["O", "H"], sel_type=[0])
+        assert b.path == path and b.nframes == a.nframes > 30  # more than one set
+        for x, y in ((a.coord, b.coord), (a.box, b.box), (a.global_label, b.global_label),
+                     (a.atomic_label, b.atomic_label)):
+            assert (x is None) == (y is None)
+            if x is not None:
+                np.testing.assert_array_equal(x, y)
+    # a folder that holds an HDF5 file: its systems are found too
+    assert find_systems(tmp_path) == found
+
+
+def test_malformed_hdf5_systems_name_the_dataset(tmp_path: Path) -> None:
+    import h5py
+
+    h5 = tmp_path / "bad.h5"
+    with h5py.File(h5, "w") as f:
+        g = f.create_group("sys")
+        g.create_dataset("type.raw", data=np.array([0, 1, 1]))
+        g.create_dataset("type_map.raw", data=np.array(["O", "H"], dtype="S"))
+        s = g.create_group("set.000")
+        s.create_dataset("coord.npy", data=np.zeros((2, 8)))
+        s.create_dataset("box.npy", data=np.tile(np.eye(3).reshape(9) * 5, (2, 1)))
+    with pytest.raises(DataError, match=r"bad.h5#/sys/set.000/coord.npy: has shape \(2, 8\), expected \(nframes, 9\)"):
+        load_system(f"{h5}#/sys")
+    with h5py.File(h5, "a") as f:
+        del f["sys/set.000/coord.npy"]
+        f["sys/set.000"].create_dataset("coord.npy", data=np.array([b"x"] * 18).reshape(2, 9))
+    with pytest.raises(DataError, match="not numeric"):
+        load_system(f"{h5}#/sys")
+    with pytest.raises(DataError, match="no such group"):
+        load_system(f"{h5}#/nope")
+    (tmp_path / "junk.hdf5").write_bytes(b"not hdf5")
+    with pytest.raises(DataError, match="cannot open as HDF5"):
+        load_system(f"{tmp_path / 'junk.hdf5'}#/sys")

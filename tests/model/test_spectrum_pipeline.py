@@ -22,7 +22,7 @@ from model.spectrum_pipeline import (  # noqa: E402
     predict_series,
     run_spectrum,
 )
-from model.trajectory import Trajectory  # noqa: E402
+from model.system import System  # noqa: E402
 from tests.model.conftest import random_frames, tiny_model  # noqa: E402
 
 C_CM_PER_FS = 2.99792458e-5
@@ -51,17 +51,23 @@ def write_xyz(path: Path, syms: list[str], coords: np.ndarray, cells: np.ndarray
     return path
 
 
-def periodic_traj(nf: int = 12, seed: int = 3) -> Trajectory:
+def frames_of(syms: list[str], coord: np.ndarray, box: np.ndarray | None) -> System:
+    names = list(dict.fromkeys(syms))
+    return System(path="synthetic", atype=np.array([names.index(s) for s in syms]), coord=coord, box=box,
+                  type_names=names)
+
+
+def periodic_traj(nf: int = 12, seed: int = 3) -> System:
     coord, atype, box = random_frames(nf, 16, 2, box_len=5.0, seed=seed)
     assert box is not None
-    return Trajectory(symbols(atype), coord, box, (True, True, True), "synthetic")
+    return frames_of(symbols(atype), coord, box)
 
 
 def test_global_series_is_the_models_global_tensor_chunked_or_not(tmp_path: Path) -> None:
     model = tiny_model("dipole")
     traj = periodic_traj()
     atype = np.arange(16) % 2
-    ref = predict(model, traj.coords, atype, traj.cells)
+    ref = predict(model, traj.coord, atype, traj.box)
     request = parse_request("ir", 1.0)
     whole = predict_series(model, traj, request)
     np.testing.assert_allclose(whole, ref.global_tensor, rtol=0, atol=1e-12)
@@ -82,17 +88,17 @@ def test_wannier_dipole_equals_the_hand_computation_across_chunks_and_wrapping()
     model = tiny_model("dipole", sel_type=[0])
     nf = 10
     traj = periodic_traj(nf)
-    box = traj.cells
+    box = traj.box
     assert box is not None
     box[:] = box[0]  # one cell for all frames
-    walk = traj.coords[0].copy()
+    walk = traj.coord[0].copy()
     unwrapped = np.repeat(walk[None], nf, axis=0)
     unwrapped[:, 0, 0] = walk[0, 0] + np.linspace(0.0, 1.5 * box[0, 0, 0], nf)  # atom 0 (O) walks along x
     unwrapped[:, 2, 1] -= np.linspace(0.0, 0.8 * box[0, 1, 1], nf)  # atom 2 (O) walks along -y
     frac = np.einsum("fai,fij->faj", unwrapped, np.linalg.inv(box))
     wrapped = np.einsum("faj,fjk->fak", frac - np.floor(frac), box)
     assert np.abs(wrapped - unwrapped).max() > 1.0  # really wrapped
-    traj = Trajectory(traj.symbols, wrapped, box, (True, True, True), "synthetic")
+    traj = frames_of(traj.symbols, wrapped, box)
     atype = np.arange(16) % 2
     delta = predict(model, wrapped, atype, box).atomic_tensor
     z = np.where(atype == 0, 6.0, 1.0)

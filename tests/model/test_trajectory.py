@@ -49,16 +49,16 @@ def test_ase_formats_round_trip(tmp_path: Path, name: str) -> None:
     ase_io.write(path, frames, format="traj" if name.endswith("traj") else "extxyz")
     traj = read_trajectory(path)
     assert traj.symbols == ["O", "H", "H", "O", "H", "H"]
-    assert traj.coords.shape == (5, 6, 3) and traj.coords.dtype == np.float64
-    np.testing.assert_allclose(traj.coords, [a.positions for a in frames], atol=1e-6)
-    assert traj.cells is not None
-    np.testing.assert_allclose(traj.cells, [a.cell.array for a in frames], atol=1e-6)
-    assert traj.pbc == (True, True, True) and traj.source == str(path)
+    assert traj.coord.shape == (5, 6, 3) and traj.coord.dtype == np.float64
+    np.testing.assert_allclose(traj.coord, [a.positions for a in frames], atol=1e-6)
+    assert traj.box is not None
+    np.testing.assert_allclose(traj.box, [a.cell.array for a in frames], atol=1e-6)
+    assert traj.pbc == (True, True, True) and traj.path == str(path)
     np.testing.assert_allclose(
         traj.volumes_a3(), [abs(np.linalg.det(a.cell.array)) for a in frames]
     )
     sub = read_trajectory(path, index="1::2", max_frames=1)
-    np.testing.assert_allclose(sub.coords, [frames[1].positions], atol=1e-6)
+    np.testing.assert_allclose(sub.coord, [frames[1].positions], atol=1e-6)
 
 
 def test_xyz_without_cell_and_explicit_format(tmp_path: Path) -> None:
@@ -69,7 +69,7 @@ def test_xyz_without_cell_and_explicit_format(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="format"):
         read_trajectory(path)
     traj = read_trajectory(path, format="xyz")
-    assert traj.cells is None and traj.pbc == (False, False, False) and traj.nframes == 3
+    assert traj.box is None and traj.pbc == (False, False, False) and traj.nframes == 3
     with pytest.raises(ConfigError, match="format"):
         read_trajectory(path, format="pdbx")
 
@@ -102,7 +102,7 @@ def test_nan_coordinates_name_the_frame(tmp_path: Path) -> None:
         read_trajectory(path)
     with pytest.raises(DataError, match=r"frame 2: NaN.*index='1:'"):
         read_trajectory(path, index="1:")
-    np.testing.assert_allclose(read_trajectory(path, index=1).coords, [good])
+    np.testing.assert_allclose(read_trajectory(path, index=1).coord, [good])
 
 
 def test_empty_missing_and_unknown_files(tmp_path: Path) -> None:
@@ -144,9 +144,9 @@ def test_lammps_dump_needs_a_type_mapping(tmp_path: Path) -> None:
         read_trajectory(path)
     traj = read_trajectory(path, lammps_type_symbols={1: "O", 2: "H"})
     assert traj.symbols == ["O", "H", "H"] and traj.nframes == 3
-    np.testing.assert_allclose(traj.coords[2, 0], [1.2, 1.2, 1.2])
-    assert traj.cells is not None
-    np.testing.assert_allclose(traj.cells[0], np.diag([10.0, 11.0, 12.0]))
+    np.testing.assert_allclose(traj.coord[2, 0], [1.2, 1.2, 1.2])
+    assert traj.box is not None
+    np.testing.assert_allclose(traj.box[0], np.diag([10.0, 11.0, 12.0]))
     assert traj.pbc == (True, True, True)
     with pytest.raises(DataError, match=r"type\(s\) \[2\]"):
         read_trajectory(path, lammps_type_symbols={1: "O"})
@@ -157,7 +157,7 @@ def test_lammps_dump_with_element_column(tmp_path: Path) -> None:
     path = tmp_path / "dump.water"
     path.write_text(_dump("id type element x y z", rows, nframes=2))
     traj = read_trajectory(path)
-    assert traj.symbols == ["O", "H"] and traj.coords.shape == (2, 2, 3)
+    assert traj.symbols == ["O", "H"] and traj.coord.shape == (2, 2, 3)
 
 
 # ---- DeePMD npy systems --------------------------------------------------------------------
@@ -187,24 +187,24 @@ def test_deepmd_npy_system(tmp_path: Path) -> None:
     coords = _deepmd_system(tmp_path)
     traj = read_trajectory(tmp_path)
     assert traj.symbols == ["O", "H", "H"] and traj.pbc == (True, True, True)
-    np.testing.assert_allclose(traj.coords, coords)
-    assert traj.cells is not None and traj.cells.shape == (5, 3, 3)
-    np.testing.assert_allclose(read_trajectory(tmp_path, index="2:4").coords, coords[2:4])
+    np.testing.assert_allclose(traj.coord, coords)
+    assert traj.box is not None and traj.box.shape == (5, 3, 3)
+    np.testing.assert_allclose(read_trajectory(tmp_path, index="2:4").coord, coords[2:4])
     np.testing.assert_allclose(
-        read_trajectory(tmp_path, format="deepmd/npy", index=-1).coords, coords[-1:]
+        read_trajectory(tmp_path, format="deepmd/npy", index=-1).coord, coords[-1:]
     )
 
 
 def test_deepmd_npy_without_pbc(tmp_path: Path) -> None:
     _deepmd_system(tmp_path, nframes=(2,), nopbc=True)
     traj = read_trajectory(tmp_path)
-    assert traj.cells is None and traj.pbc == (False, False, False)
+    assert traj.box is None and traj.pbc == (False, False, False)
 
 
 def test_deepmd_npy_errors(tmp_path: Path) -> None:
     _deepmd_system(tmp_path)
     np.save(tmp_path / "set.001" / "coord.npy", np.zeros((2, 6)))
-    with pytest.raises(DataError, match=r"set.001/coord.npy: shape \(2, 6\) \(frames 3..4\)"):
+    with pytest.raises(DataError, match=r"set.001/coord.npy: has shape \(2, 6\), expected \(nframes, 9\)"):
         read_trajectory(tmp_path)
     bad = np.zeros((2, 9))
     bad[1, 4] = np.inf

@@ -70,7 +70,7 @@ def test_spectrum_job_writes_results_and_reports_frames(ctx: dict[str, Any], mod
     assert (spectrum["metadata"]["model_id"], spectrum["metadata"]["n_frames"]) == (model_id, 300)
     assert (folder / "spectrum.csv").read_text().startswith("wavenumber_cm,ir\n")
     traj = read_trajectory(folder / "trajectory.xyz")
-    ref = predict(load_model(ctx["root"] / "models" / model_id / "model.pt"), traj.coords, np.array([0, 1, 1]))
+    ref = predict(load_model(ctx["root"] / "models" / model_id / "model.pt"), traj.coord, np.array([0, 1, 1]))
     with np.load(folder / "predictions.npz") as npz:
         np.testing.assert_allclose(npz["global"], ref.global_tensor, rtol=0, atol=1e-12)
         assert npz["atomic"].shape == (300, 3, 3)
