@@ -101,7 +101,7 @@ def run_vdos(sources: Sequence[str], request: Any) -> Spectrum:
     first = trajectories[0]
     for t in trajectories[1:]:
         if t.symbols != first.symbols:
-            raise DataError("the trajectories hold different atoms", path=str(t.source))
-    return vdos_spectrum([t.coords for t in trajectories], atomic_masses(first.symbols), request.spectrum,
-                         symbols=first.symbols, cells=[t.cells for t in trajectories], pbc=first.pbc,
-                         metadata={"sources": [str(t.source).rsplit("/", 1)[-1] for t in trajectories]})
+            raise DataError("the trajectories hold different atoms", path=str(t.path))
+    return vdos_spectrum([t.coord for t in trajectories], atomic_masses(first.symbols), request.spectrum,
+                         symbols=first.symbols, cells=[t.box for t in trajectories], pbc=first.pbc,
+                         metadata={"sources": [str(t.path).rsplit("/", 1)[-1] for t in trajectories]})
