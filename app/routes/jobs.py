@@ -153,10 +153,17 @@ def cancel_job(job_id: str, session: SessionDep, user: CurrentUser) -> CancelPub
 
 
 @router.get("/{job_id}/lcurve", response_model=LcurvePublic)
-def get_lcurve(job_id: str, session: SessionDep, settings: SettingsDep, user: CurrentUser) -> LcurvePublic:
-    """The full learning curve (lcurve.out) as JSON; grows while the training runs."""
+def get_lcurve(
+    job_id: str, session: SessionDep, settings: SettingsDep, user: CurrentUser,
+    after: Annotated[int | None, Query(ge=-1, description="only the rows of later steps (a follower "
+                                                         "sends the last step it has)")] = None,
+) -> LcurvePublic:
+    """The learning curve (lcurve.out) as JSON; grows while the training runs."""
     job = owned(session, Job, job_id, user)
-    return read_lcurve(lcurve_file(settings.root, job))
+    curve = read_lcurve(lcurve_file(settings.root, job))
+    if after is not None:
+        curve.rows = [r for r in curve.rows if (r["step"] or 0) > after]
+    return curve
 
 
 @router.get("/{job_id}/logs", response_class=PlainTextResponse,

@@ -130,5 +130,10 @@ def test_lcurve_and_logs_are_served(users: Users, dataset: dict, settings) -> No
     assert lc["columns"] == ["step", "rmse_val", "rmse_trn", "lr"]
     assert lc["rows"] == [{"step": 1, "rmse_val": 1.0, "rmse_trn": None, "lr": 1e-3},
                           {"step": 5, "rmse_val": 0.5, "rmse_trn": 0.4, "lr": 9e-4}]
+    # a follower asks only for the rows after the last step it has
+    later = users.client.get(f"/v1/jobs/{jid}/lcurve?after=1", headers=users.h("alice")).json()
+    assert later == {"columns": lc["columns"], "rows": lc["rows"][1:]}
+    done = users.client.get(f"/v1/jobs/{jid}/lcurve?after=5", headers=users.h("alice")).json()
+    assert done == {"columns": lc["columns"], "rows": []}
     r = users.client.get(f"/v1/jobs/{jid}/logs?tail=2", headers=users.h("alice"))
     assert r.text == "line 2\nline 3\n" and r.headers["content-type"].startswith("text/plain")

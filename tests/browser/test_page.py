@@ -187,6 +187,67 @@ def test_train_through_the_form_and_watch_it(signed_in: Page, service: Service) 
     service.state["train_job"] = job_id
 
 
+def _long_training(service: Service, name: str) -> str:
+    ds = service.state["dataset"]
+    raw = example_input(200_000)
+    raw["training"]["training_data"]["systems"] = [f"dataset:{ds['id']}/training_data_reformat"]
+    raw["training"]["validation_data"]["systems"] = [f"dataset:{ds['id']}/validation_data_reformat"]
+    r = service.api.http.post("/v1/jobs/train", json=raw, params={"name": name})
+    assert r.status_code == 202, r.text
+    return str(r.json()["id"])
+
+
+def _cancel(service: Service, job_id: str) -> None:
+    service.api.http.post(f"/v1/jobs/{job_id}/cancel")
+    wait_for_status(service, job_id, {"cancelled", "failed", "succeeded"}, timeout=60)
+
+
+def wait_for_status(service: Service, job_id: str, until: set[str], timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = str(service.api.job(job_id)["status"])
+        if status in until:
+            return status
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} never reached {until}")
+
+
+def test_learning_curve_grows_from_zero_rows(signed_in: Page, service: Service) -> None:
+    """The job page opened while the curve is empty follows it as it grows, asking only for
+    the rows after the last step it has."""
+    need(service, "dataset")
+    ex, page = expect(), signed_in.page
+    # a training holds the train worker, so the watched job waits queued with no rows at all
+    blocker = _long_training(service, "blocker")
+    wait_for_status(service, blocker, {"running"}, timeout=60)
+    job_id = _long_training(service, "curve from zero")
+    responses: list[Any] = []
+    page.on("response", lambda r: responses.append(r) if "/lcurve" in r.url else None)
+    try:
+        with page.expect_response(lambda r: "/lcurve" in r.url) as first:
+            signed_in.goto(f"#/jobs/{job_id}")
+        assert first.value.json() == {"columns": [], "rows": []}
+        plot = page.locator("#lcurve-plot")
+        ex(page.locator("#job-status")).to_have_attribute("data-status", "queued")
+        ex(plot).to_have_attribute("data-points", "0")
+        _cancel(service, blocker)  # now the watched job runs
+        points = []
+        for _ in range(2):  # it grows, and grows again, without a reload
+            ex(plot).not_to_have_attribute("data-points", str(points[-1] if points else 0), timeout=60_000)
+            points.append(int(plot.get_attribute("data-points") or 0))
+        assert points[0] > 0 and points[1] > points[0], points
+    finally:
+        _cancel(service, job_id)
+    # incremental: every row was sent once, in order; each ask after rows names the last step
+    answers = [(r.url, r.json()["rows"]) for r in responses]
+    steps = [row["step"] for _, rows in answers for row in rows]
+    assert steps and steps == sorted(set(steps)), steps
+    had: int | None = None
+    for url, rows in answers:
+        assert (f"after={had}" in url) if had is not None else ("after=" not in url), (url, had)
+        had = rows[-1]["step"] if rows else had
+
+
 def test_invalid_input_shows_the_json_path(signed_in: Page, service: Service) -> None:
     need(service, "dataset")
     ex, page = expect(), signed_in.page

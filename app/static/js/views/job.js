@@ -64,9 +64,10 @@ export function jobView(main, { params }) {
 
   let job = null;
   let plot = null;
-  let lastStep = null;
-  let lastRows = 0;
-  let lcurveAt = 0;
+  // the learning curve held here; each fetch asks only for the rows after its last step
+  let lcurve = { columns: [], rows: [] };
+  let lcurveAttempt = null;
+  let lcurveAtStep;  // job.progress.step at the last fetch (undefined: never fetched)
   const latestRow = h('p', { class: 'latest-row mono small', id: 'lcurve-latest' });
   let spectrum = null;
   let lastFiles = 0;
@@ -145,13 +146,19 @@ export function jobView(main, { params }) {
       plot.el.id = 'lcurve-plot';
       replace(lcurveSection, h('h2', { id: 'lcurve-h' }, 'Learning curve'), plot.el, latestRow);
     }
-    const lc = await api(`${path}/lcurve`);
-    plot.setData(lcurveSeries(lc));
-    lastRows = lc.rows.length;
-    const last = lc.rows[lc.rows.length - 1];
-    lastStep = last ? last.step : null;
+    if (lcurveAttempt !== job.attempt) {
+      // a resumed attempt rewrites the rows after its checkpoint: start over
+      lcurve = { columns: [], rows: [] };
+      lcurveAttempt = job.attempt;
+    }
+    const have = lcurve.rows[lcurve.rows.length - 1];
+    const fresh = await api(`${path}/lcurve`, { query: { after: have ? have.step : undefined } });
+    if (have && !fresh.rows.length) return;
+    lcurve = { columns: fresh.columns.length ? fresh.columns : lcurve.columns, rows: lcurve.rows.concat(fresh.rows) };
+    plot.setData(lcurveSeries(lcurve));
+    const last = lcurve.rows[lcurve.rows.length - 1];
     replace(latestRow, last ? [h('span', { class: 'muted' }, `latest (step ${last.step}): `),
-      ...lc.columns.filter(c => c !== 'step').map(c => h('span', { class: 'latest-item' }, `${c} `, h('strong', {}, last[c] === null ? '—' : num(last[c]))))] : null);
+      ...lcurve.columns.filter(c => c !== 'step').map(c => h('span', { class: 'latest-item' }, `${c} `, h('strong', {}, last[c] === null ? '—' : num(last[c]))))] : null);
   }
 
   async function refreshLogs() {
@@ -212,12 +219,11 @@ export function jobView(main, { params }) {
     renderWarnings();
     renderInputs();
     const tasks = [];
-    const step = job.lcurve?.step ?? null;
-    // a long curve is fetched less often (it is sent whole)
-    const lcurveEvery = lastRows > 2000 ? 5000 : lastRows > 500 ? 2500 : 0;
-    if (job.kind === 'train' && (!plot || changed || (step !== lastStep && Date.now() - lcurveAt >= lcurveEvery))) {
-      lcurveAt = Date.now();
-      tasks.push(refreshLcurve());
+    // new rows can only have come with new progress (or a change of status)
+    const step = job.progress?.step ?? null;
+    if (job.kind === 'train' && (!plot || changed || step !== lcurveAtStep)) {
+      lcurveAtStep = step;
+      tasks.push(refreshLcurve().catch(err => { lcurveAtStep = undefined; throw err; }));
     }
     const now = Date.now();
     if (changed || (ACTIVE.has(job.status) && now - logsAt > 1800)) { logsAt = now; tasks.push(refreshLogs()); }
