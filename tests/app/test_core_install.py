@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,9 @@ import pytest
 from tests.model.test_train import EXAMPLES, tiny_input
 
 REPO = Path(__file__).resolve().parents[2]
-SOURCES = ("pyproject.toml", "README.md", "model", "worker", "app")
+PACKAGES = [p.rstrip("*") for p in tomllib.loads((REPO / "pyproject.toml").read_text())
+            ["tool"]["setuptools"]["packages"]["find"]["include"]]
+SOURCES = ("pyproject.toml", "README.md", *PACKAGES)
 # what must NOT be importable in the core venv (service and dev extras)
 NOT_CORE = ("pydantic_settings", "fastapi", "sqlalchemy", "celery", "uvicorn", "ase", "matplotlib")
 SYSTEM = EXAMPLES / "dipole" / "validation_data_reformat" / "atomic_system"
