@@ -17,7 +17,7 @@ from kombu import Queue
 from kombu.transport import TRANSPORT_ALIASES
 from sqlalchemy import Engine, create_engine, event
 
-from jobs.db import _sqlite_pragmas
+from jobs.db import sqlite_pragmas
 from jobs.settings import Settings
 
 QUEUES = ("train", "predict", "batch")
@@ -40,7 +40,7 @@ class EmbeddedChannel(kombu_sqla.Channel):
 
     def _engine_from_config(self) -> Engine:
         engine = create_engine(self.connection.client.hostname, connect_args={"timeout": 30})
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", sqlite_pragmas)
         return engine
 
 
@@ -82,9 +82,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     return conf
 
 
-def make_celery(settings: Settings) -> Celery:
+def make_celery(settings: Settings, include: list[str] | None = None) -> Celery:
+    """The Celery app of both sides; the workers pass their task modules as ``include``."""
     EmbeddedTransport.polling_interval = settings.embedded_poll_s
-    celery = Celery("dptensor")
+    celery = Celery("dptensor", include=include)
     celery.conf.update(celery_config(settings))
     return celery
 

@@ -10,8 +10,6 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 from model.errors import ConfigError, DptensorError
 
 
@@ -76,24 +74,11 @@ def cmd_test(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_structures(path: str, type_map: list[str], fmt: str | None = None
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """A DeePMD system folder or a trajectory file → coord [nf, nat, 3], atype, box | None."""
-    from model.data import is_system_dir, load_system
-
-    if is_system_dir(path):
-        system = load_system(path, type_map=type_map)
-        return system.coord, system.atype, system.model_box
-    from model.trajectory import map_symbols_to_types, read_trajectory
-
-    traj = read_trajectory(path, fmt)
-    return traj.coord, map_symbols_to_types(traj.symbols, type_map), traj.model_box
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
     from model.committee import load_predictor
     from model.committee_cli import print_written, write_frame_table
     from model.inference import save_predictions_npz
+    from model.structures import load_structures
 
     model = load_predictor(args.model, device=args.device or "cpu", precision=args.precision, member=args.member)
     coord, atype, box = load_structures(args.system, model.type_map, args.format)

@@ -79,10 +79,10 @@ def write_frame_table(npz_path: Path, csv_path: str | None, json_path: str | Non
 
 
 def cmd_select(args: argparse.Namespace) -> int:
-    from model.cli import load_structures
     from model.committee import Committee, load_predictor
     from model.errors import CheckpointError
     from model.select import check_bounds, frame_deviation, histogram_text, select, write_candidates
+    from model.structures import load_structures
 
     check_bounds(args.lo, args.hi, args.max)
     committee = load_predictor(args.model, device=args.device or "cpu")

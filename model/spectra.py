@@ -50,7 +50,7 @@ from model.spectra_units import (
     molar_scale,
     resolve_ir_units,
 )
-from model.spectrum_options import CORRECTIONS, WINDOWS, Spectrum, SpectrumOptions, _positive
+from model.spectrum_options import CORRECTIONS, WINDOWS, Spectrum, SpectrumOptions, require_positive
 from model.trajectory import unwrap_positions, wannier_total_dipole
 
 __all__ = [
@@ -316,7 +316,7 @@ def ir_spectrum(
     else molar. With options.bands, ``Spectrum.bands`` holds each band's integral (and its
     standard error over trajectories when there are several).
     """
-    _positive("volume_a3", volume_a3, allow_none=True)
+    require_positive("volume_a3", volume_a3, allow_none=True)
     units = resolve_ir_units(options.units, volume_a3, options.molecules)
     raw = _as_series(dipoles, "dipoles", [(3,)])
     deriv = options.derivative is not False  # default: derivative form

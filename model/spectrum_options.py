@@ -56,7 +56,7 @@ OPTION_HELP: dict[str, str] = {
 }
 
 
-def _positive(name: str, value: Any, *, allow_none: bool = False, minimum: float = 0.0) -> None:
+def require_positive(name: str, value: Any, *, allow_none: bool = False, minimum: float = 0.0) -> None:
     if value is None and allow_none:
         return
     ok = isinstance(value, int | float) and not isinstance(value, bool)
@@ -88,13 +88,13 @@ class SpectrumOptions:
     eps_inf: float | None = None
 
     def __post_init__(self) -> None:
-        _positive("dt_fs", self.dt_fs)
-        _positive("temperature_k", self.temperature_k)
-        _positive("max_corr_fs", self.max_corr_fs, allow_none=True)
-        _positive("freq_max_cm", self.freq_max_cm, allow_none=True)
-        _positive("laser_cm", self.laser_cm, allow_none=True)
-        _positive("eps_inf", self.eps_inf, allow_none=True)
-        _positive("zero_pad", self.zero_pad, minimum=1.0 - 1e-12)
+        require_positive("dt_fs", self.dt_fs)
+        require_positive("temperature_k", self.temperature_k)
+        require_positive("max_corr_fs", self.max_corr_fs, allow_none=True)
+        require_positive("freq_max_cm", self.freq_max_cm, allow_none=True)
+        require_positive("laser_cm", self.laser_cm, allow_none=True)
+        require_positive("eps_inf", self.eps_inf, allow_none=True)
+        require_positive("zero_pad", self.zero_pad, minimum=1.0 - 1e-12)
         if self.window not in WINDOWS:
             raise ConfigError(f"must be one of {WINDOWS}, got {self.window!r}", path="window")
         if self.correction not in CORRECTIONS:

@@ -22,17 +22,19 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(queues) - set(QUEUES))
     if not queues or unknown:
         parser.error(f"unknown queue(s) {unknown or queues}; choose from {', '.join(QUEUES)}")
-    if args.device:
-        os.environ["DPTENSOR_WORKER_DEVICE"] = args.device
-    from jobs.settings import SettingsError
+    from jobs.settings import SettingsError, load_settings
 
     try:
-        from worker.celery_app import celery
+        settings = load_settings(**({"worker_device": args.device} if args.device else {}))
     except SettingsError as exc:
         print(f"dptensor worker: {exc}", file=sys.stderr)
         return 2
     from model.runtime import tune_allocator
+    from worker import state
+    from worker.celery_app import create_celery
 
+    state.start(settings)  # the process state, built once, before any task module runs
+    celery = create_celery(settings)
     tune_allocator()  # training and prediction steps allocate large, short-lived tensors
     name = f"{'+'.join(queues)}@{socket.gethostname()}.{os.getpid()}"
     celery.worker_main(["worker", "--pool", "solo", "--queues", ",".join(queues), "--hostname", name,

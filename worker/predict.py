@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 
 from model.checkpoint import model_from_checkpoint, model_summary, read_checkpoint
-from model.cli import load_structures
 from model.deepmd_compat import is_deepmd_checkpoint
 from model.errors import CheckpointError
 from model.inference import predict, save_predictions_npz
+from model.structures import load_structures
 from model.tensor_model import TensorModel
 
 Progress = Callable[[int, int], None]

@@ -18,10 +18,6 @@ from jobs import store
 
 log = logging.getLogger("dptensor.worker")
 
-# Set when the worker is asked to shut down (SIGTERM / Ctrl-C): running jobs checkpoint,
-# go back to the queue and are resumed by the next worker.
-SHUTDOWN = threading.Event()
-
 
 class JobMonitor(threading.Thread):
     """Polls the job row every ``poll_s`` (cancel flag, ownership) and refreshes the
@@ -29,10 +25,11 @@ class JobMonitor(threading.Thread):
     makes a live job look dead."""
 
     def __init__(self, sessions: sessionmaker[Session], job_id: str, worker_id: str, *, poll_s: float,
-                 heartbeat_s: float) -> None:
+                 heartbeat_s: float, shutdown: threading.Event) -> None:
         super().__init__(name=f"monitor-{job_id}", daemon=True)
         self.sessions, self.job_id, self.worker_id = sessions, job_id, worker_id
         self.poll_s, self.heartbeat_s = poll_s, heartbeat_s
+        self.shutdown = shutdown  # the worker's: set when it is asked to stop
         self.cancel = threading.Event()
         self.lost = threading.Event()  # another worker owns the job now: stop, write nothing
         self._done = threading.Event()
@@ -55,7 +52,13 @@ class JobMonitor(threading.Thread):
                 log.exception("job %s: heartbeat failed", self.job_id)
 
     def should_stop(self) -> bool:
-        return self.cancel.is_set() or self.lost.is_set() or SHUTDOWN.is_set()
+        return self.cancel.is_set() or self.lost.is_set() or self.shutdown.is_set()
+
+    def stopped(self) -> str:
+        """Why a job that stopped early did: cancelled, or interrupted (the worker stops)."""
+        if self.cancel.is_set():
+            return "cancelled"
+        return "interrupted" if self.shutdown.is_set() else "cancelled"
 
     def __enter__(self) -> JobMonitor:
         self.start()

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from celery import Task
+from celery import Task, shared_task
 
 from jobs import store
 from jobs.datasets import FILES
@@ -20,10 +20,10 @@ from jobs.queue import JOB_TASKS
 from jobs.tables import Job
 from model.errors import DataError
 from model.system import System
-from worker.celery_app import SETTINGS, WORKER_ID, celery, device, sessions
+from worker import state
+from worker.jobrun import Outcome, run_job
 from worker.predict import load_cached
 from worker.progress import JobMonitor, report
-from worker.tasks import Outcome, _stopped, run_job
 
 
 def _source(job: Job, folder: Path) -> tuple[Path, str]:
@@ -32,7 +32,7 @@ def _source(job: Job, folder: Path) -> tuple[Path, str]:
     if "trajectory" in inputs:
         traj = inputs["trajectory"]
         return folder / traj["file"], traj.get("filename", traj["file"])
-    path = store.dataset_dir(SETTINGS.root, inputs["dataset_id"]) / FILES / inputs["system"]
+    path = store.dataset_dir(state.current().settings.root, inputs["dataset_id"]) / FILES / inputs["system"]
     return path, f"dataset:{inputs['dataset_id']}/{inputs['system']}"
 
 
@@ -46,20 +46,20 @@ def _write(path: Path, text: str) -> None:
 class _Progress:
     """Frames done / total and frames/s into the job row, at most every progress_every_s."""
 
-    def __init__(self, job_id: str, jlog: logging.Logger) -> None:
-        self.job_id, self.jlog = job_id, jlog
+    def __init__(self, st: state.WorkerState, job_id: str, jlog: logging.Logger) -> None:
+        self.state, self.job_id, self.jlog = st, job_id, jlog
         self.start = self.last = 0.0
 
     def __call__(self, done: int, total: int) -> None:
         now = time.monotonic()
         if done == 0:
             self.start = now
-        elif done < total and now - self.last < SETTINGS.progress_every_s:
+        elif done < total and now - self.last < self.state.settings.progress_every_s:
             return
         self.last = now
         rate = done / (now - self.start) if done and now > self.start else None
         eta = (total - done) / rate if rate else None
-        report(sessions(), self.job_id, WORKER_ID, step=done, total=total, rate=rate, eta_s=eta)
+        report(self.state.sessions, self.job_id, self.state.worker_id, step=done, total=total, rate=rate, eta_s=eta)
         if done:
             self.jlog.info("predicted %d/%d frames, %.1f frames/s", done, total, rate or 0.0)
 
@@ -71,8 +71,9 @@ def _spectrum(job: Job, folder: Path, monitor: JobMonitor, jlog: logging.Logger)
     request = parse_request(inputs["kind"], inputs["dt_fs"], inputs["options"])
     fmt = inputs["trajectory"]["format"] if "trajectory" in inputs else "deepmd/npy"
     request = dataclasses.replace(request, format=fmt)  # as the api read it
-    model_path = store.model_dir(SETTINGS.root, inputs["model_id"]) / "model.pt"
-    model = load_cached(str(model_path), device()[0])
+    st = state.current()
+    model_path = store.model_dir(st.settings.root, inputs["model_id"]) / "model.pt"
+    model = load_cached(str(model_path), st.device()[0])
 
     def loaded(traj: System) -> None:
         jlog.info("read %d frames of %d atoms (%s)", traj.nframes, traj.natoms, fmt)
@@ -80,10 +81,10 @@ def _spectrum(job: Job, folder: Path, monitor: JobMonitor, jlog: logging.Logger)
     source, shown = _source(job, folder)
     try:
         result = run_spectrum(model, [source], request, model_id=inputs["model_id"],
-                              predictions=[folder / "predictions.npz"], progress=_Progress(job.id, jlog),
+                              predictions=[folder / "predictions.npz"], progress=_Progress(st, job.id, jlog),
                               should_stop=monitor.should_stop, on_loaded=loaded)
     except InterruptedError:
-        return Outcome(_stopped(monitor))
+        return Outcome(monitor.stopped())
     except DataError as exc:  # name the file as the user knows it, not by our path
         if exc.path is None:
             raise
@@ -104,6 +105,6 @@ def _spectrum(job: Job, folder: Path, monitor: JobMonitor, jlog: logging.Logger)
     return Outcome("succeeded", summary)
 
 
-@celery.task(name=JOB_TASKS["spectrum"][0], bind=True)
+@shared_task(name=JOB_TASKS["spectrum"][0], bind=True)
 def spectrum_task(self: Task, job_id: str) -> str:
     return run_job(self, job_id, _spectrum)

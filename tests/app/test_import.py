@@ -78,12 +78,78 @@ def _top(module: str) -> str:
     return module.split(".")[0]
 
 
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan): every import
+    cycle lies inside one."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in graph:
+                continue  # not ours
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def _private_imports(packages: tuple[str, ...]) -> list[str]:
+    """``from ours.x import _name`` in another module: a private name used across modules."""
+    out = []
+    for name, file in _modules().items():
+        if _top(name) not in packages:
+            continue
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.ImportFrom) and not node.level and _top(node.module or "") in PACKAGES:
+                out += [f"{name}: from {node.module} import {a.name}" for a in node.names
+                        if a.name.startswith("_") and not a.name.startswith("__")]
+    return out
+
+
 def test_layering_holds_in_the_source() -> None:
     forbidden = {"app": {"worker"}, "worker": {"app"}, "jobs": {"app", "worker", "torch"},
                  "model": {"app", "worker", "jobs"}}
     broken = sorted(f"{module} imports {target}" for module, targets in _graph().items()
                     for target in targets if _top(target) in forbidden[_top(module)])
     assert broken == []
+
+
+def test_no_import_cycles_in_any_package() -> None:
+    """Lazy imports inside functions count: a cycle hidden in a function is still a cycle."""
+    assert _cycles(_graph()) == []
+
+
+def test_no_private_names_cross_modules_of_the_service() -> None:
+    assert _private_imports(("jobs", "worker", "app")) == []
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set(), "e": {"d"}}
+    assert _cycles(graph) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
 
 
 def test_the_walk_sees_lazy_and_relative_imports(tmp_path: Path) -> None:

@@ -39,21 +39,27 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def ctx(root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The worker module (imported under the test settings), a user and a dataset."""
+    """The worker's state and Celery app (built from the test settings, as at worker start),
+    a user and a dataset."""
     from app.archive import Limits, extract
     from app.auth import get_or_create_user
     from jobs.datasets import FILES, summarize
     from jobs.db import init_db, session_scope
+    from jobs.settings import load_settings
     from jobs.tables import Dataset
-    from worker import celery_app
+    from worker import state
+    from worker.celery_app import create_celery
 
-    assert celery_app.SETTINGS.root == root.resolve()
-    init_db(celery_app.SETTINGS.db_url)
+    settings = load_settings()
+    assert settings.root == root.resolve()
+    state.start(settings)
+    create_celery(settings)  # the tasks' app (shared tasks bind to it)
+    init_db(settings.db_url)
     archive = water_archive(tmp_path_factory.mktemp("archive"))
     files = root / "datasets" / "ds-water" / FILES
     extract(archive, files, Limits(1000, 1 << 30, 1 << 30))
-    with session_scope(celery_app.SETTINGS.db_url) as s:
+    with session_scope(settings.db_url) as s:
         user = get_or_create_user(s, "alice")
         s.add(Dataset(id="ds-water", owner_id=user.id, name="water", systems=summarize(files)))
         uid = user.id
-    return {"root": root, "owner_id": uid, "db": celery_app.SETTINGS.db_url}
+    return {"root": root, "owner_id": uid, "db": settings.db_url}
