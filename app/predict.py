@@ -11,6 +11,8 @@ from app.errors import PayloadTooLarge, Unprocessable
 from app.schemas import PredictRequest
 from jobs.settings import Settings
 from jobs.tables import ModelRecord
+from model.errors import DataError
+from model.search_budget import perpendicular_widths, plan_search
 
 COMPONENTS = {"dipole": ["x", "y", "z"],
               "polar": ["xx", "xy", "xz", "yx", "yy", "yz", "zx", "zy", "zz"]}
@@ -29,6 +31,7 @@ def to_payload(req: PredictRequest, model: ModelRecord, settings: Settings) -> t
         raise PayloadTooLarge(f"{len(req.structures)} structures: at most {settings.max_structures} per request")
     index = {name: i for i, name in enumerate(model.type_map)}
     ntypes = len(model.type_map)
+    rcut = float(model.info["rcut"]) if isinstance(model.info.get("rcut"), int | float) else None
     problems: list[tuple[str, str]] = []
     out: list[dict[str, Any]] = []
     total = 0
@@ -58,6 +61,13 @@ def to_payload(req: PredictRequest, model: ModelRecord, settings: Settings) -> t
             if cell is not None and abs(float(np.linalg.det(np.asarray(cell)))) < 1e-6:
                 problems.append((f"{loc}.cell", "the cell is singular (zero volume)"))
                 continue
+            if cell is not None and rcut is not None:
+                try:  # the worker applies the same rule; here it costs the worker nothing
+                    plan_search(n, perpendicular_widths(np.asarray(cell, dtype=np.float64)), rcut,
+                                settings.max_search_candidates)
+                except DataError as exc:
+                    problems.append((f"{loc}.cell", exc.detail))
+                    continue
         out.append({"types": types, "positions": s.positions, "cell": cell})
     if problems:
         text = "; ".join(f"{loc}: {msg}" for loc, msg in problems[:5])

@@ -8,8 +8,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Finite = Annotated[float, Field(allow_inf_nan=False)]
-Vec3 = Annotated[list[Finite], Field(min_length=3, max_length=3)]
+from model.search_budget import MAX_ABS_COORD
+
+# Positions and cell vectors in Å: finite is not enough (1e300 overflows the distance
+# arithmetic), so a physical bound: 0.1 mm, far beyond any simulation box.
+Coordinate = Annotated[float, Field(allow_inf_nan=False, ge=-MAX_ABS_COORD, le=MAX_ABS_COORD)]
+Vec3 = Annotated[list[Coordinate], Field(min_length=3, max_length=3)]
 
 
 class Request(BaseModel):

@@ -15,6 +15,8 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from model.search_budget import DEFAULT_MAX_CANDIDATES
+
 ENV_PREFIX = "DPTENSOR_"
 # Broker URL schemes: a Redis server, or the embedded SQLite-backed transport.
 EMBEDDED_SCHEME = "dptensor-sqla+"
@@ -58,6 +60,10 @@ class Settings(BaseSettings):
     sync_predict_max_atoms: int = Field(50_000, ge=1, description="above: the request becomes a job")
     sync_predict_timeout_s: float = Field(30.0, gt=0)
     model_inspect_timeout_s: float = Field(60.0, gt=0)
+    max_search_candidates: int = Field(
+        DEFAULT_MAX_CANDIDATES, ge=1000,
+        description="neighbour candidates per atom (periodic images × atoms): above, a periodic cell is too "
+                    "thin for the model's cutoff and the frame is refused (422)")
 
     # --- jobs: heartbeats, retries, cancellation ----------------------------------------
     heartbeat_interval_s: float = Field(10.0, gt=0)

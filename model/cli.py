@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 
 from model.errors import ConfigError, DptensorError
+from model.search_budget import DEFAULT_MAX_CANDIDATES
 
 
 def _fmt_duration(seconds: float) -> str:
@@ -80,7 +81,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from model.inference import save_predictions_npz
     from model.structures import load_structures
 
-    model = load_predictor(args.model, device=args.device or "cpu", precision=args.precision, member=args.member)
+    model = load_predictor(args.model, device=args.device or "cpu", precision=args.precision, member=args.member,
+                           max_search_candidates=args.max_search_candidates)
     coord, atype, box = load_structures(args.system, model.type_map, args.format)
     if args.modes and not args.derivatives:
         raise ConfigError("--modes needs --derivatives (the harmonic IR uses the Born charges)", path="--modes")
@@ -148,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None, help="frames per chunk (default: by size)")
     p.add_argument("--precision", choices=["float64", "float32"], default=None)
     p.add_argument("--device")
+    p.add_argument("--max-search-candidates", type=int, default=DEFAULT_MAX_CANDIDATES,
+                   help="neighbour candidates per atom (periodic images × atoms) above which a frame is "
+                        f"refused as too thin a cell (default {DEFAULT_MAX_CANDIDATES})")
     from model.derivatives_cli import add_derivative_arguments
 
     add_derivative_arguments(p)

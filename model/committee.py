@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from model.checkpoint import model_from_checkpoint, read_checkpoint
 from model.committee_forward import StackedModel
 from model.errors import CheckpointError
+from model.search_budget import DEFAULT_MAX_CANDIDATES
 from model.tensor_model import DTYPES, TensorModel, TensorOutput
 
 COMMITTEE_FORMAT = "dptensor-committee"
@@ -209,10 +210,12 @@ def _members_of(path: str | Path) -> tuple[list[TensorModel], bool]:
 
 
 def load_predictor(paths: str | Path | Sequence[str | Path], *, device: str | torch.device = "cpu",
-                   precision: str | None = None, member: int | None = None) -> Predictor:
+                   precision: str | None = None, member: int | None = None,
+                   max_search_candidates: int = DEFAULT_MAX_CANDIDATES) -> Predictor:
     """One model file → that model; a committee file or several model files → a Committee
     (committee files among several are flattened into their members). ``member`` takes one
-    member out of the committee, to use alone."""
+    member out of the committee, to use alone; ``max_search_candidates`` is the neighbour
+    search budget of every member (model.search_budget)."""
     path_list = [paths] if isinstance(paths, str | Path) else list(paths)
     if not path_list:
         raise CheckpointError("no model given")
@@ -229,6 +232,7 @@ def load_predictor(paths: str | Path | Sequence[str | Path], *, device: str | to
     if precision is not None and precision not in DTYPES:
         raise CheckpointError(f"precision {precision!r} is not one of float64, float32")
     for m in members:
+        m.max_search_candidates = max_search_candidates
         if precision is not None:
             m.set_precision(DTYPES[precision])
     predictor: Predictor = members[0] if len(members) == 1 and not committee_file else Committee(members)

@@ -9,6 +9,10 @@ Two search strategies, same result:
 * brute force over all atoms (and the few periodic images that can be in range), batched
   over frames — fastest for the usual few-hundred-atom frames;
 * a cell list, frame by frame, for large frames (cost linear in the number of atoms).
+
+Before either runs, ``model.search_budget.plan_search`` estimates the candidates per
+centre from the cells' widths (O(1) per frame), picks the cheaper path and refuses a
+search over the budget (thin periodic cells), so no input can make a search unbounded.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-# Above this many atoms a frame is searched with the cell list.
+from model.search_budget import DEFAULT_MAX_CANDIDATES, SearchPlan, check_magnitude, plan_search
+
+# Above this many atoms a frame is searched with the cell list (tests lower it).
 CELL_LIST_MIN_ATOMS = 1500
 # Cap on candidate pairs held at once (rows × candidates), bounds the memory of a search.
 MAX_CANDIDATES = 8_000_000
@@ -204,30 +210,54 @@ def _cell_list(coord: Tensor, atype: Tensor, box: Tensor | None, centres: Tensor
     return kept, counts, vec.permute(2, 0, 1), ctype, dropped
 
 
+def _plan(coord: Tensor, box: Tensor | None, rcut: float, max_candidates: int) -> SearchPlan:
+    """Bounds first (two reductions), then the path and its cost from the thinnest widths."""
+    nat = coord.shape[1]
+    if coord.numel():
+        check_magnitude("coordinates", float(coord.abs().amax()))
+    if box is None:
+        return plan_search(nat, None, rcut, max_candidates, cell_list_min_atoms=CELL_LIST_MIN_ATOMS)
+    check_magnitude("cell", float(box.abs().amax()))
+    widths = perpendicular_widths(box).amin(0).double().cpu().numpy()  # [3]
+    return plan_search(nat, widths, rcut, max_candidates, cell_list_min_atoms=CELL_LIST_MIN_ATOMS)
+
+
 def build_neighbor_list(
     coord: Tensor, atype: Tensor, box: Tensor | None, centres: Tensor, rcut: float, sel: list[int],
+    max_candidates: int = DEFAULT_MAX_CANDIDATES,
 ) -> NeighborList:
     """Neighbours of ``centres`` (atom indices, same for every frame) in frames of one system.
 
     coord [nf, nat, 3], atype [nat], box [nf, 3, 3] (rows = cell vectors) or None for
     non-periodic frames. Works on any device; no gradient flows through the search.
+    ``max_candidates`` bounds the candidates compared with one centre (periodic images ×
+    atoms); a thinner cell raises ``SearchTooCostly`` (a DataError) before any work.
     """
     with torch.no_grad():
         nf, nat, _ = coord.shape
         nc = int(centres.shape[0])
+        plan = _plan(coord, box, rcut, max_candidates)
         pieces: list[tuple[Tensor, Tensor, Tensor, Tensor, int]] = []
-        if nat >= CELL_LIST_MIN_ATOMS:
+        if plan.cell_list:
+            chunk = max(1, MAX_CANDIDATES // max(27 * 64, plan.candidates))
             for f in range(nf):  # large frames: per-frame work dominates the loop overhead
-                chunk = max(1, MAX_CANDIDATES // (27 * 64))
                 for c0 in range(0, nc, chunk):
                     pieces.append(_cell_list(coord[f], atype, None if box is None else box[f],
                                              centres[c0:c0 + chunk], rcut, sel))
         else:
-            per_frame = max(1, nc * nat * (27 if box is not None else 1))
-            step = max(1, MAX_CANDIDATES // per_frame)
-            for f0 in range(0, nf, step):
-                pieces.append(_brute_force(coord[f0:f0 + step], atype,
-                                           None if box is None else box[f0:f0 + step], centres, rcut, sel))
+            # whole frames per piece, sized as if every frame had at least 27 images
+            per_frame = max(1, nc * nat * (max(27, math.prod(plan.images)) if box is not None else 1))
+            if per_frame <= MAX_CANDIDATES:
+                step = MAX_CANDIDATES // per_frame
+                for f0 in range(0, nf, step):
+                    pieces.append(_brute_force(coord[f0:f0 + step], atype,
+                                               None if box is None else box[f0:f0 + step], centres, rcut, sel))
+            else:  # one frame is too much at once: its centres in pieces
+                chunk = max(1, MAX_CANDIDATES // plan.candidates)
+                for f in range(nf):
+                    for c0 in range(0, nc, chunk):
+                        pieces.append(_brute_force(coord[f:f + 1], atype, None if box is None else box[f:f + 1],
+                                                   centres[c0:c0 + chunk], rcut, sel))
         return _flatten(pieces, nf * nc, len(sel))
 
 

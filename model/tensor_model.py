@@ -12,6 +12,7 @@ from model.descriptor import DescriptorSeA, EnvPairs, environment
 from model.errors import ConfigError
 from model.fitting import TensorFitting
 from model.neighbor import build_neighbor_list
+from model.search_budget import DEFAULT_MAX_CANDIDATES
 
 DTYPES = {"default": torch.float64, "float64": torch.float64, "float32": torch.float32}
 
@@ -50,6 +51,9 @@ class TensorModel(nn.Module):
         desc, fit = config.descriptor, config.fitting_net
         self.rcut = float(desc.rcut)
         self.sel: list[int] = [int(n) for n in desc.sel]
+        # neighbour candidates one centre may be compared with (periodic images × atoms);
+        # the service sets it from its settings, the CLI from --max-search-candidates
+        self.max_search_candidates = DEFAULT_MAX_CANDIDATES
         gen_d = torch.Generator().manual_seed(desc.seed) if desc.seed is not None else None
         gen_f = torch.Generator().manual_seed(fit.seed) if fit.seed is not None else None
         self.descriptor = DescriptorSeA(
@@ -94,7 +98,7 @@ class TensorModel(nn.Module):
     def environment(self, coord: Tensor, atype: Tensor, box: Tensor | None, centres: Centres) -> EnvPairs:
         """Neighbour search + environment rows (no parameters, no gradient)."""
         nf = coord.shape[0]
-        nl = build_neighbor_list(coord, atype, box, centres.index, self.rcut, self.sel)
+        nl = build_neighbor_list(coord, atype, box, centres.index, self.rcut, self.sel, self.max_search_candidates)
         centre_type = centres.types.repeat(nf)  # [nf·nc]
         d = self.descriptor
         return environment(nl, centre_type, self.ntypes, d.rcut_smth, d.rcut, d.dtype)

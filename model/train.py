@@ -114,11 +114,28 @@ def _fmt(v: float) -> str:
     return f"{'nan':>11}" if math.isnan(v) else f"{v:11.2e}"
 
 
+def _rows_up_to(path: Path, last_step: int) -> None:
+    """Drop rows after ``last_step``: a run that stopped after its last checkpoint wrote
+    rows the resumed run will write again (each step must appear once, in order)."""
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [ln for ln in lines if ln.startswith("#") or not ln.strip() or int(ln.split()[0]) <= last_step]
+    if len(kept) != len(lines):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(kept))
+        os.replace(tmp, path)
+
+
 class LcurveWriter:
-    def __init__(self, path: Path, with_val: bool, append: bool) -> None:
+    """lcurve.out; ``resume_after`` (the restart checkpoint's step) continues the file
+    from that step, dropping any rows written after it."""
+
+    def __init__(self, path: Path, with_val: bool, resume_after: int | None) -> None:
         self.with_val = with_val
         self.columns = [c for c in LCURVE_COLUMNS if with_val or not c.endswith("_val")]
-        self.file: TextIO = open(path, "a" if append and path.exists() else "w")  # noqa: SIM115
+        append = resume_after is not None and path.exists()
+        if append and resume_after is not None:
+            _rows_up_to(path, resume_after)
+        self.file: TextIO = open(path, "a" if append else "w")  # noqa: SIM115
         if self.file.tell() == 0:
             self.file.write("#  step " + "".join(f"{c:>12}" for c in self.columns) + "\n")
             self.file.write("# columns without a label in that batch print nan\n")
@@ -151,6 +168,16 @@ def _link_latest(out: Path, prefix: str, name: str) -> None:
     tmp.unlink(missing_ok=True)
     os.symlink(name, tmp)
     os.replace(tmp, link)
+
+
+def _existing_checkpoints(out: Path, prefix: str) -> list[Path]:
+    """``<prefix>-<step>.pt`` files already in ``out`` (an earlier attempt's), oldest first."""
+    found = []
+    for p in out.glob(f"{prefix}-*.pt"):
+        step = p.name[len(prefix) + 1:-3]
+        if step.isdigit():
+            found.append((int(step), p))
+    return [p for _, p in sorted(found)]
 
 
 def train(source: str | Path | dict[str, Any], output_dir: str | Path, *, restart: str | Path | None = None,
@@ -190,9 +217,11 @@ def train(source: str | Path | dict[str, Any], output_dir: str | Path, *, restar
     val_sampler = (BatchSampler(data.valid, data.valid_batch, seed=seed + 1, auto_prob=tr.validation_data.auto_prob,
                                 sys_probs=tr.validation_data.sys_probs, device=dev, dtype=model.dtype)
                    if tr.validation_data is not None else None)
-    lcurve = LcurveWriter(out / tr.disp_file, with_val=val_sampler is not None, append=restart is not None)
+    lcurve = LcurveWriter(out / tr.disp_file, with_val=val_sampler is not None,
+                          resume_after=start_step if restart is not None else None)
     cache = EnvCache()
-    written: list[Path] = []
+    # checkpoints of earlier attempts count towards max_ckpt_keep too
+    written = _existing_checkpoints(out, save_prefix)
 
     # --- the loop ----------------------------------------------------------------------
     t0, last_report, cancelled = time.monotonic(), time.monotonic(), False
@@ -228,6 +257,8 @@ def train(source: str | Path | dict[str, Any], output_dir: str | Path, *, restar
                 name = f"{save_prefix}-{step}.pt"
                 _save(out / name, model, raw_input, step, opt)
                 _link_latest(out, save_prefix, name)
+                if out / name in written:  # re-saved after a resume from an older checkpoint
+                    written.remove(out / name)
                 written.append(out / name)
                 while len(written) > keep:
                     written.pop(0).unlink(missing_ok=True)

@@ -25,19 +25,22 @@ class Stopped(Exception):
 
 
 @lru_cache(maxsize=4)
-def _load(path: str, mtime_ns: int, device: str) -> TensorModel:
+def _load(path: str, mtime_ns: int, device: str, max_search_candidates: int) -> TensorModel:
     from model.checkpoint import load_model
 
-    return load_model(path, device=device)
+    model = load_model(path, device=device)
+    model.max_search_candidates = max_search_candidates
+    return model
 
 
-def load_cached(path: str, device: str) -> TensorModel:
-    """Loading costs far more than a small prediction: keep the last few models."""
+def load_cached(path: str, device: str, max_search_candidates: int) -> TensorModel:
+    """Loading costs far more than a small prediction: keep the last few models. The
+    neighbour-search budget (settings) bounds what one frame may cost (thin cells)."""
     try:
         mtime = os.stat(path).st_mtime_ns
     except FileNotFoundError:
         raise CheckpointError(f"model file {Path(path).name} is missing on this worker (shared data dir?)") from None
-    return _load(path, mtime, device)
+    return _load(path, mtime, device, max_search_candidates)
 
 
 def _groups(structures: list[dict[str, Any]]) -> list[tuple[int, int]]:

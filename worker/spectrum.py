@@ -73,7 +73,7 @@ def _spectrum(job: Job, folder: Path, monitor: JobMonitor, jlog: logging.Logger)
     request = dataclasses.replace(request, format=fmt)  # as the api read it
     st = state.current()
     model_path = store.model_dir(st.settings.root, inputs["model_id"]) / "model.pt"
-    model = load_cached(str(model_path), st.device()[0])
+    model = load_cached(str(model_path), st.device()[0], st.settings.max_search_candidates)
 
     def loaded(traj: System) -> None:
         jlog.info("read %d frames of %d atoms (%s)", traj.nframes, traj.natoms, fmt)

@@ -72,7 +72,8 @@ def train_task(self: Task, job_id: str) -> str:
 
 def _predict_job(job: Job, folder: Path, monitor: JobMonitor, jlog: logging.Logger) -> Outcome:
     st = state.current()
-    model = load_cached(str(store.model_dir(st.settings.root, job.inputs["model_id"]) / "model.pt"), st.device()[0])
+    model = load_cached(str(store.model_dir(st.settings.root, job.inputs["model_id"]) / "model.pt"), st.device()[0],
+                        st.settings.max_search_candidates)
 
     def progress(done: int, total: int) -> None:
         report(st.sessions, job.id, st.worker_id, step=done, total=total)
@@ -118,7 +119,8 @@ def predict_task(payload: dict[str, Any]) -> dict[str, Any]:
 
     def run() -> dict[str, Any]:
         path = store.model_dir(st.settings.root, payload["model_id"]) / "model.pt"
-        glob, atomic = predict_structures(load_cached(str(path), st.device()[0]), payload["structures"])
+        model = load_cached(str(path), st.device()[0], st.settings.max_search_candidates)
+        glob, atomic = predict_structures(model, payload["structures"])
         return {"global": glob, "atomic": atomic}
 
     return _answer(run)

@@ -61,5 +61,5 @@ def model_id(users: Users, settings: Settings) -> str:
     with session_scope(settings.db_url) as s:
         alice = s.scalars(select(User).where(User.name == "alice")).one()
         s.add(ModelRecord(id="mdl-000000000001", owner_id=alice.id, name="m", kind="dipole", type_map=["O", "H"],
-                          sel_type=[0], info={}, metrics={}, source="uploaded", size_bytes=0))
+                          sel_type=[0], info={"rcut": 6.0, "sel": [46, 92], "precision": "float64"}, metrics={}, source="uploaded", size_bytes=0))
     return "mdl-000000000001"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from kit import Users
@@ -33,12 +34,40 @@ def _post(users: Users, model_id: str, body, who: str = "alice", query: str = ""
      "element(s) ['Na'] are not in the model's type_map ['O', 'H']"),
     ({"types": [0, 1, 2], "positions": WATER["positions"]}, "structures[0].types", "type index(es) [2] out of range"),
     ({**WATER, "cell": [[1, 0, 0], [2, 0, 0], [0, 0, 1]]}, "structures[0].cell", "singular"),
+    # finite is not enough: 1e300 overflows the distance arithmetic in the worker
+    ({**WATER, "positions": [[1e300, 0.0, 0.0], *WATER["positions"][1:]]}, "structures[0].positions[0][0]",
+     "less than or equal to 1000000"),
+    ({**WATER, "cell": [[1e100, 0, 0], [0, 10, 0], [0, 0, 10]]}, "structures[0].cell[0][0]",
+     "less than or equal to 1000000"),
 ])
 def test_bad_structures_are_422(users: Users, model_id: str, structure: dict, loc: str, msg: str) -> None:
     r = _post(users, model_id, {"structures": [structure]})
     assert r.status_code == 422, r.text
     problems = r.json()["problems"]
     assert any(p["loc"] == loc and msg in p["msg"] for p in problems), problems
+
+
+@pytest.mark.parametrize("a", [0.01, 0.03, 0.05])
+def test_thin_cell_is_refused_before_any_worker_sees_it(users: Users, model_id: str, a: float) -> None:
+    waters = {"symbols": WATER["symbols"] * 10,
+              "positions": [[x + i, y, z + 3 * i] for i in range(10) for x, y, z in WATER["positions"]],
+              "cell": [[a, 0, 0], [0, a, 0], [0, 0, 100]]}
+    t0 = time.monotonic()
+    r = _post(users, model_id, {"structures": [waters]})
+    assert time.monotonic() - t0 < 2.0
+    assert r.status_code == 422, r.text
+    (problem,) = r.json()["problems"]
+    images = 2 * int(6.0 / a + 0.5) + 1
+    assert problem["loc"] == "structures[0].cell"
+    assert f"perpendicular widths ({a:g}, {a:g}, 100) Å with rcut 6 Å" in problem["msg"]
+    assert f"{images}×{images}×1 = {images * images} periodic images of 30 atoms" in problem["msg"]
+
+
+def test_small_crystal_cell_is_accepted(users: Users, model_id: str) -> None:
+    # 2.5 Å cubic cell, 6 Å cutoff: 5 images per axis, well inside the budget
+    r = _post(users, model_id, {"structures": [{**WATER, "cell": [[2.5, 0, 0], [0, 2.5, 0], [0, 0, 2.5]]}]},
+              query="?job=true")
+    assert r.status_code == 202, r.text
 
 
 def test_request_level_errors(users: Users, model_id: str) -> None:

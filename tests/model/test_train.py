@@ -104,6 +104,28 @@ def test_restart_continues_exactly_where_it_stopped(tmp_path: Path) -> None:
     assert steps == [1, 8, 10, 20]  # the restarted run appends after step 7
 
 
+def test_resume_from_an_older_checkpoint_keeps_each_lcurve_step_once_in_order(tmp_path: Path) -> None:
+    # the first attempt got past its last checkpoint (20) before it died: rows 21..30 and
+    # checkpoint 30 exist; resuming from 20 must not leave rows 25, 30 twice (nor 21 after 30)
+    raw = tiny_input(steps=30, max_ckpt_keep=3)
+    raw["training"]["disp_freq"] = 5
+    train(raw, tmp_path)
+    assert np.genfromtxt(tmp_path / "lcurve.out")[-1, 0] == 30
+    raw["training"]["numb_steps"] = 40
+    train(raw, tmp_path, restart=tmp_path / "model.ckpt-20.pt")
+    steps = np.genfromtxt(tmp_path / "lcurve.out")[:, 0].tolist()
+    assert steps == [1, 5, 10, 15, 20, 21, 25, 30, 35, 40]
+
+
+def test_max_ckpt_keep_holds_across_attempts(tmp_path: Path) -> None:
+    raw = tiny_input(steps=20, max_ckpt_keep=2)
+    train(raw, tmp_path)
+    raw["training"]["numb_steps"] = 50
+    train(raw, tmp_path, restart=tmp_path / "model.ckpt.pt")
+    names = sorted(p.name for p in tmp_path.glob("model.ckpt-*.pt"))
+    assert names == ["model.ckpt-40.pt", "model.ckpt-50.pt"]
+
+
 def test_restart_needs_a_training_checkpoint(tmp_path: Path) -> None:
     from model.errors import CheckpointError
 
