@@ -80,6 +80,25 @@ def test_predict_from_an_xyz_trajectory(trained: Path, tmp_path: Path) -> None:
         np.testing.assert_allclose(npz["global"], ref.global_tensor, rtol=1e-6)  # xyz keeps 8 decimals
 
 
+def test_predict_refuses_a_thin_cell_and_the_budget_is_an_option(trained: Path, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    ase_io = pytest.importorskip("ase.io")
+    from ase import Atoms
+
+    water = Atoms("OH2", positions=[[0, 0, 0], [0.757, 0.586, 0], [-0.757, 0.586, 0]], cell=np.diag([0.02, 0.02, 20]),
+                  pbc=True)
+    ase_io.write(tmp_path / "thin.xyz", water)
+    argv = ["predict", "-m", str(trained / "model.pt"), "-s", str(tmp_path / "thin.xyz"), "-o", str(tmp_path / "p.npz")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "perpendicular widths (0.02, 0.02, 20) Å with rcut 4 Å" in err and "--max-search-candidates" in err
+    assert not (tmp_path / "p.npz").exists()
+    # 401 × 401 images of 3 atoms = 482 403 candidates: computed with a larger budget
+    assert main([*argv, "--max-search-candidates", "500000"]) == 0
+    with np.load(tmp_path / "p.npz") as npz:
+        assert np.all(np.isfinite(npz["global"]))
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
