@@ -99,7 +99,8 @@ def model_dipole_jacobian(model: TensorModel, coord: F64, atype: Sequence[int], 
     if centres.index.numel() == 0:
         return np.zeros((nf, 3)), np.zeros((nf, nat, 3, 3))
     with torch.enable_grad():  # explicitly: callers may be under inference/no_grad
-        nl = build_neighbor_list(coord_t, atype_t, box_t, centres.index, model.rcut, model.sel)
+        nl = build_neighbor_list(coord_t, atype_t, box_t, centres.index, model.rcut, model.sel,
+                                 model.max_search_candidates)
         frame, i, j, shift = _pair_atoms(nl, coord_t, box_t, centres.index)
         x = coord_t.clone().requires_grad_(True)
         vec = x[frame, j] + shift - x[frame, i]  # [P, 3], differentiable
