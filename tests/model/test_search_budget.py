@@ -66,14 +66,14 @@ def test_thin_cells_answer_in_bounded_time_and_memory() -> None:
         out = []
         for a in (0.01, 0.03, 0.05):
             coord, atype, box = ten_waters_in_a_thin_cell(a)
-            t0 = time.monotonic()
+            t0 = time.process_time()  # CPU seconds: wall time on a shared machine is noise
             try:
                 predict(model, coord, atype, box)
                 answer = "computed"
             except SearchTooCostly:
                 answer = "refused"
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            out.append({"a": a, "s": time.monotonic() - t0, "extra_mb": (rss - base) / 1024, "answer": answer})
+            out.append({"a": a, "s": time.process_time() - t0, "extra_mb": (rss - base) / 1024, "answer": answer})
         print(json.dumps(out))
     """)
     run = subprocess.run([sys.executable, "-c", script, str(ROOT)], capture_output=True, text=True, timeout=120)
