@@ -13,7 +13,7 @@ from typing import Any
 
 from model.errors import ConfigError
 from model.spectra_units import IR_UNITS, parse_bands
-from model.spectrum_options import CORRECTIONS, OPTION_HELP, WINDOWS, Spectrum
+from model.spectrum_options import CORRECTIONS, OPTION_HELP, WINDOWS, Spectrum, parse_pairs
 
 EXAMPLE = """examples:
   dptensor spectrum -m dipole.pt -t md.xyz --kind ir --dt 1 -o ir.json --csv ir.csv --plot ir.png
@@ -26,18 +26,7 @@ EXAMPLE = """examples:
 
 
 def _pairs(text: str, what: str, value: type) -> dict[str, Any]:
-    """'O=6,H=1' -> {'O': 6.0, 'H': 1.0}"""
-    out: dict[str, Any] = {}
-    for item in filter(None, (s.strip() for s in text.split(","))):
-        key, sep, raw = item.partition("=")
-        try:
-            if not sep or not key.strip():
-                raise ValueError
-            out[key.strip()] = value(raw.strip())
-        except ValueError:
-            raise ConfigError(f"{item!r} is not NAME=VALUE (e.g. {'O=6,H=1' if value is float else '1=O,2=H'})",
-                              path=what) from None
-    return out
+    return parse_pairs(text, what, value)
 
 
 def options_from_args(args: argparse.Namespace) -> dict[str, Any]:

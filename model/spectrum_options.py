@@ -56,6 +56,46 @@ OPTION_HELP: dict[str, str] = {
 }
 
 
+def parse_pairs(text: str, what: str, value: type) -> dict[str, Any]:
+    """'O=6,H=1' -> {'O': 6.0, 'H': 1.0} (the CLI's spelling of a map, accepted everywhere)."""
+    out: dict[str, Any] = {}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        key, sep, raw = item.partition("=")
+        try:
+            if not sep or not key.strip():
+                raise ValueError
+            out[key.strip()] = value(raw.strip())
+        except ValueError:
+            example = "O=6,H=1" if value is float else "1=O,2=H"
+            raise ConfigError(f"{item!r} is not NAME=VALUE (e.g. {example})", path=what) from None
+    return out
+
+
+def normalise_spellings(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The text spellings of the CLI (``O=6,H=1``, ``1=O,2=H``, ``1000:2000,3000:4000``) as the
+    JSON values, so that the CLI, the REST api and the page accept the same input; unknown
+    option names are an error that lists the known ones (``OPTION_HELP``)."""
+    unknown = sorted(set(options) - set(OPTION_HELP))
+    if unknown:
+        raise ConfigError(f"unknown option(s) {unknown}; known: {sorted(OPTION_HELP)} (docs/spectra.md)",
+                          path=unknown[0])
+    out = dict(options)
+    if isinstance(out.get("ionic_charges"), str):
+        out["ionic_charges"] = parse_pairs(out["ionic_charges"], "ionic_charges", float)
+    if isinstance(out.get("lammps_type_symbols"), str):
+        out["lammps_type_symbols"] = parse_pairs(out["lammps_type_symbols"], "lammps_type_symbols", str)
+    if isinstance(out.get("bands"), str):
+        out["bands"] = [list(b) for b in parse_bands(out["bands"]) or ()]
+    return out
+
+
+def option_schema() -> dict[str, Any]:
+    """Every option with its help line and default (what the page and GET …/spectrum/options show)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(SpectrumOptions) if f.name != "dt_fs"}
+    return {"kinds": list(KINDS), "docs": "docs/spectra.md",
+            "options": {name: {"help": text, "default": plain(defaults.get(name))} for name, text in OPTION_HELP.items()}}
+
+
 def require_positive(name: str, value: Any, *, allow_none: bool = False, minimum: float = 0.0) -> None:
     if value is None and allow_none:
         return

@@ -26,6 +26,7 @@ from numpy.typing import NDArray
 from model.errors import ConfigError, DataError
 from model.keys import TENSOR_DIM
 from model.spectra import Spectrum, SpectrumOptions, ir_spectrum, raman_spectrum
+from model.spectrum_options import normalise_spellings
 from model.system import System
 from model.trajectory import (
     map_symbols_to_types,
@@ -81,7 +82,7 @@ class SpectrumRequest:
 
     def options_json(self) -> dict[str, Any]:
         """Every option but dt_fs, as JSON (what a job stores; parse_request reads it back)."""
-        out = {k: v for k, v in dataclasses.asdict(self.spectrum).items() if k != "dt_fs"}
+        out = {k: v for k, v in self.spectrum.to_json().items() if k != "dt_fs"}
         for key in EXTRA_OPTIONS:
             value = getattr(self, key)
             if key == "lammps_type_symbols" and value is not None:
@@ -101,6 +102,10 @@ def parse_request(kind: str, dt_fs: Any, options: Mapping[str, Any] | None = Non
     opts = dict(options or {})
     if "dt_fs" in opts:
         raise ConfigError("give the time step once, as dt_fs itself", path=f"{prefix}dt_fs")
+    try:
+        opts = normalise_spellings(opts)
+    except ConfigError as exc:
+        raise ConfigError.from_problems([(f"{prefix}{p}", m) for p, m in exc.problems]) from None
     extra = {k: opts.pop(k) for k in EXTRA_OPTIONS if k in opts}
     try:
         spectrum = SpectrumOptions.from_mapping({**opts, "dt_fs": dt_fs})

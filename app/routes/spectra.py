@@ -33,8 +33,8 @@ from jobs.store import dataset_dir, job_dir
 from jobs.tables import Dataset, Job, ModelRecord, User
 from model.data import find_systems
 from model.errors import ConfigError, DataError
+from model.spectrum_options import OPTION_HELP, option_schema
 from model.spectrum_pipeline import (
-    EXTRA_OPTIONS,
     SpectrumRequest,
     check_elements,
     check_model_kind,
@@ -49,9 +49,9 @@ router = APIRouter(prefix="/jobs", tags=["spectra"], responses=ERRORS)
 CHECK_ATOM_FRAMES = 2_000_000  # frames × atoms read at submission (≈ 1 s of ASE extxyz parsing)
 ARCHIVES = (".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tar.xz", ".zip")
 SUFFIX = {"extxyz": ".xyz", "lammps-dump-text": ".lammpstrj", "traj": ".traj"}
-OPTIONS_HELP = ("JSON object, every key optional: temperature_k, window, max_corr_fs, zero_pad, correction, "
-                "freq_max_cm, derivative, raman_reduced, laser_cm (docs/spectra.md), and "
-                + ", ".join(EXTRA_OPTIONS) + " (docs/service.md)")
+OPTIONS_HELP = ("JSON object, every key optional (one schema with the CLI and the page: GET "
+                "/v1/jobs/spectrum/options; formulas and units: docs/spectra.md): "
+                + "; ".join(f"{k}: {v}" for k, v in OPTION_HELP.items()))
 CONFLICT: dict[int | str, dict[str, Any]] = {409: {"model": ErrorBody, "description": "the job has not succeeded (yet)"}}
 
 
@@ -171,12 +171,21 @@ def _from_dataset(settings: Settings, session: SessionDep, user: User, dataset_i
     return Source(inputs, frames, dataset_id=ds.id)
 
 
+@router.get("/spectrum/options")
+def spectrum_options(user: CurrentUser) -> dict[str, Any]:
+    """The spectrum options (names, one line of help, defaults) that the CLI, this api and
+    the page share; maps may be given as JSON objects or as the CLI's ``O=6,H=1``, bands
+    as [[lo, hi], …] or ``1000:2000,3000:4000``."""
+    return option_schema()
+
+
 @router.post("/spectrum", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic,
              responses={413: {"model": ErrorBody, "description": "upload larger than DPTENSOR_MAX_UPLOAD_BYTES"}})
 def submit_spectrum(
     session: SessionDep, settings: SettingsDep, queue: QueueDep, user: CurrentUser, response: Response,
     model_id: Annotated[str, Form(description="a dipole model (IR) or a polarizability model (Raman)")],
-    kind: Annotated[Literal["ir", "raman"], Form()],
+    kind: Annotated[Literal["ir", "raman", "dielectric"], Form(
+        description="ir, raman, or dielectric (ε(ω) and the static ε of a periodic run)")],
     dt_fs: Annotated[float, Form(description="time between frames in fs (required: never guessed)")],
     options: Annotated[str, Form(description=OPTIONS_HELP)] = "{}",
     file: Annotated[UploadFile | None, File(description="extended XYZ, LAMMPS dump, ASE .traj (optionally .gz), "

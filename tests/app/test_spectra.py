@@ -149,10 +149,11 @@ def _two_systems() -> bytes:
     ({}, None, "", "file", "give exactly one of 'file'"),
     ({"kind": "raman"}, xyz(10), "md.xyz", "kind", "RAMAN needs a polar model; model mdl-000000000001 predicts "
                                                    "dipoles"),
-    ({"kind": "uv"}, xyz(10), "md.xyz", "kind", "'ir' or 'raman'"),
+    ({"kind": "uv"}, xyz(10), "md.xyz", "kind", "'raman' or 'dielectric'"),
     ({"dt_fs": None}, xyz(10), "md.xyz", "dt_fs", "Field required"),
     ({"dt_fs": -1}, xyz(10), "md.xyz", "dt_fs", "must be a finite number > 0"),
-    ({"options": {"windw": "hann"}}, xyz(10), "md.xyz", "options", "unknown spectrum option(s) ['windw']"),
+    ({"options": {"windw": "hann"}}, xyz(10), "md.xyz", "options.windw", "unknown option(s) ['windw']"),
+    ({"options": {"ionic_charges": "O:6"}}, xyz(10), "md.xyz", "options.ionic_charges", "is not NAME=VALUE"),
     ({"options": {"window": "box"}}, xyz(10), "md.xyz", "options.window", "must be one of"),
     ({"options": {"max_corr_fs": 100}}, xyz(10), "md.xyz", "options.max_corr_fs", "longer than the shortest"),
     ({"options": {"dipole_mode": "wannier"}}, xyz(10), "md.xyz", "options.ionic_charges", "needs the ionic charge"),
@@ -171,6 +172,26 @@ def test_bad_requests_are_422_naming_the_field(users: Users, model_id: str, sett
     assert "tmp/spectrum-" not in r.text  # the user's file name, never our staging path
     assert not (settings.root / "jobs").exists() or not any((settings.root / "jobs").iterdir())
     assert not (settings.root / "tmp").exists() or not any((settings.root / "tmp").iterdir())
+
+
+def test_one_option_schema_for_cli_rest_and_page(users: Users, model_id: str) -> None:
+    """Issue 12 item 14: the unknown-option error lists the real set (the CLI's and the
+    page's), the schema is served, and the CLI's spellings work in the REST options."""
+    from model.spectrum_options import OPTION_HELP
+
+    r = post(users, form(model_id, options={"windw": "hann"}), xyz(10))
+    msg = r.json()["problems"][0]["msg"]
+    known = set(json.loads(msg.split("known: ")[1].split(" (docs")[0].replace("'", '"')))
+    assert known == set(OPTION_HELP) and "dt_fs" not in known
+    assert {"dipole_mode", "ionic_charges", "volume_a3", "bands", "units", "molecules"} <= known
+    schema = users.client.get("/v1/jobs/spectrum/options", headers=users.h("alice")).json()
+    assert set(schema["options"]) == set(OPTION_HELP) and schema["docs"] == "docs/spectra.md"
+    assert schema["options"]["window"]["default"] == "gaussian" and "O=6,H=1" in schema["options"]["ionic_charges"]["help"]
+    r = post(users, form(model_id, options={"dipole_mode": "wannier", "ionic_charges": "O=6,H=1", "q_w": -8,
+                                            "bands": "1000:2000,2500:3000"}), xyz(10))
+    assert r.status_code == 202, r.text
+    opts = r.json()["inputs"]["options"]
+    assert opts["ionic_charges"] == {"O": 6.0, "H": 1.0} and opts["bands"] == [[1000.0, 2000.0], [2500.0, 3000.0]]
 
 
 def test_malformed_options_and_other_users(users: Users, model_id: str) -> None:

@@ -144,7 +144,7 @@ def test_cancel_between_chunks_leaves_no_predictions_file(tmp_path: Path) -> Non
     ("uv", 1.0, {}, "kind", "must be one of"),
     ("ir", 0.0, {}, "dt_fs", "> 0"),
     ("ir", float("nan"), {}, "dt_fs", "finite"),
-    ("ir", 1.0, {"windw": "hann"}, "options", "unknown spectrum option(s) ['windw']"),
+    ("ir", 1.0, {"windw": "hann"}, "options.windw", "unknown option(s) ['windw']"),
     ("ir", 1.0, {"window": "box"}, "options.window", "must be one of"),
     ("ir", 1.0, {"dt_fs": 2}, "options.dt_fs", "once"),
     ("ir", 1.0, {"dipole_mode": "wannier"}, "options.ionic_charges", "needs the ionic charge"),
