@@ -51,9 +51,9 @@ def derivatives_summary(model: TensorModel, coord: np.ndarray, atype: np.ndarray
 
 def write_derivatives(args: argparse.Namespace, model: TensorModel, coord: np.ndarray, atype: np.ndarray,
                       box: np.ndarray | None) -> None:
-    from model.spectrum_cli import _pairs
+    from model.spectrum_options import parse_pairs
 
-    charges = _pairs(args.charges, "--charges", float) if args.charges else None
+    charges = parse_pairs(args.charges, "--charges", float) if args.charges else None
     born, summary = derivatives_summary(model, coord, atype, box, dipole_mode=args.dipole_mode,
                                         ionic_charges=charges, q_w=args.q_w)
     out = Path(args.output)

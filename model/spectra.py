@@ -176,7 +176,7 @@ def _cosine_transform(
     return nu, spec, n_fft
 
 
-def _plan(series: list[FloatArray], options: SpectrumOptions) -> tuple[int, dict[str, Any]]:
+def plan_lags(series: list[FloatArray], options: SpectrumOptions) -> tuple[int, dict[str, Any]]:
     dt = options.dt_fs
     n_min = min(s.shape[0] for s in series)  # shortest series actually correlated
     max_corr = options.max_corr_fs
@@ -194,7 +194,7 @@ def _plan(series: list[FloatArray], options: SpectrumOptions) -> tuple[int, dict
     return n_lag, {"max_corr_fs": (n_lag - 1) * dt, "n_lags": n_lag}
 
 
-def _transform(
+def windowed_transform(
     acf: FloatArray, options: SpectrumOptions
 ) -> tuple[FloatArray, FloatArray, dict[str, Any]]:
     """Window + cosine transform + truncation of the grid to freq_max; returns grid metadata."""
@@ -224,13 +224,13 @@ def _transform(
     return nu[keep], spec[keep], meta
 
 
-def _omega(nu: FloatArray) -> FloatArray:
+def omega_rad_fs(nu: FloatArray) -> FloatArray:
     return 2.0 * math.pi * C_CM_PER_FS * nu  # rad/fs
 
 
-def _omega_fd(nu: FloatArray, dt: float) -> FloatArray:
+def omega_forward_difference(nu: FloatArray, dt: float) -> FloatArray:
     """Effective ω of the forward difference: |e^{iωΔt}-1|/Δt."""
-    return 2.0 * np.sin(0.5 * _omega(nu) * dt) / dt
+    return 2.0 * np.sin(0.5 * omega_rad_fs(nu) * dt) / dt
 
 
 def _prepare(
@@ -292,12 +292,12 @@ CONSTANTS = {"c_m_s": C_LIGHT, "k_B_J_K": 1.380_649e-23, "eps0_F_m": 8.854_187_8
 def _ir_relative(series: list[FloatArray], options: SpectrumOptions, deriv: bool, n_lag: int
                  ) -> tuple[FloatArray, FloatArray, dict[str, Any]]:
     """ω²S_M(ω)·(correction) in (e·Å)²/fs of (pooled) derivative or plain series."""
-    nu, spec, grid_meta = _transform(autocorrelation(series, n_lag), options)
+    nu, spec, grid_meta = windowed_transform(autocorrelation(series, n_lag), options)
     if deriv:  # undo the forward-difference response, see module docstring
-        w, wfd = _omega(nu), _omega_fd(nu, options.dt_fs)
+        w, wfd = omega_rad_fs(nu), omega_forward_difference(nu, options.dt_fs)
         spec = spec * np.divide(w**2, wfd**2, out=np.ones_like(w), where=wfd > 0)
     else:
-        spec = spec * _omega(nu) ** 2
+        spec = spec * omega_rad_fs(nu) ** 2
     return nu, spec * _ir_factor(nu, options), grid_meta
 
 
@@ -321,7 +321,7 @@ def ir_spectrum(
     raw = _as_series(dipoles, "dipoles", [(3,)])
     deriv = options.derivative is not False  # default: derivative form
     series = _prepare(raw, options, deriv)
-    n_lag, lag_meta = _plan(series, options)
+    n_lag, lag_meta = plan_lags(series, options)
     nu, spec, grid_meta = _ir_relative(series, options, deriv, n_lag)
     molecules = options.molecules or 1
     scale = {"absorption": lambda: absorption_scale(options.temperature_k, float(volume_a3 or 0)),
@@ -367,12 +367,12 @@ def raman_spectrum(
     aniso = [(a - m[:, :, None] * np.eye(3)).reshape(-1, 9) for a, m in zip(alpha, mean, strict=True)]
     deriv = options.derivative is True  # default: direct form, see module docstring
     iso_s, aniso_s = _prepare(mean, options, deriv), _prepare(aniso, options, deriv)
-    n_lag, lag_meta = _plan(iso_s, options)
-    nu, s_iso, grid_meta = _transform(autocorrelation(iso_s, n_lag), options)
-    _, s_aniso, _ = _transform(autocorrelation(aniso_s, n_lag), options)
+    n_lag, lag_meta = plan_lags(iso_s, options)
+    nu, s_iso, grid_meta = windowed_transform(autocorrelation(iso_s, n_lag), options)
+    _, s_aniso, _ = windowed_transform(autocorrelation(aniso_s, n_lag), options)
     s_aniso = s_aniso * (2.0 / 15.0)
     if deriv:  # S_cl = FT⟨ẋẋ⟩ / ω_fd²; undefined (reported 0) at ω = 0
-        wfd2 = _omega_fd(nu, options.dt_fs) ** 2
+        wfd2 = omega_forward_difference(nu, options.dt_fs) ** 2
         inv = np.divide(1.0, wfd2, out=np.zeros_like(wfd2), where=wfd2 > 0)
         s_iso, s_aniso = s_iso * inv, s_aniso * inv
     factor = quantum_correction(nu, options.temperature_k, options.correction)

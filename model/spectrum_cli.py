@@ -25,10 +25,6 @@ EXAMPLE = """examples:
 """
 
 
-def _pairs(text: str, what: str, value: type) -> dict[str, Any]:
-    return parse_pairs(text, what, value)
-
-
 def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The request options (the api's `options` JSON) given on the command line."""
     opts: dict[str, Any] = {}
@@ -42,9 +38,9 @@ def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if args.reduced:
         opts["raman_reduced"] = True
     if args.charges is not None:
-        opts["ionic_charges"] = _pairs(args.charges, "--charges", float)
+        opts["ionic_charges"] = parse_pairs(args.charges, "--charges", float)
     if args.lammps_types is not None:
-        opts["lammps_type_symbols"] = _pairs(args.lammps_types, "--lammps-types", str)
+        opts["lammps_type_symbols"] = parse_pairs(args.lammps_types, "--lammps-types", str)
     if args.eps_inf is not None:
         opts["eps_inf"] = args.eps_inf
     if args.bands is not None:

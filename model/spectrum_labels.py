@@ -106,14 +106,14 @@ def read_labels(path: str | Path, kind: str, index: str = ":") -> LabelSeries:
 def run_labels_spectrum(sources: Sequence[str | Path], request: SpectrumRequest) -> Spectrum:
     """The spectrum of the sources' own tensor labels (model.spectrum_labels), no model: the
     same transform and metadata as a model's spectrum, so the two compare like for like."""
-    from model.spectrum_pipeline import _number, check_plan, transform
+    from model.spectrum_pipeline import check_plan, transform
 
     labels = [read_labels(s, request.kind, request.index) for s in sources]
     for item in labels:
         check_plan(request, item.values.shape[0])
     volumes = [item.volume_a3 for item in labels]
     volume: float | None = None
-    if _number(request.volume_a3):
+    if isinstance(request.volume_a3, int | float):
         volume = float(request.volume_a3)
     elif all(v is not None for v in volumes):
         volume = float(np.mean([v for v in volumes if v is not None]))

@@ -19,7 +19,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from model.errors import DataError
-from model.spectra import _omega, _omega_fd, _plan, _transform, autocorrelation
+from model.spectra import (
+    autocorrelation,
+    omega_forward_difference,
+    omega_rad_fs,
+    plan_lags,
+    windowed_transform,
+)
 from model.spectra_units import AMU, K_B, band_table
 from model.spectrum_options import Spectrum, SpectrumOptions
 from model.trajectory import unwrap_positions
@@ -55,7 +61,7 @@ def vdos_spectrum(positions: F64 | Sequence[F64], masses: Sequence[float] | F64,
             raise DataError(f"{r.shape[0]} frames: the VDOS needs at least 5")
         unwrapped = unwrap_positions(r, box, pbc) if box is not None and any(pbc) else r
         velocities.append(np.diff(unwrapped, axis=0) / options.dt_fs)  # Å/fs
-    n_lag, lag_meta = _plan([v.reshape(len(v), -1) for v in velocities], options)
+    n_lag, lag_meta = plan_lags([v.reshape(len(v), -1) for v in velocities], options)
     channels: dict[str, F64] = {}
     total_c0 = 0.0
     elements = list(dict.fromkeys(names))
@@ -64,8 +70,8 @@ def vdos_spectrum(positions: F64 | Sequence[F64], masses: Sequence[float] | F64,
         weighted = [(v[:, idx] * np.sqrt(m[idx])[None, :, None]).reshape(len(v), -1) for v in velocities]
         acf = autocorrelation(weighted, n_lag)  # amu·Å²/fs²
         total_c0 += float(acf[0])
-        nu, spec, grid_meta = _transform(acf, options)
-        w, wfd = _omega(nu), _omega_fd(nu, options.dt_fs)
+        nu, spec, grid_meta = windowed_transform(acf, options)
+        w, wfd = omega_rad_fs(nu), omega_forward_difference(nu, options.dt_fs)
         channels[element] = spec * np.divide(w**2, wfd**2, out=np.ones_like(w), where=wfd > 0)
     dof = 3 * m.shape[0]
     total = np.sum(list(channels.values()), axis=0)

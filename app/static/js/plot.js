@@ -222,6 +222,7 @@ export class Plot {
     this.el.dataset.series = this.series.filter(s => s.visible).map(s => s.key).join(',');
     this.el.dataset.zoomed = String(Boolean(this.zoom));
     this.el.dataset.xRange = drawn.f ? `${drawn.f.win.x0},${drawn.f.win.x1}` : '';
+    this.el.dataset.yLabel = this.o.yLabel || '';
     this.resetBtn.disabled = !this.zoom;
     const shown = this.series.filter(s => s.visible).map(s => s.label || s.key).join(', ');
     this.base.setAttribute('aria-label', drawn.f

@@ -1,17 +1,28 @@
 // The spectrum of a finished spectrum job: interactive plot (zoom, hover values, series
-// toggles iso / aniso / VV / VH or IR), CSV and PNG downloads, the metadata.
+// toggles iso / aniso / VV / VH or IR), its units on the axis, the band table, an overlaid
+// reference spectrum (spectrum-overlay.js), CSV and PNG downloads, the metadata.
 
 import { api, describe, download, saveBlob } from '../api.js';
 import { h, replace } from '../dom.js';
 import { num } from '../format.js';
 import { Plot } from '../plot.js';
+import { bandTable, staticDielectric } from './spectrum-bands.js';
+import { referenceOverlay } from './spectrum-overlay.js';
 
 const LABELS = {
   ir: 'IR', iso: 'isotropic', aniso: 'anisotropic', vv: 'VV (polarised)', vh: 'VH (depolarised)',
-  total: 'total', unpolarized: 'unpolarised',
+  total: 'total', unpolarized: 'unpolarised', eps_imag: "ε'' (imaginary)", eps_real: "ε' (real)", vdos: 'VDOS (total)',
 };
-const COLORS = { ir: '#c2334d', iso: '#1f6fd1', aniso: '#d9650f', vv: '#23914a', vh: '#7b4fc9' };
-const ORDER = ['ir', 'iso', 'aniso', 'vv', 'vh'];
+const COLORS = { ir: '#c2334d', iso: '#1f6fd1', aniso: '#d9650f', vv: '#23914a', vh: '#7b4fc9', eps_imag: '#c2334d',
+  eps_real: '#1f6fd1', vdos: '#23914a' };
+const ORDER = ['ir', 'iso', 'aniso', 'vv', 'vh', 'eps_imag', 'eps_real', 'vdos'];
+// absolute IR units (model/spectra_units.py) → what the axis says
+const QUANTITY = { absorption: 'absorption n(ω)α(ω)', molar: 'molar absorption ε(ν̃) per molecule', relative: 'IR intensity' };
+
+/** "km mol^-1 (cm^-1)^-1" → "km mol⁻¹ (cm⁻¹)⁻¹" */
+export function prettyUnit(text) {
+  return String(text).replace(/\^-1/g, '⁻¹').replace(/\^-2/g, '⁻²').replace(/\^2/g, '²').replace(/\^3/g, '³');
+}
 
 /**
  * The y-axis title from metadata.units: "arb.: Å⁶·fs, FT of …" -> "intensity (arb. units: Å⁶·fs)",
@@ -19,6 +30,9 @@ const ORDER = ['ir', 'iso', 'aniso', 'vv', 'vh'];
  */
 export function intensityLabel(metadata) {
   let u = metadata?.units;
+  if (metadata?.units_kind && typeof u === 'string') return `${QUANTITY[metadata.units_kind] || 'intensity'} (${prettyUnit(u)})`;
+  if (metadata?.kind === 'dielectric') return 'relative permittivity ε (dimensionless)';
+  if (metadata?.kind === 'vdos') return `VDOS g(ν̃) (${prettyUnit(u || 'states per cm^-1')})`;
   if (u && typeof u === 'object') u = u.intensity || u.intensities || '';
   if (!u || typeof u !== 'string') return 'intensity';
   const m = /^([^:]+):\s*([^,]*)/.exec(u);
@@ -37,7 +51,7 @@ function metaValue(v) {
 
 /** "ir" -> "IR", "raman" -> "Raman" */
 export function kindTitle(kind) {
-  return { ir: 'IR', raman: 'Raman' }[kind] || kind || '';
+  return { ir: 'IR', raman: 'Raman', dielectric: 'Dielectric ε(ω)', vdos: 'VDOS' }[kind] || kind || '';
 }
 
 /** The keys of intensities in display order (known ones first). */
@@ -61,9 +75,24 @@ export function spectrumPanel(container, jobId, { title = '', data = null } = {}
   plot.addTool(csv);
   plot.addTool(png);
   const meta = h('div', { class: 'spectrum-meta' });
-  const wrap = h('section', { class: 'spectrum-panel', 'aria-label': 'Spectrum' }, plot.el, status, meta);
+  const bands = h('div', { class: 'spectrum-bands' });
+  const overlay = referenceOverlay({ onChange: () => show() });
+  const wrap = h('section', { class: 'spectrum-panel', 'aria-label': 'Spectrum' }, plot.el, status, overlay.el, bands, meta);
   replace(container, wrap);
   let spectrum = null;
+
+  /** The CSV of what is shown: the spectrum's channels and, when overlaid, the reference. */
+  function csvText() {
+    const x = spectrum.wavenumber_cm || [];
+    const keys = seriesKeys(spectrum.intensities);
+    const extra = overlay.columns();
+    const names = ['wavenumber_cm', ...keys, ...Object.keys(extra)];
+    const cols = [x, ...keys.map(k => spectrum.intensities[k]), ...Object.values(extra)];
+    const rows = Math.max(...cols.map(c => c.length));
+    const lines = [names.join(',')];
+    for (let i = 0; i < rows; i += 1) lines.push(cols.map(c => (i < c.length && c[i] !== null ? c[i] : '')).join(','));
+    return `${lines.join('\n')}\n`;
+  }
 
   function show() {
     if (!spectrum) return;
@@ -77,7 +106,11 @@ export function spectrumPanel(container, jobId, { title = '', data = null } = {}
         if (max > 0) y = y.map(v => (v === null ? null : v / max));
       }
       return { key: k, label: LABELS[k] || k, x, y, color: COLORS[k] };
-    }));
+    }).concat(overlay.series().map(r => {
+      if (!normalise.checked) return r;
+      const max = Math.max(...r.y.filter(Number.isFinite).map(Math.abs));
+      return max > 0 ? { ...r, y: r.y.map(v => v / max) } : r;
+    })));
   }
 
   function showMeta(metadata) {
@@ -89,6 +122,7 @@ export function spectrumPanel(container, jobId, { title = '', data = null } = {}
       Number.isFinite(m.n_frames) && `${m.n_frames} frames`, Number.isFinite(m.max_corr_fs) && `τmax ${num(m.max_corr_fs)} fs`,
       Number.isFinite(m.resolution_cm) && `resolution ${num(m.resolution_cm, 3)} cm⁻¹`,
       Number.isFinite(m.nyquist_cm) && `Nyquist ${num(m.nyquist_cm, 5)} cm⁻¹`,
+      m.units && `units ${prettyUnit(m.units)}`, m.normalisation,
     ].filter(Boolean);
     replace(meta, brief.length ? h('p', { class: 'meta-brief' }, brief.join(' · ')) : null,
       entries.length ? h('details', { class: 'meta-details' },
@@ -100,7 +134,11 @@ export function spectrumPanel(container, jobId, { title = '', data = null } = {}
   csv.addEventListener('click', async () => {
     status.textContent = '';
     try {
-      await download(`/v1/jobs/${encodeURIComponent(jobId)}/spectrum.csv`, `${jobId}-spectrum.csv`);
+      if (spectrum && overlay.series().length) {
+        saveBlob(new Blob([csvText()], { type: 'text/csv' }), `${jobId}-spectrum-with-reference.csv`);
+      } else {
+        await download(`/v1/jobs/${encodeURIComponent(jobId)}/spectrum.csv`, `${jobId}-spectrum.csv`);
+      }
       status.textContent = 'CSV downloaded.';
     } catch (err) { status.textContent = describe(err); }
   });
@@ -118,6 +156,7 @@ export function spectrumPanel(container, jobId, { title = '', data = null } = {}
       plot.o.emptyText = 'The spectrum has no finite values.';
       show();
       showMeta(spectrum.metadata);
+      replace(bands, staticDielectric(spectrum.metadata), bandTable(spectrum));
     } catch (err) {
       plot.o.emptyText = 'No spectrum.';
       plot.schedule();
