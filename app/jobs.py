@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.errors import ServiceUnavailable
@@ -14,7 +15,7 @@ from app.schemas import JobPublic, LcurvePublic, Progress
 from jobs.queue import JOB_TASKS, TaskQueue
 from jobs.settings import Settings
 from jobs.store import job_dir
-from jobs.tables import Job, User, new_id, utcnow
+from jobs.tables import Job, ModelRecord, User, new_id, utcnow
 
 
 def submit(session: Session, queue: TaskQueue, settings: Settings, user: User, *, kind: str, inputs: dict[str, Any],
@@ -45,14 +46,27 @@ def submit(session: Session, queue: TaskQueue, settings: Settings, user: User, *
     return job
 
 
-def job_public(job: Job, owner: str) -> JobPublic:
+def _model_of(job: Job) -> str | None:
+    return job.model_id or (job.inputs or {}).get("model_id")
+
+
+def deleted_models(session: Session, jobs: list[Job]) -> set[str]:
+    """Models the jobs produced or used that no longer exist (one query)."""
+    ids = {m for job in jobs if isinstance(m := _model_of(job), str)}
+    if not ids:
+        return set()
+    return ids - set(session.scalars(select(ModelRecord.id).where(ModelRecord.id.in_(ids))))
+
+
+def job_public(job: Job, owner: str, deleted: set[str] | frozenset[str] = frozenset()) -> JobPublic:
     unit: Literal["steps", "frames"] = "frames" if job.kind in ("predict", "spectrum") else "steps"
     return JobPublic(
         id=job.id, kind=job.kind, status=job.status, name=job.name, owner=owner, queue=job.queue,
         created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
         progress=Progress(step=job.step, total=job.total, unit=unit, rate=job.rate, eta_s=job.eta_s),
         lcurve=job.last_row, attempt=job.attempt, max_attempts=job.max_attempts,
-        cancel_requested=job.cancel_requested, model_id=job.model_id, result=job.result,
+        cancel_requested=job.cancel_requested, model_id=job.model_id, model_deleted=_model_of(job) in deleted,
+        result=job.result,
         error=job.error, warnings=job.warnings or [], inputs=job.inputs,
     )
 

@@ -129,6 +129,7 @@ class JobPublic(Public):
     max_attempts: int
     cancel_requested: bool
     model_id: str | None = Field(None, description="train: the model it registered; predict: the model used")
+    model_deleted: bool = Field(False, description="the model it registered or used has been deleted since")
     result: dict[str, Any] | None
     error: JobError | None
     warnings: list[str]

@@ -15,7 +15,7 @@ from sqlalchemy import func, select, update
 from app.access import owned, visible
 from app.deps import CurrentUser, QueueDep, SessionDep, SettingsDep
 from app.errors import Conflict, NotFound
-from app.jobs import job_public, lcurve_file, read_lcurve, submit
+from app.jobs import deleted_models, job_public, lcurve_file, read_lcurve, submit
 from app.schemas import (
     ERRORS,
     CancelPublic,
@@ -28,10 +28,12 @@ from app.schemas import (
     TrainCheck,
 )
 from jobs.datasets import check_refs
+from jobs.settings import Settings
 from jobs.store import job_dir
 from jobs.tables import TERMINAL, Dataset, Job, User, utcnow
 from model.config import ConfigWarning, InputConfig, parse_section
 from model.errors import ConfigError
+from model.sizing import TRAINING_BYTES_PER_PARAMETER, count_parameters
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=ERRORS)
 
@@ -54,13 +56,33 @@ TRAIN_EXAMPLE = {
 }
 
 
-def validate_train_input(raw: dict[str, Any], session: SessionDep, user: User) -> tuple[list[str], list[str]]:
-    """The library's own schema + dataset references. Returns (warnings, dataset ids)."""
+def _size_problems(cfg: InputConfig, settings: Settings) -> list[tuple[str, str]]:
+    """Job-size caps (settings), checked before a worker allocates anything."""
+    problems = []
+    if cfg.training.numb_steps > settings.max_train_steps:
+        problems.append(("training.numb_steps", f"{cfg.training.numb_steps} steps: at most "
+                                                f"{settings.max_train_steps} (DPTENSOR_MAX_TRAIN_STEPS)"))
+    sel = cfg.model.descriptor.sel
+    ntypes = len(cfg.model.type_map) if cfg.model.type_map else (len(sel) if isinstance(sel, list) else 1)
+    n = count_parameters(cfg.model, ntypes)
+    if n > settings.max_model_parameters:
+        gb = n * TRAINING_BYTES_PER_PARAMETER / 1e9
+        problems.append(("model", f"the descriptor and fitting_net neuron sizes give {n:,} parameters "
+                                  f"(~{gb:,.1f} GB to train): at most {settings.max_model_parameters:,} "
+                                  "(DPTENSOR_MAX_MODEL_PARAMETERS)"))
+    return problems
+
+
+def validate_train_input(raw: dict[str, Any], session: SessionDep, user: User,
+                         settings: Settings) -> tuple[list[str], list[str]]:
+    """The library's own schema, the job-size caps and dataset references. Returns
+    (warnings, dataset ids)."""
     with _PARSE_LOCK, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConfigWarning)
         cfg: InputConfig = parse_section(raw, InputConfig)
     problems = [(f"training.{key}", "must be a plain file name (it is written in the job folder)")
                 for key in ("disp_file",) if not PLAIN_NAME.match(getattr(cfg.training, key))]
+    problems += _size_problems(cfg, settings)
     if problems:
         raise ConfigError.from_problems(problems)
 
@@ -83,7 +105,7 @@ def submit_training(
 ) -> JobPublic:
     """Validate input.json with the model library's rules (422 lists each problem with its JSON
     path; ignored DeePMD-kit keys come back as warnings) and queue the training."""
-    warns, used = validate_train_input(input_json, session, user)
+    warns, used = validate_train_input(input_json, session, user, settings)
     numb_steps = int(input_json["training"].get("numb_steps", input_json["training"].get("stop_batch", 0)))
     job = submit(session, queue, settings, user, kind="train", inputs=input_json, name=name,
                  files={"input.json": input_json}, warnings=warns, dataset_ids=used, total=numb_steps)
@@ -93,14 +115,14 @@ def submit_training(
 
 @router.post("/train/check", response_model=TrainCheck)
 def check_training(
-    session: SessionDep, user: CurrentUser,
+    session: SessionDep, settings: SettingsDep, user: CurrentUser,
     input_json: Annotated[dict[str, Any], Body(openapi_examples={"water dipole": {"value": TRAIN_EXAMPLE}})],
 ) -> TrainCheck:
     """Validate input.json exactly as POST /v1/jobs/train does, without starting anything:
     200 with `valid` and the problems (JSON path + message) instead of a 422 (for editors
     that check while the user types)."""
     try:
-        warns, used = validate_train_input(input_json, session, user)
+        warns, used = validate_train_input(input_json, session, user, settings)
     except ConfigError as exc:
         problems = [Problem(loc=p or "(document)", msg=m) for p, m in exc.problems]
         return TrainCheck(valid=False, problems=problems, warnings=[], dataset_ids=[])
@@ -122,7 +144,8 @@ def list_jobs(
         query = query.where(Job.status == status_)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     rows = session.execute(query.order_by(Job.created_at.desc()).limit(limit).offset(offset)).all()
-    return JobList(items=[job_public(job, owner) for job, owner in rows], total=total)
+    deleted = deleted_models(session, [job for job, _ in rows])
+    return JobList(items=[job_public(job, owner, deleted) for job, owner in rows], total=total)
 
 
 def _job_and_owner(session: SessionDep, job_id: str, user: User) -> tuple[Job, str]:
@@ -133,7 +156,8 @@ def _job_and_owner(session: SessionDep, job_id: str, user: User) -> tuple[Job, s
 
 @router.get("/{job_id}", response_model=JobPublic)
 def get_job(job_id: str, session: SessionDep, user: CurrentUser) -> JobPublic:
-    return job_public(*_job_and_owner(session, job_id, user))
+    job, owner = _job_and_owner(session, job_id, user)
+    return job_public(job, owner, deleted_models(session, [job]))
 
 
 @router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=CancelPublic,

@@ -59,6 +59,11 @@ def test_submit_queues_and_lists(users: Users, dataset: dict, settings) -> None:
      "element(s) ['H'] that are not in model.type_map"),
     (lambda r: r["model"]["fitting_net"].update(type="polar", fit_diag=False), "training.training_data.systems[0]",
      "has no polar labels"),
+    # job-size caps (settings): the outside campaign's 1e12 steps and [100000]×3 fitting net
+    (lambda r: r["training"].update(numb_steps=10**12), "training.numb_steps",
+     "1000000000000 steps: at most 10000000 (DPTENSOR_MAX_TRAIN_STEPS)"),
+    (lambda r: r["model"]["fitting_net"].update(neuron=[100000] * 3), "model",
+     "20,004,500,104 parameters (~640.1 GB to train): at most 50,000,000 (DPTENSOR_MAX_MODEL_PARAMETERS)"),
 ])
 def test_invalid_input_is_422_with_json_path(users: Users, dataset: dict, mutate, loc: str, msg: str) -> None:
     raw = _input(dataset)

@@ -110,3 +110,14 @@ def test_system_reference_job(users: Users, model_id: str, dataset: dict) -> Non
     assert r.status_code == 202 and r.json()["progress"]["total"] == 80
     r = _post(users, model_id, {"system": f"dataset:{dataset['id']}/nope"})
     assert r.status_code == 422 and "no system at 'nope'" in r.json()["detail"]
+
+
+def test_a_job_whose_model_was_deleted_shows_it_as_deleted(users: Users, model_id: str) -> None:
+    job = _post(users, model_id, {"structures": [WATER]}, query="?job=true").json()
+    url = f"/v1/jobs/{job['id']}"
+    assert users.client.get(url, headers=users.h("alice")).json()["model_deleted"] is False
+    assert users.client.delete(f"/v1/models/{model_id}", headers=users.h("alice")).status_code == 204
+    shown = users.client.get(url, headers=users.h("alice")).json()
+    assert (shown["model_id"], shown["model_deleted"]) == (model_id, True)
+    listed = users.client.get("/v1/jobs", headers=users.h("alice")).json()["items"]
+    assert [(j["id"], j["model_deleted"]) for j in listed] == [(job["id"], True)]

@@ -101,3 +101,15 @@ def test_bad_json_file_is_a_config_error(tmp_path: Path) -> None:
         load_input(tmp_path / "in.json")
     with pytest.raises(ConfigError, match="does not exist"):
         load_input(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize(("kind", "over"), [("dipole", {}), ("polar", {"fit_diag": False}),
+                                            ("polar", {"type_one_side": False, "resnet_dt_desc": True}),
+                                            ("polar", {"sel_type": [0, 1], "fit_neuron": [12, 24, 24]})])
+def test_parameter_count_before_building_matches_the_built_model(kind: str, over: dict) -> None:
+    from model.sizing import count_parameters
+    from model.tensor_model import TensorModel
+    from tests.model.conftest import tiny_config
+
+    cfg = tiny_config(kind, **over)
+    assert count_parameters(cfg, 2) == sum(p.numel() for p in TensorModel(cfg).parameters())

@@ -176,7 +176,7 @@ export function jobView(main, { params }) {
     if (job.kind === 'spectrum' && job.status === 'succeeded' && !files.some(f => f.name === 'spectrum.csv')) {
       rows.unshift({ name: 'spectrum.csv', size: null, url: `${path}/spectrum.csv`, save: `${id}-spectrum.csv`, what: 'spectrum' });
     }
-    if (job.kind === 'train' && job.model_id) {
+    if (job.kind === 'train' && job.model_id && !job.model_deleted) {
       rows.unshift({ name: `${job.model_id}.pt`, size: null, url: `/v1/models/${encodeURIComponent(job.model_id)}/download`,
         save: `${job.model_id}.pt`, what: 'registered model' });
     }

@@ -30,6 +30,7 @@ export function jobProgress(job, { eta = false } = {}) {
 export function modelLink(job) {
   const id = job.model_id || job.inputs?.model_id;
   if (!id) return job.kind === 'train' && ACTIVE.has(job.status) ? h('span', { class: 'muted' }, 'training…') : '—';
+  if (job.model_deleted) return h('span', { class: 'mono muted', title: 'this model has been deleted' }, `${id} (deleted)`);
   return h('a', { href: `#/models?id=${encodeURIComponent(id)}`, class: 'mono' }, id);
 }
 
@@ -84,7 +85,7 @@ export function jobsView(main) {
       [`${j.id}|${j.name}`, () => [h('a', { href: `#/jobs/${encodeURIComponent(j.id)}`, class: 'job-link', 'data-focus': 'open' },
         j.name || j.id), j.name ? h('div', { class: 'sub mono' }, j.id) : null]],
       [j.kind, () => h('span', { class: `kind kind-${j.kind}` }, j.kind)],
-      [`${j.model_id}|${j.status}`, () => modelLink(j)],
+      [`${j.model_id}|${j.status}|${j.model_deleted}`, () => modelLink(j)],
       [`${j.status}|${j.cancel_requested}|${j.attempt}`, () => [badge(j.status),
         j.cancel_requested && ACTIVE.has(j.status) ? h('div', { class: 'sub' }, 'cancelling…') : null,
         j.attempt > 1 ? h('div', { class: 'sub' }, `attempt ${j.attempt}/${j.max_attempts}`) : null]],
