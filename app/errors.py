@@ -9,6 +9,8 @@
     ├── Unprocessable           422     input is invalid; ``problems`` = [(location, message)]
     └── ServiceUnavailable      503     no worker answered, broker down
 
+jobs.queue.BrokerUnavailable (broker or result backend unreachable) becomes a 503 too.
+
 model.errors.DataError / ConfigError / CheckpointError become 422 too, keeping the file
 name or JSON path they carry. Every error body has the same shape::
 
@@ -25,6 +27,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.archive import ArchiveError
+from jobs.queue import BrokerUnavailable
 from model.errors import CheckpointError, ConfigError, DataError
 
 
@@ -102,6 +105,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ArchiveError)
     async def _archive(_: Request, exc: ArchiveError) -> JSONResponse:
         return JSONResponse(body(f"rejected archive: {exc}", [(exc.member or "", str(exc))]), status_code=422)
+
+    @app.exception_handler(BrokerUnavailable)
+    async def _broker(_: Request, exc: BrokerUnavailable) -> JSONResponse:
+        return JSONResponse(body(f"the job queue is unavailable, try again shortly: {exc}"), status_code=503,
+                            headers={"Retry-After": "10"})
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -4,25 +4,25 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.errors import ServiceUnavailable
 from app.schemas import JobPublic, LcurvePublic, Progress
-from jobs.queue import JOB_TASKS, TaskQueue
+from jobs.queue import JOB_TASKS, BrokerUnavailable, TaskQueue
 from jobs.settings import Settings
 from jobs.store import job_dir
-from jobs.tables import Job, ModelRecord, User, new_id, utcnow
+from jobs.tables import Job, ModelRecord, User, new_id
 
 
 def submit(session: Session, queue: TaskQueue, settings: Settings, user: User, *, kind: str, inputs: dict[str, Any],
            name: str = "", files: dict[str, Any] | None = None, staged: dict[str, Path] | None = None,
            **fields: Any) -> Job:
     """Store the job (and its input files) first, then enqueue it: the row is the truth,
-    the message only a wake-up call. A broker that is down fails the job visibly.
+    the message only a wake-up call. A broker that is down is a 503 and leaves nothing.
     ``files`` are written as JSON; ``staged`` files or folders (already checked uploads
     under the data dir) are moved in under the given names before the job exists."""
     job = Job(id=new_id("job"), kind=kind, owner_id=user.id, name=name, queue=JOB_TASKS[kind][1], inputs=inputs,
@@ -37,11 +37,11 @@ def submit(session: Session, queue: TaskQueue, settings: Settings, user: User, *
     session.commit()
     try:
         job.task_id = queue.enqueue_job(job.id, kind)
-    except Exception as exc:  # broker unreachable: kombu raises several types
-        job.status, job.finished_at = "failed", utcnow()
-        job.error = {"type": "BrokerUnavailable", "message": f"could not enqueue: {exc}", "traceback": None}
+    except BrokerUnavailable:  # the user gets a 503: leave no job behind (a late message finds no row)
+        session.delete(job)
         session.commit()
-        raise ServiceUnavailable(f"the job queue (broker) is unavailable: {exc}") from None
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     session.commit()
     return job
 

@@ -8,13 +8,16 @@ never wait behind a long job because each queue is consumed by its own worker pr
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
 import kombu.transport.sqlalchemy as kombu_sqla
 from celery import Celery
 from kombu import Queue
+from kombu.exceptions import OperationalError as KombuOperationalError
 from kombu.transport import TRANSPORT_ALIASES
+from redis.exceptions import RedisError
 from sqlalchemy import Engine, create_engine, event
 
 from jobs.db import sqlite_pragmas
@@ -33,6 +36,14 @@ INSPECT_TASK = "dptensor.inspect_model"
 
 class TaskTimeout(Exception):
     """No worker answered a synchronous call in time."""
+
+
+class BrokerUnavailable(Exception):
+    """The broker (or the result backend) cannot be reached within the broker timeout."""
+
+
+# what an unreachable Redis / SQLite broker raises through kombu, redis-py and the socket layer
+BROKER_ERRORS: tuple[type[BaseException], ...] = (KombuOperationalError, RedisError, OSError)
 
 
 class EmbeddedChannel(kombu_sqla.Channel):
@@ -76,9 +87,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": False,
         "task_send_sent_event": False,
     }
+    conf["broker_connection_timeout"] = settings.broker_timeout_s
     if not settings.embedded_broker:
-        conf["broker_transport_options"] = {"visibility_timeout": settings.visibility_timeout_s}
-        conf["result_backend_transport_options"] = {"retry_policy": {"timeout": 5.0}}
+        conf["broker_transport_options"] = {"visibility_timeout": settings.visibility_timeout_s,
+                                            "socket_connect_timeout": settings.broker_timeout_s}
+        conf["redis_socket_connect_timeout"] = settings.broker_timeout_s
+        conf["result_backend_transport_options"] = {"retry_policy": {"timeout": settings.broker_timeout_s}}
     return conf
 
 
@@ -95,19 +109,39 @@ class TaskQueue:
         self.settings = settings
         self.celery = make_celery(settings)
 
+    def _send(self, name: str, args: list[Any], queue: str, **options: Any) -> Any:
+        """send_task with a bounded wait: an unreachable broker is a BrokerUnavailable
+        after ``broker_timeout_s``, not kombu's retries for many seconds."""
+        timeout = self.settings.broker_timeout_s
+        policy = {"max_retries": 2, "interval_start": 0, "interval_step": timeout / 4, "interval_max": timeout / 4}
+        try:
+            return self.celery.send_task(name, args=args, queue=queue, retry=True, retry_policy=policy, **options)
+        except BROKER_ERRORS as exc:
+            raise BrokerUnavailable(f"the broker is unreachable ({type(exc).__name__}: {exc})") from None
+        except RuntimeError as exc:  # Celery's Redis result consumer gives up with a RuntimeError
+            if isinstance(exc.__cause__, BROKER_ERRORS):
+                cause = exc.__cause__
+                raise BrokerUnavailable(f"the result backend is unreachable ({type(cause).__name__}: {cause})"
+                                        ) from None
+            raise
+
     def enqueue_job(self, job_id: str, kind: str) -> str:
         name, queue = JOB_TASKS[kind]
-        return str(self.celery.send_task(name, args=[job_id], queue=queue, ignore_result=True).id)
+        return str(self._send(name, [job_id], queue, ignore_result=True).id)
 
     def call(self, name: str, payload: dict[str, Any], timeout_s: float) -> Any:
         """Send a task to the ``predict`` queue and wait for its return value. Polls the
         result backend (thread-safe, unlike the shared pub/sub consumer of AsyncResult.get)."""
-        result = self.celery.send_task(name, args=[payload], queue="predict", expires=timeout_s)
+        result = self._send(name, [payload], "predict", expires=timeout_s)
         deadline = time.monotonic() + timeout_s
         delay = 0.002
         try:
             while True:
-                meta = self.celery.backend.get_task_meta(result.id, cache=False)
+                try:
+                    meta = self.celery.backend.get_task_meta(result.id, cache=False)
+                except BROKER_ERRORS as exc:
+                    raise BrokerUnavailable(f"the result backend is unreachable ({type(exc).__name__}: {exc})"
+                                            ) from None
                 if meta["status"] == "SUCCESS":
                     return meta["result"]
                 if meta["status"] in ("FAILURE", "REVOKED"):
@@ -117,7 +151,8 @@ class TaskQueue:
                 time.sleep(delay)
                 delay = min(delay * 1.5, 0.05)
         finally:
-            result.forget()
+            with contextlib.suppress(BROKER_ERRORS):  # the backend went away: its entry expires by itself
+                result.forget()
 
     def ping_broker(self, timeout_s: float = 2.0) -> None:
         with self.celery.connection_for_write() as conn:

@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     sync_predict_max_atoms: int = Field(50_000, ge=1, description="above: the request becomes a job")
     sync_predict_timeout_s: float = Field(30.0, gt=0)
     model_inspect_timeout_s: float = Field(60.0, gt=0)
+    broker_timeout_s: float = Field(3.0, gt=0, description="an unreachable broker is a 503 after this long")
     max_train_steps: int = Field(10_000_000, ge=1, description="numb_steps of one training")
     max_model_parameters: int = Field(
         50_000_000, ge=1000, description="trainable parameters of one model (training holds ~32 bytes each)")
