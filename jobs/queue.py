@@ -151,7 +151,7 @@ class TaskQueue:
                 time.sleep(delay)
                 delay = min(delay * 1.5, 0.05)
         finally:
-            with contextlib.suppress(BROKER_ERRORS):  # the backend went away: its entry expires by itself
+            with contextlib.suppress(*BROKER_ERRORS):  # the backend went away: its entry expires by itself
                 result.forget()
 
     def ping_broker(self, timeout_s: float = 2.0) -> None:
