@@ -12,7 +12,9 @@
 jobs.queue.BrokerUnavailable (broker or result backend unreachable) becomes a 503 too.
 
 model.errors.DataError / ConfigError / CheckpointError become 422 too, keeping the file
-name or JSON path they carry. Every error body has the same shape::
+name or JSON path they carry; so does a worker's answer with such an error (jobs.errors.
+RemoteError of an input kind), any other worker error is a 503. Every error body has the
+same shape::
 
     {"detail": "one line", "problems": [{"loc": "training.numb_steps", "msg": "..."}]}
 """
@@ -27,6 +29,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.archive import ArchiveError
+from jobs.errors import RemoteError
 from jobs.queue import BrokerUnavailable
 from model.errors import CheckpointError, ConfigError, DataError
 
@@ -101,6 +104,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(CheckpointError)
     async def _ckpt(_: Request, exc: CheckpointError) -> JSONResponse:
         return JSONResponse(body(f"invalid model file: {exc}"), status_code=422)
+
+    @app.exception_handler(RemoteError)
+    async def _remote(_: Request, exc: RemoteError) -> JSONResponse:
+        if exc.caused_by_input:
+            return JSONResponse(body(str(exc), exc.problems), status_code=422)
+        return JSONResponse(body(f"the worker failed: {exc}"), status_code=503)
 
     @app.exception_handler(ArchiveError)
     async def _archive(_: Request, exc: ArchiveError) -> JSONResponse:

@@ -12,10 +12,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.schemas import JobPublic, LcurvePublic, Progress
+from jobs.layout import job_dir
 from jobs.queue import JOB_TASKS, BrokerUnavailable, TaskQueue
 from jobs.settings import Settings
-from jobs.store import job_dir
 from jobs.tables import Job, ModelRecord, User, new_id
+from model.config import InputConfig, parse_section
 
 
 def submit(session: Session, queue: TaskQueue, settings: Settings, user: User, *, kind: str, inputs: dict[str, Any],
@@ -71,14 +72,17 @@ def job_public(job: Job, owner: str, deleted: set[str] | frozenset[str] = frozen
     )
 
 
-def lcurve_file(root: Path, job: Job) -> Path:
-    name = (job.inputs.get("training") or {}).get("disp_file", "lcurve.out")
-    return job_dir(root, job.id) / name
+def lcurve_file(root: Path, job: Job) -> Path | None:
+    """The learning curve a training writes (training.disp_file, default as InputConfig
+    says); None for other jobs."""
+    if job.kind != "train":
+        return None
+    return job_dir(root, job.id) / parse_section(job.inputs, InputConfig).training.disp_file
 
 
-def read_lcurve(path: Path) -> LcurvePublic:
+def read_lcurve(path: Path | None) -> LcurvePublic:
     """lcurve.out (header '#  step col col ...', rows of numbers, 'nan' for absent)."""
-    if not path.is_file():
+    if path is None or not path.is_file():
         return LcurvePublic(columns=[], rows=[])
     columns: list[str] = []
     rows: list[dict[str, int | float | None]] = []

@@ -108,8 +108,13 @@ class Progress(Public):
 
 
 class JobError(Public):
+    """jobs.errors.ErrorPayload, as the job row keeps it."""
+
+    kind: Literal["config", "data", "checkpoint", "internal", "worker_lost"] = Field(
+        "internal", description="config / data / checkpoint: the input's fault; the others: the service's")
     type: str
     message: str
+    problems: list[Problem] = Field(default_factory=list, description="JSON path or file, and what is wrong")
     traceback: str | None = Field(None, description="last frames of the worker's traceback")
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import itertools
 import re
-import warnings
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
@@ -21,18 +20,13 @@ from typing import Any
 
 import numpy as np
 
+from jobs.layout import dataset_files, shown_inside
 from model.data import find_systems, load_system, open_store
 from model.errors import ConfigError, DataError
 from model.keys import ATOMIC_LABEL, ATOMIC_LABEL_ALIAS, GLOBAL_LABEL, TENSOR_DIM
 
 REF = re.compile(r"^dataset:([A-Za-z0-9_-]+)(?:/(.*))?$")
 REF_HELP = "refer to an uploaded dataset as 'dataset:<id>' or 'dataset:<id>/<path inside it>'"
-FILES = "files"  # datasets/<id>/files/ holds the extracted archive
-
-
-def _relative(text: str, root: Path) -> str:
-    """Server paths out of messages: users know their archive, not our data dir."""
-    return text.replace(str(root) + "/", "").replace(str(root), ".")
 
 
 def _sel_candidates(counts: list[int], nsel: int) -> list[int] | None:
@@ -44,8 +38,9 @@ def _sel_candidates(counts: list[int], nsel: int) -> list[int] | None:
     return None
 
 
-def _label_info(path: str, kind: str, atype: np.ndarray) -> dict[str, Any] | None:
-    """Which labels of ``kind`` the system has and their layout, validated by load_system."""
+def _label_info(path: str, kind: str, atype: np.ndarray, notes: list[str]) -> dict[str, Any] | None:
+    """Which labels of ``kind`` the system has and their layout, validated by load_system
+    (whose notes are added to ``notes``)."""
     dim = TENSOR_DIM[kind]
     with open_store(path) as store:
         first_set = store.sets()[0]
@@ -67,21 +62,20 @@ def _label_info(path: str, kind: str, atype: np.ndarray) -> dict[str, Any] | Non
                 sel_type = _sel_candidates(counts, cols // dim)
                 info["atomic"] = {"file": afile, "layout": "nsel", "nsel": cols // dim, "sel_type": sel_type}
     # the full check (shapes in every set, NaN/inf) with the library's rules and messages
-    load_system(path, kind=kind, sel_type=sel_type)
+    notes += load_system(path, kind=kind, sel_type=sel_type).notes
     return info
 
 
 def summarize_system(path: str, root: Path) -> dict[str, Any]:
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        system = load_system(path)
-        names = system.type_names
-        counts = Counter(system.atype.tolist())
-        labels = {kind: _label_info(path, kind, system.atype) for kind in TENSOR_DIM}
-        with open_store(path) as store:
-            nsets = len(store.sets())
+    system = load_system(path)
+    names = system.type_names
+    counts = Counter(system.atype.tolist())
+    notes = list(system.notes)
+    labels = {kind: _label_info(path, kind, system.atype, notes) for kind in TENSOR_DIM}
+    with open_store(path) as store:
+        nsets = len(store.sets())
     return {
-        "path": _relative(path, root) if path != str(root) else ".",
+        "path": shown_inside(path, root),
         "frames": system.nframes,
         "atoms": system.natoms,
         "type_map": names,
@@ -89,7 +83,7 @@ def summarize_system(path: str, root: Path) -> dict[str, Any]:
         "pbc": system.periodic,
         "sets": nsets,
         "labels": {k: v for k, v in labels.items() if v is not None},
-        "warnings": [_relative(str(w.message), root) for w in caught],
+        "warnings": [shown_inside(note, root) for note in notes],
     }
 
 
@@ -103,8 +97,8 @@ def summarize(root: Path) -> list[dict[str, Any]]:
     try:
         return [summarize_system(f, root) for f in found]
     except DataError as exc:
-        path = _relative(exc.path, root) if exc.path else None
-        raise DataError(_relative(exc.detail, root), path=path) from None
+        path = shown_inside(exc.path, root) if exc.path else None
+        raise DataError(shown_inside(exc.detail, root), path=path) from None
 
 
 # --- references in input.json ------------------------------------------------------------
@@ -182,7 +176,6 @@ def resolve_refs(raw: dict[str, Any], root: Path) -> dict[str, Any]:
         resolved = []
         for text in as_list:
             ds_id, sub = parse_ref(text)
-            resolved.append(str(root / "datasets" / ds_id / FILES / sub) if sub else
-                            str(root / "datasets" / ds_id / FILES))
+            resolved.append(str(dataset_files(root, ds_id, sub)))
         section["systems"] = resolved
     return out

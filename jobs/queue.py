@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import Engine, create_engine, event
 
 from jobs.db import sqlite_pragmas
+from jobs.errors import unwrap
 from jobs.settings import Settings
 
 QUEUES = ("train", "predict", "batch")
@@ -129,9 +130,10 @@ class TaskQueue:
         name, queue = JOB_TASKS[kind]
         return str(self._send(name, [job_id], queue, ignore_result=True).id)
 
-    def call(self, name: str, payload: dict[str, Any], timeout_s: float) -> Any:
-        """Send a task to the ``predict`` queue and wait for its return value. Polls the
-        result backend (thread-safe, unlike the shared pub/sub consumer of AsyncResult.get)."""
+    def call(self, name: str, payload: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        """Send a task to the ``predict`` queue and wait for its answer (jobs.errors.answer):
+        the result, or RemoteError with the worker's typed error. Polls the result backend
+        (thread-safe, unlike the shared pub/sub consumer of AsyncResult.get)."""
         result = self._send(name, [payload], "predict", expires=timeout_s)
         deadline = time.monotonic() + timeout_s
         delay = 0.002
@@ -143,7 +145,7 @@ class TaskQueue:
                     raise BrokerUnavailable(f"the result backend is unreachable ({type(exc).__name__}: {exc})"
                                             ) from None
                 if meta["status"] == "SUCCESS":
-                    return meta["result"]
+                    return unwrap(meta["result"])
                 if meta["status"] in ("FAILURE", "REVOKED"):
                     raise RuntimeError(f"task {name} failed in the worker: {meta.get('result')!r}")
                 if time.monotonic() > deadline:

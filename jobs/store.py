@@ -18,19 +18,9 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from jobs import layout
+from jobs.errors import ErrorPayload, payload
 from jobs.tables import TERMINAL, Job, ModelRecord, WorkerRecord, new_id, utcnow
-
-
-def job_dir(root: Path, job_id: str) -> Path:
-    return root / "jobs" / job_id
-
-
-def model_dir(root: Path, model_id: str) -> Path:
-    return root / "models" / model_id
-
-
-def dataset_dir(root: Path, dataset_id: str) -> Path:
-    return root / "datasets" / dataset_id
 
 
 @dataclass(frozen=True)
@@ -75,7 +65,7 @@ def _fail_exhausted(session: Session, job: Job, *, worker_lost: bool) -> None:
     session.execute(
         update(Job).where(Job.id == job.id, Job.attempt == job.attempt, Job.status.not_in(TERMINAL))
         .values(status="failed", finished_at=utcnow(), worker_id=None,
-                error={"type": "WorkerLost", "message": msg, "traceback": None})
+                error=payload("worker_lost", "WorkerLost", msg))
     )
     session.commit()
 
@@ -107,7 +97,7 @@ def report_progress(session: Session, job_id: str, worker_id: str, **values: Any
 
 
 def finish(session: Session, job_id: str, worker_id: str, status: str, *, result: dict[str, Any] | None = None,
-           error: dict[str, Any] | None = None, warnings: list[str] | None = None) -> bool:
+           error: ErrorPayload | None = None, warnings: list[str] | None = None) -> bool:
     values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "result": result, "error": error}
     if warnings is not None:
         values["warnings"] = warnings
@@ -160,7 +150,7 @@ def register_trained_model(session: Session, root: Path, job: Job, model_file: P
         info={k: summary[k] for k in ("rcut", "sel", "precision")}, metrics=metrics, source="trained",
         source_job_id=job.id, size_bytes=model_file.stat().st_size,
     )
-    dest = model_dir(root, record.id) / "model.pt"
+    dest = layout.model_file(root, record.id)
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(model_file, dest)
     session.add(record)

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from model.committee import MAX_MEMBERS, save_committee
-from model.config import load_input
+from model.config import read_input
 from model.errors import ConfigError
 from model.train import TrainProgress, TrainResult, train
 
@@ -99,12 +99,8 @@ def train_committee(source: str | Path | dict[str, Any], output_dir: str | Path,
     how many train at once (default: ``concurrency``)."""
     if not 1 <= members <= MAX_MEMBERS:
         raise ConfigError(f"must be between 1 and {MAX_MEMBERS}, got {members}", path="committee")
-    load_input(source)  # validate once, before starting anything
-    if isinstance(source, dict):
-        raw, base = source, Path.cwd()
-    else:
-        raw, base = json.loads(Path(source).read_text()), Path(source).resolve().parent
-    raw = _absolute_systems(raw, base)
+    parsed = read_input(source)  # read and validate once, before starting anything
+    raw = _absolute_systems(parsed.raw, parsed.base)
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)

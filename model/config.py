@@ -5,7 +5,8 @@ Three kinds of key exist besides the ones we implement:
 
 * ``_comment*`` anywhere: dropped silently (DeePMD-kit does the same);
 * keys DeePMD-kit accepts that do not change the trained function here (``IGNORED``):
-  dropped with a warning naming the JSON path;
+  dropped, and named by JSON path in the notes the parse returns (``parse_with_notes``,
+  ``read_input``) — a result for the caller to show, not a Python warning;
 * everything else unknown: a ``ConfigError`` naming the JSON path.
 """
 
@@ -14,9 +15,9 @@ from __future__ import annotations
 import json
 import re
 import types
-import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Union, get_args, get_origin
+from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -24,10 +25,6 @@ from model.errors import ConfigError
 
 Precision = Literal["default", "float64", "float32"]
 SUPPORTED_ACTIVATIONS = ("tanh", "relu", "relu6", "softplus", "sigmoid", "linear", "none")
-
-
-class ConfigWarning(UserWarning):
-    """A DeePMD-kit key that is accepted but has no effect here."""
 
 
 class Section(BaseModel):
@@ -395,14 +392,20 @@ def _format_loc(prefix: str, loc: tuple[Any, ...]) -> str:
     return ".".join(parts)
 
 
-def parse_section(raw: Any, cls: type[Section], *, path: str = "") -> Any:
-    """Validate ``raw`` against ``cls``; raise ConfigError listing every problem with its path."""
+S = TypeVar("S", bound=Section)
+
+
+def ignored_note(key_path: str) -> str:
+    return f"{key_path}: accepted for DeePMD-kit compatibility but ignored"
+
+
+def parse_with_notes(raw: Any, cls: type[S], *, path: str = "") -> tuple[S, list[str]]:
+    """Validate ``raw`` against ``cls``: (the section, notes naming each DeePMD-kit key that
+    is accepted but ignored). Raises ConfigError listing every problem with its JSON path."""
     warned: list[str] = []
     cleaned = _strip(raw, cls, path, warned)
-    for key_path in warned:
-        warnings.warn(f"{key_path}: accepted for DeePMD-kit compatibility but ignored", ConfigWarning, stacklevel=3)
     try:
-        return cls.model_validate(cleaned)
+        return cls.model_validate(cleaned), [ignored_note(key_path) for key_path in warned]
     except ValidationError as exc:
         problems: list[tuple[str, str]] = []
         for err in exc.errors():
@@ -417,18 +420,46 @@ def parse_section(raw: Any, cls: type[Section], *, path: str = "") -> Any:
         raise ConfigError.from_problems(problems) from None
 
 
-def load_input(source: str | Path | dict[str, Any]) -> tuple[InputConfig, Path]:
-    """Read and validate an input.json. Returns the config and the folder relative system
-    paths are resolved against (the input file's folder, or the cwd for a dict)."""
+def parse_section(raw: Any, cls: type[S], *, path: str = "") -> S:
+    """``parse_with_notes`` for input that is not the user's (checkpoints, DeePMD-kit's own
+    files): the notes are dropped."""
+    return parse_with_notes(raw, cls, path=path)[0]
+
+
+@dataclass(frozen=True)
+class ParsedInput:
+    """An input.json read and validated once: what a process passes on instead of the file."""
+
+    config: InputConfig
+    raw: dict[str, Any]  # as written (kept in checkpoints)
+    base: Path  # relative system paths are resolved against this folder
+    notes: tuple[str, ...] = ()  # ignored DeePMD-kit keys, by JSON path
+
+
+def read_input(source: str | Path | dict[str, Any] | ParsedInput) -> ParsedInput:
+    """Read (a path: once) and validate an input.json. The base folder is the file's folder,
+    or the cwd for a dict. A ParsedInput is returned as it is."""
+    if isinstance(source, ParsedInput):
+        return source
     if isinstance(source, dict):
-        return parse_section(source, InputConfig), Path.cwd()
-    path = Path(source)
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"input file {path} does not exist") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path} must contain a JSON object")
-    return parse_section(raw, InputConfig), path.resolve().parent
+        raw, base = source, Path.cwd()
+    else:
+        path = Path(source)
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"input file {path} does not exist") from None
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path} is not valid JSON: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path} must contain a JSON object")
+        base = path.resolve().parent
+    config, notes = parse_with_notes(raw, InputConfig)
+    return ParsedInput(config, raw, base, tuple(notes))
+
+
+def load_input(source: str | Path | dict[str, Any] | ParsedInput) -> tuple[InputConfig, Path]:
+    """Read and validate an input.json: (the config, the folder relative system paths are
+    resolved against). ``read_input`` also keeps the raw document and the notes."""
+    parsed = read_input(source)
+    return parsed.config, parsed.base

@@ -11,7 +11,7 @@ raises ``DataError`` naming the file, the shape found and the shape expected.
 
 from __future__ import annotations
 
-import warnings
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +21,10 @@ from model.keys import ATOMIC_LABEL, ATOMIC_LABEL_ALIAS, GLOBAL_LABEL, TENSOR_DI
 from model.system import System, check_finite
 from model.system_store import HDF5_SUFFIXES, SystemStore, find_systems, is_system_dir, open_store
 
-__all__ = ["HDF5_SUFFIXES", "DataWarning", "System", "SystemStore", "find_systems", "is_system_dir",
+log = logging.getLogger("dptensor.data")
+
+__all__ = ["HDF5_SUFFIXES", "System", "SystemStore", "find_systems", "is_system_dir",
            "load_system", "load_systems", "open_store"]
-
-
-class DataWarning(UserWarning):
-    """Data that is accepted but looks suspicious (e.g. a misnamed label file)."""
 
 
 def _raw_types(store: SystemStore) -> np.ndarray:
@@ -77,12 +75,12 @@ def _frame_rows(store: SystemStore, set_name: str, file: str, row: int, nframes:
     return np.asarray(arr, dtype=np.float64).reshape(-1, row)
 
 
-def _label_name(store: SystemStore, set_name: str, stem: str, alias: str | None) -> str | None:
+def _label_name(store: SystemStore, set_name: str, stem: str, alias: str | None, notes: list[str]) -> str | None:
     if store.has(set_name, f"{stem}.npy"):
         return f"{stem}.npy"
     if alias is not None and store.has(set_name, f"{alias}.npy"):
-        warnings.warn(f"{store.name(set_name, alias + '.npy')}: read as {stem}.npy "
-                      f"(DeePMD-kit expects the name {stem}.npy)", DataWarning, stacklevel=4)
+        notes.append(f"{store.name(set_name, alias + '.npy')}: read as {stem}.npy "
+                     f"(DeePMD-kit expects the name {stem}.npy)")
         return f"{alias}.npy"
     return None
 
@@ -110,11 +108,11 @@ def _atomic_layout(arr: np.ndarray, path: str, nframes: int, atype: np.ndarray,
 
 
 def _read_labels(store: SystemStore, set_name: str, kind: str, nf: int, first: int, atype: np.ndarray,
-                 sel_type: list[int]) -> tuple[np.ndarray | None, np.ndarray | None]:
+                 sel_type: list[int], notes: list[str]) -> tuple[np.ndarray | None, np.ndarray | None]:
     dim = TENSOR_DIM[kind]
     glob = atomic = None
-    gname = _label_name(store, set_name, GLOBAL_LABEL[kind], None)
-    aname = _label_name(store, set_name, ATOMIC_LABEL[kind], ATOMIC_LABEL_ALIAS[kind])
+    gname = _label_name(store, set_name, GLOBAL_LABEL[kind], None, notes)
+    aname = _label_name(store, set_name, ATOMIC_LABEL[kind], ATOMIC_LABEL_ALIAS[kind], notes)
     if gname is not None:
         garr = store.read_array(set_name, gname)
         if garr.size != nf * dim:
@@ -141,7 +139,8 @@ def load_system(
     """Read one system (a folder or ``file.hdf5#/group``). ``kind`` ("dipole"/"polar")
     selects the labels to read (None: no labels); ``type_map`` maps the system's type names
     onto model types; ``sel_type`` is needed to read atomic labels in the nsel layout.
-    Frame numbers in messages count over the whole system (all sets in order)."""
+    Frame numbers in messages count over the whole system (all sets in order); what was
+    accepted but is worth telling comes back in ``System.notes``."""
     with open_store(path) as store:
         raw_types = _raw_types(store)
         names = store.read_words("type_map.raw") if store.has("type_map.raw") else None
@@ -157,6 +156,7 @@ def load_system(
         boxes: list[np.ndarray] = []
         globals_: list[np.ndarray] = []
         atomics: list[np.ndarray] = []
+        notes: list[str] = []
         first = 0
         for set_name in sets:
             if not store.has(set_name, "coord.npy"):
@@ -180,7 +180,7 @@ def load_system(
                 boxes.append(box)
             if kind is not None:
                 assert sel_type is not None
-                glob, atomic = _read_labels(store, set_name, kind, nf, first, atype, sel_type)
+                glob, atomic = _read_labels(store, set_name, kind, nf, first, atype, sel_type, notes)
                 for arr, found, name in ((glob, globals_, GLOBAL_LABEL[kind]), (atomic, atomics, ATOMIC_LABEL[kind])):
                     if arr is not None:
                         found.append(arr)
@@ -201,6 +201,7 @@ def load_system(
         atomic_label=joined(atomics) if atomics else None,
         type_names=list(type_map) if type_map is not None else names,  # the names atype indexes
         pbc=(pbc, pbc, pbc),
+        notes=tuple(notes),
     )
 
 
@@ -233,5 +234,7 @@ def load_systems(
                     f"set.*/{ATOMIC_LABEL[kind]}.npy",
                     path=path,
                 )
+            for note in system.notes:
+                log.warning("%s", note)  # for people: the terminal, the job log
             systems.append(system)
     return systems

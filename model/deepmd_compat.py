@@ -9,13 +9,12 @@ TorchScript models (``.pth``) carry code, not weights, and are refused.
 from __future__ import annotations
 
 import re
-import warnings
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from model.config import ConfigWarning, ModelConfig, parse_section
+from model.config import ModelConfig, parse_section
 from model.errors import CheckpointError, ConfigError
 from model.fitting import pack_symmetric
 from model.tensor_model import TensorModel
@@ -56,12 +55,10 @@ def config_from_params(params: dict[str, Any]) -> ModelConfig:
     desc = params.get("descriptor", {})
     if desc.get("type") not in ("se_e2_a", "se_a"):
         raise CheckpointError(f"descriptor type {desc.get('type')!r} is not supported (only se_e2_a)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConfigWarning)  # defaults DeePMD-kit wrote, not user input
-        try:
-            return parse_section(params, ModelConfig, path="model_params")
-        except ConfigError as exc:
-            raise CheckpointError(f"unsupported DeePMD-kit model: {exc}") from None
+    try:  # parse_section drops the notes: these are defaults DeePMD-kit wrote, not user input
+        return parse_section(params, ModelConfig, path="model_params")
+    except ConfigError as exc:
+        raise CheckpointError(f"unsupported DeePMD-kit model: {exc}") from None
 
 
 def block_constant(stat: Tensor, sel: list[int], name: str) -> Tensor:

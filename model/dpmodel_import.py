@@ -8,14 +8,13 @@ required keys, array shapes — and a problem is a CheckpointError naming the JS
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from model.config import ConfigWarning, ModelConfig, parse_section
+from model.config import ModelConfig, parse_section
 from model.deepmd_compat import block_constant
 from model.dpmodel_file import read_dpmodel
 from model.errors import CheckpointError, ConfigError
@@ -93,13 +92,10 @@ def _config(tree: _Tree, model: dict[str, Any], desc: dict[str, Any], fit: dict[
     excluded = sorted({*model.get("atom_exclude_types", []), *fit.get("exclude_types", [])})
     raw = {"type_map": type_map, "descriptor": descriptor, "fitting_net": fitting, "atom_exclude_types": excluded,
            "pair_exclude_types": model.get("pair_exclude_types", [])}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConfigWarning)
-        try:
-            config: ModelConfig = parse_section(raw, ModelConfig, path="model")
-            return config
-        except ConfigError as exc:
-            raise CheckpointError(f"{tree.source}: unsupported or invalid model: {exc}") from None
+    try:
+        return parse_section(raw, ModelConfig, path="model")
+    except ConfigError as exc:
+        raise CheckpointError(f"{tree.source}: unsupported or invalid model: {exc}") from None
 
 
 def _networks(tree: _Tree, collection: dict[str, Any], path: str, count: int, ndim: int) -> list[dict[str, Any]]:

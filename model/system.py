@@ -29,6 +29,9 @@ class System:
     type_names: list[str] | None = None  # name of each type index, when known
     # periodic directions; default: all three when there is a cell, none without
     pbc: PBC = field(default=(True, True, True))
+    # what the reader accepted but a person should know (e.g. a label file read under an
+    # old name): returned with the frames, never raised as a Python warning
+    notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.box is None and any(self.pbc):

@@ -6,7 +6,7 @@ PyTorch convention: row s shows the s-th batch and the learning rate used for it
 
 from __future__ import annotations
 
-import json
+import logging
 import math
 import os
 import time
@@ -20,12 +20,16 @@ import torch
 
 from model.batching import Batch, BatchSampler
 from model.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
-from model.config import InputConfig, LearningRateConfig, load_input
+from model.config import InputConfig, LearningRateConfig, ParsedInput, read_input
 from model.descriptor import EnvPairs
 from model.errors import CheckpointError
 from model.loss import LossTerms, Metrics, tensor_loss
 from model.setup import build_model, load_training_data, resolve_model_config, resolve_sel
 from model.tensor_model import Centres, TensorModel
+
+# ignored input keys are told here, for people (the job log, the terminal); the notes
+# themselves are a result of read_input
+log = logging.getLogger("dptensor.train")
 
 LCURVE_COLUMNS = ("rmse_val", "rmse_trn", "rmse_lc_val", "rmse_lc_trn", "rmse_gl_val", "rmse_gl_trn", "lr")
 
@@ -180,13 +184,17 @@ def _existing_checkpoints(out: Path, prefix: str) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def train(source: str | Path | dict[str, Any], output_dir: str | Path, *, restart: str | Path | None = None,
-          device: str | None = None, on_progress: Callable[[TrainProgress], None] | None = None,
-          should_stop: Callable[[], bool] | None = None, progress_every_s: float = 2.0) -> TrainResult:
-    """Train a tensor model from an input.json (path or dict). ``should_stop`` is polled
-    every step; when it returns True a checkpoint is written and training stops."""
-    cfg, base = load_input(source)
-    raw_input = json.loads(Path(source).read_text()) if not isinstance(source, dict) else source
+def train(source: str | Path | dict[str, Any] | ParsedInput, output_dir: str | Path, *,
+          restart: str | Path | None = None, device: str | None = None,
+          on_progress: Callable[[TrainProgress], None] | None = None, should_stop: Callable[[], bool] | None = None,
+          progress_every_s: float = 2.0) -> TrainResult:
+    """Train a tensor model from an input.json (path, dict, or one already read with
+    read_input). ``should_stop`` is polled every step; when it returns True a checkpoint is
+    written and training stops."""
+    parsed = read_input(source)
+    for note in parsed.notes:
+        log.warning("%s", note)
+    cfg, base, raw_input = parsed.config, parsed.base, parsed.raw
     tr = cfg.training
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     out = Path(output_dir)

@@ -6,7 +6,6 @@ job id — the row holds the inputs, so a redelivered or re-sent message is harm
 from __future__ import annotations
 
 import logging
-import re
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,8 +14,9 @@ from typing import Any
 
 from celery import Task
 
-from jobs import store
-from jobs.datasets import FILES
+from jobs import layout, store
+from jobs.errors import error_payload
+from jobs.layout import shown_as_refs
 from jobs.queue import JOB_TASKS
 from jobs.tables import Job
 from worker import state
@@ -35,20 +35,6 @@ class Outcome:
 JobBody = Callable[[Job, Path, JobMonitor, logging.Logger], Outcome]
 
 
-def _for_user(text: str, root: Path) -> str:
-    """Server paths of dataset files back to the references the user wrote."""
-    return re.sub(re.escape(str(root / "datasets")) + r"/([A-Za-z0-9_-]+)/" + FILES + r"/?",
-                  r"dataset:\1/", text)
-
-
-def _error(exc: BaseException, root: Path) -> dict[str, Any]:
-    """Type, message and the last frames of the traceback (header kept) for the job row."""
-    tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
-    short = tb if len(tb) <= 7 else [tb[0], "  ...\n", *tb[-6:]]
-    return {"type": type(exc).__name__, "message": _for_user(str(exc), root),
-            "traceback": _for_user("".join(short), root)[-4000:]}
-
-
 def run_job(task: Task, job_id: str, body: JobBody) -> str:
     st = state.current()
     settings, worker_id = st.settings, st.worker_id
@@ -61,7 +47,7 @@ def run_job(task: Task, job_id: str, body: JobBody) -> str:
     if not claim.run or job is None:
         log.info("job %s: delivery dropped (%s)", job_id, claim.reason)
         return f"dropped: {claim.reason}"
-    folder = store.job_dir(settings.root, job_id)
+    folder = layout.job_dir(settings.root, job_id)
     folder.mkdir(parents=True, exist_ok=True)
     with job_log(folder / "job.log") as jlog, JobMonitor(st.sessions, job_id, worker_id, poll_s=settings.cancel_poll_s,
                                                          heartbeat_s=settings.heartbeat_interval_s,
@@ -74,7 +60,8 @@ def run_job(task: Task, job_id: str, body: JobBody) -> str:
         except Exception as exc:  # every failure is kept on the job: message, traceback, inputs
             jlog.error("failed: %s: %s\n%s", type(exc).__name__, exc, traceback.format_exc())
             with st.sessions() as session:
-                store.finish(session, job_id, worker_id, "failed", error=_error(exc, settings.root))
+                error = error_payload(exc, with_traceback=True, shown=lambda text: shown_as_refs(text, settings.root))
+                store.finish(session, job_id, worker_id, "failed", error=error)
             return "failed"
         if monitor.lost.is_set():
             jlog.warning("another worker took this job over; this attempt stops here")

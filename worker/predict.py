@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from jobs.layout import shown
 from model.checkpoint import model_from_checkpoint, model_summary, read_checkpoint
 from model.deepmd_compat import is_deepmd_checkpoint
 from model.errors import CheckpointError
@@ -87,7 +88,7 @@ def inspect(root: Path, relative: str) -> dict[str, Any]:
         ck = read_checkpoint(path)
         model = model_from_checkpoint(ck)
     except CheckpointError as exc:  # the user knows their file, not our staging path
-        raise CheckpointError(str(exc).replace(str(path), "the uploaded file")) from None
+        raise CheckpointError(shown(str(exc), {path: "the uploaded file"})) from None
     summary = {**model_summary(model), "format": "deepmd-kit" if is_deepmd_checkpoint(ck) else "dptensor"}
     metrics = {k: float(v) for k, v in (ck.get("metrics") or {}).items() if isinstance(v, int | float)}
     return {"summary": summary, "metrics": metrics}

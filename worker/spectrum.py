@@ -14,8 +14,7 @@ from typing import Any
 
 from celery import Task, shared_task
 
-from jobs import store
-from jobs.datasets import FILES
+from jobs import layout
 from jobs.queue import JOB_TASKS
 from jobs.tables import Job
 from model.errors import DataError
@@ -32,7 +31,7 @@ def _source(job: Job, folder: Path) -> tuple[Path, str]:
     if "trajectory" in inputs:
         traj = inputs["trajectory"]
         return folder / traj["file"], traj.get("filename", traj["file"])
-    path = store.dataset_dir(state.current().settings.root, inputs["dataset_id"]) / FILES / inputs["system"]
+    path = layout.dataset_files(state.current().settings.root, inputs["dataset_id"], inputs["system"])
     return path, f"dataset:{inputs['dataset_id']}/{inputs['system']}"
 
 
@@ -72,13 +71,13 @@ def _spectrum(job: Job, folder: Path, monitor: JobMonitor, jlog: logging.Logger)
     fmt = inputs["trajectory"]["format"] if "trajectory" in inputs else "deepmd/npy"
     request = dataclasses.replace(request, format=fmt)  # as the api read it
     st = state.current()
-    model_path = store.model_dir(st.settings.root, inputs["model_id"]) / "model.pt"
+    model_path = layout.model_file(st.settings.root, inputs["model_id"])
     model = load_cached(str(model_path), st.device()[0], st.settings.max_search_candidates)
 
     def loaded(traj: System) -> None:
         jlog.info("read %d frames of %d atoms (%s)", traj.nframes, traj.natoms, fmt)
 
-    source, shown = _source(job, folder)
+    source, name = _source(job, folder)
     try:
         result = run_spectrum(model, [source], request, model_id=inputs["model_id"],
                               predictions=[folder / "predictions.npz"], progress=_Progress(st, job.id, jlog),
@@ -88,7 +87,7 @@ def _spectrum(job: Job, folder: Path, monitor: JobMonitor, jlog: logging.Logger)
     except DataError as exc:  # name the file as the user knows it, not by our path
         if exc.path is None:
             raise
-        raise DataError(exc.detail, path=exc.path.replace(str(source), shown)) from exc
+        raise DataError(exc.detail, path=layout.shown(exc.path, {source: name})) from exc
     spectrum = result.spectrum
     _write(folder / "spectrum.json", json.dumps(spectrum.to_dict()))
     _write(folder / "spectrum.csv", spectrum.to_csv())

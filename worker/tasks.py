@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from celery import Task, shared_task
 
-from jobs import store
+from jobs import layout, store
 from jobs.datasets import resolve_refs
+from jobs.errors import answer
 from jobs.queue import INSPECT_TASK, JOB_TASKS, PREDICT_TASK
 from jobs.tables import Job
-from model.errors import DptensorError
 from worker import state
 from worker.jobrun import Outcome, run_job
 from worker.predict import Stopped, inspect, load_cached, predict_structures, predict_system
@@ -29,13 +28,14 @@ log = logging.getLogger("dptensor.worker")
 
 def _train(job: Job, folder: Path, monitor: JobMonitor, jlog: logging.Logger) -> Outcome:
     from model.checkpoint import read_checkpoint
+    from model.config import read_input
     from model.train import TrainProgress, train
 
     st = state.current()
     resolved = resolve_refs(job.inputs, st.settings.root)
     (folder / "input.resolved.json").write_text(json.dumps(resolved, indent=1))
-    prefix = (job.inputs.get("training") or {}).get("save_ckpt", "model.ckpt")
-    latest = folder / f"{prefix}.pt"
+    parsed = read_input(resolved)  # once in this process: train() takes it as it is
+    latest = folder / f"{parsed.config.training.save_ckpt}.pt"
     restart = latest if latest.exists() else None
     if restart is not None:
         jlog.info("resuming from checkpoint %s (step %s)", latest.resolve().name, read_checkpoint(latest)["train"]["step"])
@@ -50,7 +50,7 @@ def _train(job: Job, folder: Path, monitor: JobMonitor, jlog: logging.Logger) ->
                       "  ".join(f"{k} {v:.3e}" for k, v in row.items() if v is not None))
         report(st.sessions, job.id, st.worker_id, **values)
 
-    result = train(resolved, folder, restart=restart, device=st.device()[0], on_progress=progress,
+    result = train(parsed, folder, restart=restart, device=st.device()[0], on_progress=progress,
                    should_stop=monitor.should_stop, progress_every_s=st.settings.progress_every_s)
     metrics = {k: finite(v) for k, v in result.metrics.items()}
     if result.cancelled:
@@ -72,7 +72,7 @@ def train_task(self: Task, job_id: str) -> str:
 
 def _predict_job(job: Job, folder: Path, monitor: JobMonitor, jlog: logging.Logger) -> Outcome:
     st = state.current()
-    model = load_cached(str(store.model_dir(st.settings.root, job.inputs["model_id"]) / "model.pt"), st.device()[0],
+    model = load_cached(str(layout.model_file(st.settings.root, job.inputs["model_id"])), st.device()[0],
                         st.settings.max_search_candidates)
 
     def progress(done: int, total: int) -> None:
@@ -103,29 +103,19 @@ def predict_job_task(self: Task, job_id: str) -> str:
 
 # --- synchronous calls (predict queue): the answer travels back through the result backend ---
 
-def _answer(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    try:
-        return {"ok": True, **fn()}
-    except DptensorError as exc:  # the user's fault: 422 in the api
-        return {"ok": False, "error": {"type": type(exc).__name__, "message": str(exc)}}
-    except Exception as exc:
-        log.exception("synchronous task failed")
-        return {"ok": False, "error": {"type": type(exc).__name__, "message": str(exc)}}
-
-
 @shared_task(name=PREDICT_TASK)
 def predict_task(payload: dict[str, Any]) -> dict[str, Any]:
     st = state.current()
 
     def run() -> dict[str, Any]:
-        path = store.model_dir(st.settings.root, payload["model_id"]) / "model.pt"
+        path = layout.model_file(st.settings.root, payload["model_id"])
         model = load_cached(str(path), st.device()[0], st.settings.max_search_candidates)
         glob, atomic = predict_structures(model, payload["structures"])
         return {"global": glob, "atomic": atomic}
 
-    return _answer(run)
+    return answer(run, log)
 
 
 @shared_task(name=INSPECT_TASK)
 def inspect_task(payload: dict[str, Any]) -> dict[str, Any]:
-    return _answer(lambda: inspect(state.current().settings.root, payload["path"]))
+    return answer(lambda: inspect(state.current().settings.root, payload["path"]), log)

@@ -14,8 +14,8 @@ from app.archive import Limits, extract
 from app.deps import CurrentUser, SessionDep, SettingsDep
 from app.errors import Conflict
 from app.schemas import ERRORS, DatasetPublic, ErrorBody
-from jobs.datasets import FILES, summarize
-from jobs.store import dataset_dir
+from jobs.datasets import summarize
+from jobs.layout import FILES, dataset_dir, staging_dir
 from jobs.tables import Dataset, Job, new_id
 
 router = APIRouter(prefix="/datasets", tags=["datasets"], responses=ERRORS)
@@ -37,7 +37,7 @@ def upload_dataset(
     Nothing is stored unless the whole archive is valid."""
     root = settings.root
     ds_id = new_id("ds")
-    staging = root / "tmp" / f"{ds_id}-{uuid.uuid4().hex[:6]}"
+    staging = staging_dir(root, f"{ds_id}-{uuid.uuid4().hex[:6]}")
     staging.mkdir(parents=True)
     try:
         archive = staging / "upload"

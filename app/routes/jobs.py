@@ -4,8 +4,6 @@ cancel it, download its files."""
 from __future__ import annotations
 
 import re
-import threading
-import warnings
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query, Response, status
@@ -28,18 +26,16 @@ from app.schemas import (
     TrainCheck,
 )
 from jobs.datasets import check_refs
+from jobs.layout import job_dir
 from jobs.settings import Settings
-from jobs.store import job_dir
 from jobs.tables import TERMINAL, Dataset, Job, User, utcnow
-from model.config import ConfigWarning, InputConfig, parse_section
+from model.config import InputConfig, parse_with_notes
 from model.errors import ConfigError
 from model.sizing import TRAINING_BYTES_PER_PARAMETER, count_parameters
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=ERRORS)
 
 PLAIN_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-# warnings.catch_warnings swaps process-global state: serialise the config parse
-_PARSE_LOCK = threading.Lock()
 
 TRAIN_EXAMPLE = {
     "model": {"type_map": ["O", "H"], "atom_exclude_types": [1],
@@ -74,12 +70,10 @@ def _size_problems(cfg: InputConfig, settings: Settings) -> list[tuple[str, str]
 
 
 def validate_train_input(raw: dict[str, Any], session: SessionDep, user: User,
-                         settings: Settings) -> tuple[list[str], list[str]]:
-    """The library's own schema, the job-size caps and dataset references. Returns
-    (warnings, dataset ids)."""
-    with _PARSE_LOCK, warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConfigWarning)
-        cfg: InputConfig = parse_section(raw, InputConfig)
+                         settings: Settings) -> tuple[InputConfig, list[str], list[str]]:
+    """The library's own schema, the job-size caps and dataset references. Returns (the
+    config, its notes on ignored keys, dataset ids)."""
+    cfg, notes = parse_with_notes(raw, InputConfig)
     problems = [(f"training.{key}", "must be a plain file name (it is written in the job folder)")
                 for key in ("disp_file",) if not PLAIN_NAME.match(getattr(cfg.training, key))]
     problems += _size_problems(cfg, settings)
@@ -91,7 +85,7 @@ def validate_train_input(raw: dict[str, Any], session: SessionDep, user: User,
         return ds.systems if ds is not None and (user.is_admin or ds.owner_id == user.id) else None
 
     used = check_refs(raw, cfg.model.fitting_net.type, cfg.model.type_map, lookup)
-    return [str(w.message) for w in caught if issubclass(w.category, ConfigWarning)], used
+    return cfg, notes, used
 
 
 @router.post("/train", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic)
@@ -105,10 +99,9 @@ def submit_training(
 ) -> JobPublic:
     """Validate input.json with the model library's rules (422 lists each problem with its JSON
     path; ignored DeePMD-kit keys come back as warnings) and queue the training."""
-    warns, used = validate_train_input(input_json, session, user, settings)
-    numb_steps = int(input_json["training"].get("numb_steps", input_json["training"].get("stop_batch", 0)))
+    cfg, notes, used = validate_train_input(input_json, session, user, settings)
     job = submit(session, queue, settings, user, kind="train", inputs=input_json, name=name,
-                 files={"input.json": input_json}, warnings=warns, dataset_ids=used, total=numb_steps)
+                 files={"input.json": input_json}, warnings=notes, dataset_ids=used, total=cfg.training.numb_steps)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return job_public(job, user.name)
 
@@ -122,11 +115,11 @@ def check_training(
     200 with `valid` and the problems (JSON path + message) instead of a 422 (for editors
     that check while the user types)."""
     try:
-        warns, used = validate_train_input(input_json, session, user, settings)
+        _, notes, used = validate_train_input(input_json, session, user, settings)
     except ConfigError as exc:
         problems = [Problem(loc=p or "(document)", msg=m) for p, m in exc.problems]
         return TrainCheck(valid=False, problems=problems, warnings=[], dataset_ids=[])
-    return TrainCheck(valid=True, problems=[], warnings=warns, dataset_ids=used)
+    return TrainCheck(valid=True, problems=[], warnings=notes, dataset_ids=used)
 
 
 @router.get("", response_model=JobList)

@@ -24,8 +24,8 @@ from app.schemas import (
     TensorResult,
 )
 from jobs.datasets import parse_ref
+from jobs.layout import MODEL_FILE, model_dir, model_file, model_staging
 from jobs.queue import INSPECT_TASK, PREDICT_TASK, TaskTimeout
-from jobs.store import model_dir
 from jobs.tables import Dataset, ModelRecord, new_id
 from model.errors import DataError
 
@@ -56,21 +56,15 @@ def get_model(model_id: str, session: SessionDep, user: CurrentUser) -> ModelPub
 def download_model(model_id: str, session: SessionDep, settings: SettingsDep, user: CurrentUser) -> FileResponse:
     """The checkpoint: loadable with `dptensor predict -m` or torch.load(weights_only=True)."""
     m = owned(session, ModelRecord, model_id, user)
-    return FileResponse(model_dir(settings.root, m.id) / "model.pt", filename=f"{m.id}.pt",
+    return FileResponse(model_file(settings.root, m.id), filename=f"{m.id}.pt",
                         media_type="application/octet-stream")
 
 
 def _call(queue: QueueDep, name: str, payload: dict[str, Any], timeout_s: float) -> dict[str, Any]:
     try:
-        answer: dict[str, Any] = queue.call(name, payload, timeout_s)
+        return queue.call(name, payload, timeout_s)  # a worker's error: RemoteError (app/errors.py)
     except TaskTimeout as exc:
         raise ServiceUnavailable(f"{exc}; is a worker running with --queues predict?") from None
-    if not answer.get("ok"):
-        err = answer.get("error") or {}
-        if err.get("type") in ("CheckpointError", "DataError", "ConfigError"):
-            raise Unprocessable(f"{err['type']}: {err.get('message')}")
-        raise ServiceUnavailable(f"the worker failed: {err.get('type')}: {err.get('message')}")
-    return answer
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ModelPublic, responses=UNAVAILABLE)
@@ -83,12 +77,12 @@ def upload_model(
     """A worker loads the file (weights only, never code) to check it and read its kind,
     type_map and sel_type; the api itself never unpickles uploads."""
     model_id = new_id("mdl")
-    staging = settings.root / "models" / f".{model_id}.partial"
+    staging = model_staging(settings.root, model_id)
     staging.mkdir(parents=True)
     try:
-        with open(staging / "model.pt", "wb") as out:
+        with open(staging / MODEL_FILE, "wb") as out:
             shutil.copyfileobj(file.file, out, 1 << 20)
-        info = _call(queue, INSPECT_TASK, {"path": str((staging / "model.pt").relative_to(settings.root))},
+        info = _call(queue, INSPECT_TASK, {"path": str((staging / MODEL_FILE).relative_to(settings.root))},
                      settings.model_inspect_timeout_s)
         staging.rename(model_dir(settings.root, model_id))
     finally:
@@ -98,7 +92,7 @@ def upload_model(
                          type_map=s["type_map"], sel_type=s["sel_type"],
                          info={k: s[k] for k in ("rcut", "sel", "precision", "format")},
                          metrics=info.get("metrics") or {}, source="uploaded", source_job_id=None,
-                         size_bytes=(model_dir(settings.root, model_id) / "model.pt").stat().st_size)
+                         size_bytes=model_file(settings.root, model_id).stat().st_size)
     session.add(record)
     session.commit()
     return model_public(record)

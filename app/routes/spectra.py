@@ -27,9 +27,9 @@ from app.deps import CurrentUser, QueueDep, SessionDep, SettingsDep
 from app.errors import Conflict, NotFound, Unprocessable
 from app.jobs import job_public, submit
 from app.schemas import ERRORS, ErrorBody, JobPublic, SpectrumPublic
-from jobs.datasets import FILES
+from jobs.layout import dataset_files, job_dir, staging_dir
+from jobs.layout import shown as layout_shown
 from jobs.settings import Settings
-from jobs.store import dataset_dir, job_dir
 from jobs.tables import Dataset, Job, ModelRecord, User
 from model.data import find_systems
 from model.errors import ConfigError, DataError
@@ -86,9 +86,7 @@ def _check(path: Path, request: SpectrumRequest, model: ModelRecord, loc: str, s
            ) -> tuple[int | None, int]:
     """Read (a bounded number of) frames with the worker's reader; (frames or None, atoms)."""
     def text(msg: str) -> str:
-        for server, user in shown.items():
-            msg = msg.replace(server, user)
-        return msg
+        return layout_shown(msg, shown)
 
     try:
         first = load_frames(path, request, max_frames=1)
@@ -113,7 +111,7 @@ def _is_archive(name: str, path: Path) -> bool:
 
 def _from_upload(settings: Settings, file: UploadFile, request: SpectrumRequest, model: ModelRecord) -> Source:
     original = Path(file.filename or "trajectory").name
-    staging = settings.root / "tmp" / f"spectrum-{uuid.uuid4().hex[:12]}"
+    staging = staging_dir(settings.root, f"spectrum-{uuid.uuid4().hex[:12]}")
     staging.mkdir(parents=True)
     try:
         upload = staging / "upload"
@@ -164,7 +162,7 @@ def _from_dataset(settings: Settings, session: SessionDep, user: User, dataset_i
         what = "choose a system" if system is None else f"no system at {system!r}"
         msg = f"{what} of dataset {ds.id}: it has {paths[:20]}"
         raise Unprocessable(msg, [("system", msg)])
-    folder = dataset_dir(settings.root, ds.id) / FILES / system
+    folder = dataset_files(settings.root, ds.id, system)
     frames, atoms = _check(folder, dataclasses.replace(request, format="deepmd/npy"), model, "system",
                            {str(folder): f"dataset:{ds.id}/{system}"})
     inputs = {"dataset_id": ds.id, "system": system, "frames": frames, "atoms": atoms}

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from model.config import ConfigWarning, InputConfig, load_input, parse_section
+from model.config import InputConfig, load_input, parse_section, parse_with_notes, read_input
 from model.errors import ConfigError
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "water_tensor"
@@ -45,12 +46,26 @@ def test_unknown_keys_are_errors_naming_the_json_path() -> None:
     assert "training.validation_data.numb_batch" in paths
 
 
-def test_comments_anywhere_are_ignored_and_dropped_keys_warn() -> None:
+def test_comments_anywhere_are_ignored_and_dropped_keys_are_noted() -> None:
     raw = _example()
     raw["model"]["descriptor"]["_comment_x"] = "fine"
     raw["training"]["tensorboard"] = True
-    with pytest.warns(ConfigWarning, match=r"training\.tensorboard"):
-        parse_section(raw, InputConfig)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # notes are a result, not a Python warning
+        _, notes = parse_with_notes(raw, InputConfig)
+    assert notes == ["training.tensorboard: accepted for DeePMD-kit compatibility but ignored"]
+    assert read_input(raw).notes == tuple(notes)
+
+
+def test_an_input_file_is_read_once(tmp_path: Path) -> None:
+    """read_input keeps the document and the base folder; train() given the result reads
+    nothing again (the worker parses once, then hands the ParsedInput on)."""
+    path = tmp_path / "in.json"
+    path.write_text(json.dumps(_example()))
+    parsed = read_input(path)
+    path.unlink()
+    assert read_input(parsed) is parsed
+    assert parsed.base == tmp_path.resolve() and parsed.raw == _example()
 
 
 @pytest.mark.parametrize(

@@ -43,8 +43,9 @@ def ctx(root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     a user and a dataset."""
     from app.archive import Limits, extract
     from app.auth import get_or_create_user
-    from jobs.datasets import FILES, summarize
+    from jobs.datasets import summarize
     from jobs.db import init_db, session_scope
+    from jobs.layout import FILES
     from jobs.settings import load_settings
     from jobs.tables import Dataset
     from worker import state
