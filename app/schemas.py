@@ -226,6 +226,8 @@ class PredictRequest(Request):
     system: str | None = Field(None, description="or a DeePMD system of an uploaded dataset: "
                                                  "'dataset:<id>/<path>' (always a job)")
     name: str = Field("", max_length=300)
+    derivatives: bool = Field(False, description="dipole models: also the Born charges Z*_i = ∂M/∂r_i of each "
+                                                 "structure (autograd; docs/spectra.md), with the acoustic sum rule")
 
     @model_validator(mode="after")
     def _one(self) -> PredictRequest:
@@ -237,6 +239,9 @@ class PredictRequest(Request):
 class TensorResult(Public):
     global_tensor: list[float] = Field(description="sum over atoms: 3 (dipole) or 9 (polar, row-major)")
     atomic_tensor: list[list[float]] = Field(description="[n_atoms, 3|9]; zeros for atoms outside sel_type")
+    born_charges: list[list[list[float]]] | None = Field(
+        None, description="with derivatives=true: [n_atoms, 3, 3], Z[i][a][b] = ∂M_a/∂r_{i,b} (e)")
+    sum_rule_violation: float | None = Field(None, description="max |Σ_i Z*_i| (0 for a neutral frame)")
 
 
 class PredictResponse(Public):

@@ -73,6 +73,21 @@ def predict_structures(model: TensorModel, structures: list[dict[str, Any]], pro
     return glob, atomic
 
 
+def born_structures(model: TensorModel, structures: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Born charges of each structure (model.dipole_derivatives), batched like the predictions."""
+    from model.dipole_derivatives import born_charges
+
+    out: list[dict[str, Any]] = []
+    for a, b in _groups(structures):
+        chunk = structures[a:b]
+        coord = np.asarray([s["positions"] for s in chunk], dtype=np.float64)
+        box = None if chunk[0]["cell"] is None else np.asarray([s["cell"] for s in chunk], dtype=np.float64)
+        born = born_charges(model, coord, list(chunk[0]["types"]), box)
+        out.extend({"z": z.tolist(), "sum_rule_violation": float(v)}
+                   for z, v in zip(born.z, born.sum_rule_violation, strict=True))
+    return out
+
+
 def predict_system(model: TensorModel, path: Path, out: Path, progress: Progress) -> int:
     coord, atype, box = load_structures(str(path), model.type_map)
     save_predictions_npz(out, model, coord, atype, box, progress=progress)

@@ -18,7 +18,14 @@ from jobs.queue import INSPECT_TASK, JOB_TASKS, PREDICT_TASK
 from jobs.tables import Job
 from worker import state
 from worker.jobrun import Outcome, run_job
-from worker.predict import Stopped, inspect, load_cached, predict_structures, predict_system
+from worker.predict import (
+    Stopped,
+    born_structures,
+    inspect,
+    load_cached,
+    predict_structures,
+    predict_system,
+)
 from worker.progress import JobMonitor, clean_row, finite, report
 
 log = logging.getLogger("dptensor.worker")
@@ -89,6 +96,9 @@ def _predict_job(job: Job, folder: Path, monitor: JobMonitor, jlog: logging.Logg
         structures = json.loads((folder / "structures.json").read_text())
         glob, atomic = predict_structures(model, structures, progress)
         out = [{"global_tensor": g, "atomic_tensor": a} for g, a in zip(glob, atomic, strict=True)]
+        if job.inputs.get("derivatives"):
+            for row, z in zip(out, born_structures(model, structures), strict=True):
+                row["born_charges"], row["sum_rule_violation"] = z["z"], z["sum_rule_violation"]
         (folder / "predictions.json").write_text(json.dumps({"model_id": job.inputs["model_id"], "kind": model.kind,
                                                              "results": out}))
         return Outcome("succeeded", {"file": "predictions.json", "frames": len(out)})
@@ -111,6 +121,8 @@ def predict_task(payload: dict[str, Any]) -> dict[str, Any]:
         path = layout.model_file(st.settings.root, payload["model_id"])
         model = load_cached(str(path), st.device()[0], st.settings.max_search_candidates)
         glob, atomic = predict_structures(model, payload["structures"])
+        if payload.get("derivatives"):
+            return {"global": glob, "atomic": atomic, "born": born_structures(model, payload["structures"])}
         return {"global": glob, "atomic": atomic}
 
     return answer(run, log)

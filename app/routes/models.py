@@ -121,16 +121,22 @@ def predict(
     m = owned(session, ModelRecord, model_id, user)
     if req.system is not None:
         return _system_job(session, settings, queue, user, m, req.system, req.name)
+    if req.derivatives and m.kind != "dipole":
+        msg = f"Born charges are derivatives of a dipole; model {m.id} predicts polarizabilities"
+        raise Unprocessable(msg, [("derivatives", msg)])
     structures, total_atoms = to_payload(req, m, settings)
     if job or total_atoms > settings.sync_predict_max_atoms:
         created = submit(session, queue, settings, user, kind="predict", name=req.name, model_id=m.id,
-                         inputs={"model_id": m.id, "structures": len(structures), "atoms": total_atoms},
+                         inputs={"model_id": m.id, "structures": len(structures), "atoms": total_atoms,
+                                 "derivatives": req.derivatives},
                          files={"structures.json": structures}, total=len(structures))
         return _accepted(job_public(created, user.name))
-    answer = _call(queue, PREDICT_TASK, {"model_id": m.id, "structures": structures},
+    answer = _call(queue, PREDICT_TASK, {"model_id": m.id, "structures": structures, "derivatives": req.derivatives},
                    settings.sync_predict_timeout_s)
-    results = [TensorResult(global_tensor=g, atomic_tensor=a) for g, a in zip(answer["global"], answer["atomic"],
-                                                                               strict=True)]
+    born = answer.get("born") or [None] * len(answer["global"])
+    results = [TensorResult(global_tensor=g, atomic_tensor=a, born_charges=z and z["z"],
+                            sum_rule_violation=z and z["sum_rule_violation"])
+               for g, a, z in zip(answer["global"], answer["atomic"], born, strict=True)]
     return PredictResponse(model_id=m.id, kind=m.kind, components=COMPONENTS[m.kind], units=units(m.kind),
                            results=results)
 

@@ -121,3 +121,20 @@ def test_a_job_whose_model_was_deleted_shows_it_as_deleted(users: Users, model_i
     assert (shown["model_id"], shown["model_deleted"]) == (model_id, True)
     listed = users.client.get("/v1/jobs", headers=users.h("alice")).json()["items"]
     assert [(j["id"], j["model_deleted"]) for j in listed] == [(job["id"], True)]
+
+
+def test_derivatives_need_a_dipole_model_and_travel_with_a_job(users: Users, model_id: str, settings) -> None:
+    from sqlalchemy import select
+
+    from jobs.db import session_scope
+    from jobs.tables import ModelRecord, User
+
+    with session_scope(settings.db_url) as s:
+        alice = s.scalars(select(User).where(User.name == "alice")).one()
+        s.add(ModelRecord(id="mdl-0000000000pp", owner_id=alice.id, name="p", kind="polar", type_map=["O", "H"],
+                          sel_type=[0], info={}, metrics={}, source="uploaded", size_bytes=0))
+    r = _post(users, "mdl-0000000000pp", {"structures": [WATER], "derivatives": True})
+    assert r.status_code == 422 and r.json()["problems"][0]["loc"] == "derivatives"
+    assert "derivatives of a dipole" in r.json()["detail"]
+    r = _post(users, model_id, {"structures": [WATER], "derivatives": True}, query="?job=true")
+    assert r.status_code == 202 and r.json()["inputs"]["derivatives"] is True

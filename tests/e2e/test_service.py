@@ -68,6 +68,17 @@ def _check_model_and_predict(api: Api, data_dir: Path, ds: dict[str, Any], job: 
     got = answer["results"]
     np.testing.assert_allclose([g["global_tensor"] for g in got[:4]], ref.global_tensor, rtol=0, atol=1e-10)
     np.testing.assert_allclose([g["atomic_tensor"] for g in got[:4]], ref.atomic_tensor, rtol=0, atol=1e-10)
+    assert got[0]["born_charges"] is None
+    # dipole derivatives through the service: the library's Born charges, acoustic sum rule
+    from model.dipole_derivatives import born_charges
+
+    r = api.http.post(f"/v1/models/{model['id']}/predict", json={"structures": [WATER_MOLECULE, structures[0]],
+                                                                  "derivatives": True})
+    assert r.status_code == 200, r.text
+    born = r.json()["results"]
+    ref_z = born_charges(load_model(ckpt), coord[:1], atype.tolist()).z[0]
+    np.testing.assert_allclose(born[1]["born_charges"], ref_z, rtol=0, atol=1e-10)
+    assert np.array(born[0]["born_charges"]).shape == (3, 3, 3) and born[0]["sum_rule_violation"] < 1e-10
     return ckpt, answer
 
 

@@ -158,3 +158,24 @@ def test_inspect_checkpoints(ctx: dict[str, Any], trained: tuple[str, Job]) -> N
         inspect(root, "uploads/junk.pt")
     with pytest.raises(CheckpointError, match="outside the data directory"):
         inspect(root, "../../etc/passwd")
+
+
+def test_predict_job_with_derivatives_writes_born_charges(ctx: dict[str, Any], trained: tuple[str, Job]) -> None:
+    import json
+
+    from model.checkpoint import load_model
+    from model.dipole_derivatives import born_charges
+    from worker.tasks import predict_job_task
+
+    water = {"types": [0, 1, 1], "positions": [[0, 0, 0], [0.757, 0.586, 0], [-0.757, 0.586, 0]], "cell": None}
+    job_id = _job(ctx, {"model_id": trained[1].model_id, "structures": 1, "atoms": 3, "derivatives": True},
+                  kind="predict")
+    folder = ctx["root"] / "jobs" / job_id
+    folder.mkdir(parents=True)
+    (folder / "structures.json").write_text(json.dumps([water]))
+    assert predict_job_task.run(job_id) == "succeeded"
+    row = json.loads((folder / "predictions.json").read_text())["results"][0]
+    model = load_model(ctx["root"] / "models" / trained[1].model_id / "model.pt")
+    ref = born_charges(model, np.array([water["positions"]], dtype=float), [0, 1, 1])
+    np.testing.assert_allclose(row["born_charges"], ref.z[0], rtol=0, atol=1e-12)
+    assert row["sum_rule_violation"] < 1e-10
