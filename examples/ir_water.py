@@ -6,11 +6,16 @@
    water force fields (examples/water_ff.py): SPC/Fw as published (harmonic O–H bonds) and
    SPC/Fw with anharmonic (Morse) O–H bonds; Langevin equilibration at 300 K, then NVE,
    0.5 fs steps, a frame every 1 fs, written as ASE .traj files;
-3. ``dptensor spectrum`` on each trajectory in Wannier mode, M = Σ Z r + q_W Σ_O (r_O + Δ_O)
-   with Z_O = 6, Z_H = 1, q_W = −8 (the model predicts Δ_O, each molecule's Wannier centroid
-   relative to its oxygen);
-4. a plot (docs/ir_water.png) and the spectra as JSON (docs/ir_water.json: Morse bonds,
-   docs/ir_water_harmonic.json: SPC/Fw as published).
+3. ``dptensor spectrum`` on each trajectory in Wannier mode, in absolute units (n(ω)α(ω) in
+   cm⁻¹ with V from the periodic cell) with band integrals. The example's labels Δ_O are the
+   *sum* of the four Wannier centres' displacements from their oxygen (checked below: with
+   that reading the molecules of the training data have a dipole of 3.09 D, as DFT liquid
+   water; read as the centroid, 5.55 D), so M = Σ_H r_H − 2 Σ_O (r_O + Δ_O), i.e. ionic
+   charges O = 0, H = 1 and q_W = −2 (O⁶⁺ and its four doubly occupied centres, −8 e in all);
+4. a plot (docs/ir_water.png) of the absolute spectra next to the measured peak positions
+   and magnitudes of liquid water (EXPERIMENT, with the source), the spectra as JSON
+   (docs/ir_water.json: Morse bonds, docs/ir_water_harmonic.json: SPC/Fw as published) and
+   the comparison (docs/ir_water_comparison.json).
 
     python examples/ir_water.py                 # ~2 min on 2 cores
     python examples/ir_water.py --steps 500 --ps 2 --out /tmp/ir --png /tmp/ir/ir.png --json /tmp/ir/ir.json
@@ -42,8 +47,21 @@ if not WATER.is_dir():
 # Small models run faster on one thread than on several busy ones (OpenMP spinning).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-# Liquid water, experiment (docs/spectra.md): libration, bend, combination, O–H stretch
-BANDS = {"libration": 680.0, "bend": 1645.0, "combination": 2130.0, "O–H stretch": 3400.0}
+# Liquid water at 25 °C, experiment: band maximum ν̃ (cm⁻¹) and the imaginary refractive index k
+# there, from the optical constants of Bertie & Lan, Appl. Spectrosc. 50, 1047 (1996) and Hale &
+# Querry, Appl. Opt. 12, 555 (1973) (values rounded; the libration is a broad maximum of k between
+# ~560 and 700 cm⁻¹). The absorption coefficient is α = 4πν̃k; n ≈ 1.33 ± 0.1 near these bands.
+EXPERIMENT = {
+    "libration": {"wavenumber_cm": 620.0, "k": 0.42},
+    "bend": {"wavenumber_cm": 1645.0, "k": 0.13},
+    "combination": {"wavenumber_cm": 2130.0, "k": None},
+    "O–H stretch": {"wavenumber_cm": 3404.0, "k": 0.272},
+}
+N_REFRACTIVE = 1.33
+EXPERIMENT_SOURCE = ("J. E. Bertie, Z. Lan, Appl. Spectrosc. 50, 1047 (1996); G. M. Hale, M. R. Querry, "
+                     "Appl. Opt. 12, 555 (1973); n·α = 4πν̃·k·n with n ≈ 1.33")
+BANDS = {name: e["wavenumber_cm"] for name, e in EXPERIMENT.items()}
+WINDOWS = {"libration": (300, 1200), "bend": (1200, 2000), "combination": (2000, 2800), "O–H stretch": (2800, 4200)}
 
 
 def dptensor(*args: str) -> None:
@@ -112,13 +130,50 @@ def run_md(path: Path, bond: str, equil_ps: float, prod_ps: float, seed: int) ->
     return path
 
 
+def experiment_n_alpha(name: str) -> float | None:
+    e = EXPERIMENT[name]
+    k = e["k"]
+    return None if k is None else N_REFRACTIVE * 4.0 * np.pi * e["wavenumber_cm"] * k
+
+
+def dipole_convention() -> dict[str, float]:
+    """Mean molecular dipole (D) of the training data's molecules under the two readings of Δ_O."""
+    folder = WATER / "dipole" / "training_data_reformat" / "atomic_system" / "set.000"
+    coord = np.load(folder / "coord.npy").reshape(-1, 192, 3)
+    delta = np.load(folder / "atomic_dipole.npy").reshape(-1, 192, 3)[:, 0::3]
+    edge = np.diagonal(np.load(folder / "box.npy").reshape(-1, 3, 3), axis1=1, axis2=2)[:, None, :]
+
+    def mic(v: np.ndarray) -> np.ndarray:
+        return v - edge * np.round(v / edge)
+
+    oh = mic(coord[:, 1::3] - coord[:, 0::3]) + mic(coord[:, 2::3] - coord[:, 0::3])
+    debye = 0.208_194_34  # e·Å
+    return {"sum of the 4 centres (q_W = -2)": float(np.linalg.norm(oh - 2 * delta, axis=-1).mean() / debye),
+            "centroid (q_W = -8)": float(np.linalg.norm(oh - 8 * delta, axis=-1).mean() / debye)}
+
+
+def compare(spectrum: dict) -> list[dict]:
+    x = np.array(spectrum["wavenumber_cm"])
+    y = np.array(spectrum["intensities"]["ir"])
+    rows = []
+    for name, (lo, hi) in WINDOWS.items():
+        band = (x >= lo) & (x <= hi)
+        i = int(np.argmax(y[band]))
+        exp = experiment_n_alpha(name)
+        integral = next(b["integral"] for b in spectrum["bands"] if (b["lo"], b["hi"]) == (lo, hi))
+        rows.append({"band": name, "model_cm": float(x[band][i]), "model_n_alpha_cm": float(y[band][i]),
+                     "model_integral_cm2": integral, "experiment_cm": EXPERIMENT[name]["wavenumber_cm"],
+                     "experiment_n_alpha_cm": exp, "ratio": None if exp is None else float(y[band][i] / exp)})
+    return rows
+
+
 def plot(spectra: dict[str, dict], png: Path, steps: str, prod_ps: float) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.2), dpi=130)
+    fig, ax = plt.subplots(figsize=(8, 4.4), dpi=130)
     styles = {"morse": ("#1f5fa8", "-", "SPC/Fw, Morse O–H bonds"),
               "harmonic": ("#d0702a", "--", "SPC/Fw as published (harmonic O–H bonds)")}
     for bond, spectrum in spectra.items():
@@ -126,20 +181,27 @@ def plot(spectra: dict[str, dict], png: Path, steps: str, prod_ps: float) -> Non
         y = np.array(spectrum["intensities"]["ir"])
         keep = x <= 4500
         color, style, label = styles[bond]
-        ax.plot(x[keep], y[keep] / y[keep].max(), color=color, ls=style, lw=1.3, label=label)
-    for name, nu in BANDS.items():
-        ax.axvline(nu, color="0.6", ls=":", lw=0.9)
-        ax.text(nu + 25, 1.02, name, rotation=90, va="bottom", fontsize=7, color="0.35")
+        ax.plot(x[keep], y[keep], color=color, ls=style, lw=1.3, label=label)
+    for name, e in EXPERIMENT.items():
+        ax.axvline(e["wavenumber_cm"], color="0.6", ls=":", lw=0.9)
+        value = experiment_n_alpha(name)
+        if value is not None:
+            ax.errorbar([e["wavenumber_cm"]], [value], yerr=[[value * 0.08], [value * 0.08]], fmt="ks", ms=4,
+                        label="experiment (n·α at the band maximum)" if name == "bend" else None)
+        ax.text(e["wavenumber_cm"] + 25, 0.97, name, rotation=90, va="top", fontsize=7, color="0.35",
+                transform=ax.get_xaxis_transform())
     meta = next(iter(spectra.values()))["metadata"]
     ax.set_xlim(0, 4500)
-    ax.set_ylim(-0.03, 1.4)
+    ax.set_yscale("log")
+    ax.set_ylim(5e2, None)
     ax.set_xlabel("wavenumber (cm⁻¹)")
-    ax.set_ylabel("IR absorption n(ω)α(ω), each normalised to its maximum", fontsize=8)
+    ax.set_ylabel("absorption n(ω)α(ω) (cm⁻¹)")
     ax.set_title(f"Liquid water: dptensor dipole model (trained {steps} steps) on 64 H₂O, "
                  f"{prod_ps:g} ps classical MD", fontsize=9)
-    ax.text(0.505, 0.95, f"Wannier dipole M(t), {meta['n_frames']} frames\n{meta['window']} window, "
-            f"τ = {meta['max_corr_fs']:.0f} fs\n(FWHM {meta['window_fwhm_cm']:.0f} cm⁻¹)\n"
-            "dotted: experiment, liquid water", transform=ax.transAxes, ha="left", va="top", fontsize=7)
+    ax.text(0.01, 0.03, f"Wannier dipole M(t), {meta['n_frames']} frames, V = {meta['volume_a3']:.0f} Å³, "
+            f"{meta['window']} window τ = {meta['max_corr_fs']:.0f} fs (FWHM {meta['window_fwhm_cm']:.0f} cm⁻¹)\n"
+            "squares: experiment, Bertie & Lan 1996 / Hale & Querry 1973 (n ≈ 1.33)",
+            transform=ax.transAxes, ha="left", va="bottom", fontsize=7)
     ax.legend(loc="upper left", fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(png)
@@ -160,19 +222,26 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     model = train(args.out, args.steps)
-    spectra = {}
+    convention = dipole_convention()
+    print("mean molecular dipole of the training data: " + ", ".join(f"{k}: {v:.2f} D" for k, v in convention.items()))
+    spectra, comparison = {}, {}
+    bands = ",".join(f"{lo}:{hi}" for lo, hi in WINDOWS.values())
     for bond in ("morse", "harmonic"):
         traj = run_md(args.out / f"md-{bond}.traj", bond, args.equil_ps, args.ps, args.seed)
         out = args.json if bond == "morse" else args.json.with_name(f"{args.json.stem}_harmonic.json")
         dptensor("spectrum", "-m", str(model), "-t", str(traj), "--kind", "ir", "--dt", "1",
-                 "--dipole-mode", "wannier", "--charges", "O=6,H=1", "--q-w", "-8", "--temperature", "300",
-                 "--max-corr", "1000", "-o", str(out), "--csv", str(args.out / f"ir-{bond}.csv"),
+                 "--dipole-mode", "wannier", "--charges", "O=0,H=1", "--q-w", "-2", "--temperature", "300",
+                 "--max-corr", "1000", "--bands", bands, "-o", str(out), "--csv", str(args.out / f"ir-{bond}.csv"),
                  "--predictions", str(args.out / f"predictions-{bond}.npz"))
         spectra[bond] = json.loads(out.read_text())
-        x, y = np.array(spectra[bond]["wavenumber_cm"]), np.array(spectra[bond]["intensities"]["ir"])
-        for lo, hi, name in ((300, 1200, "libration"), (1200, 2000, "bend"), (2800, 4200, "stretch")):
-            band = (x >= lo) & (x <= hi)
-            print(f"{bond:>8} {name:>9}: maximum at {x[band][np.argmax(y[band])]:.0f} cm⁻¹")
+        comparison[bond] = compare(spectra[bond])
+        for row in comparison[bond]:
+            exp = row["experiment_n_alpha_cm"]
+            print(f"{bond:>8} {row['band']:>12}: maximum {row['model_cm']:.0f} cm⁻¹ (exp. {row['experiment_cm']:.0f}), "
+                  f"n·α {row['model_n_alpha_cm']:.3g} cm⁻¹" + (f" (exp. {exp:.3g}, ratio {row['ratio']:.2f})" if exp else ""))
+    args.json.with_name("ir_water_comparison.json").write_text(json.dumps(
+        {"experiment_source": EXPERIMENT_SOURCE, "n_refractive": N_REFRACTIVE, "molecular_dipole_debye": convention,
+         "bands": comparison}, indent=1))
     config = args.out / "input.json"
     steps = json.loads(config.read_text())["training"]["numb_steps"] if config.is_file() else "?"
     plot(spectra, args.png, str(steps), args.ps)

@@ -107,7 +107,7 @@ def delete_model(model_id: str, session: SessionDep, settings: SettingsDep, user
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/{model_id}/predict", response_model=PredictResponse,
+@router.post("/{model_id}/predict", response_model=PredictResponse, response_model_exclude_none=True,
              responses={202: {"model": JobPublic, "description": "too large to answer at once: a prediction job"},
                         413: {"model": ErrorBody, "description": "too many structures or atoms"}, **UNAVAILABLE})
 def predict(

@@ -168,3 +168,23 @@ def test_cli_labels_from_npz_and_errors(tmp_path: Path, capsys: pytest.CaptureFi
     assert "has no dipole array" in capsys.readouterr().err
     assert main(["spectrum", "--kind", "ir", "-t", str(tmp_path / "series.npz"), "--dt", "1"]) == 2
     assert "--labels" in capsys.readouterr().err
+
+
+def test_raman_depolarisation_ratio_per_band() -> None:
+    """A totally symmetric mode (α ∝ 1) is polarised, ρ = 0; a traceless mode is depolarised,
+    ρ = 3/4; each band reports its own ratio."""
+    t = np.arange(4000) * DT
+    nu_iso, nu_aniso = 1000.0, 3000.0
+    from model.spectra_units import C_CM_PER_FS
+
+    iso = np.cos(2 * np.pi * C_CM_PER_FS * nu_iso * t)[:, None, None] * np.eye(3)
+    traceless = np.diag([1.0, -1.0, 0.0]) + 0.5 * (np.eye(3)[[0]].T @ np.eye(3)[[2]] + np.eye(3)[[2]].T @ np.eye(3)[[0]])
+    aniso = np.cos(2 * np.pi * C_CM_PER_FS * nu_aniso * t + 0.3)[:, None, None] * traceless
+    from model.spectra import raman_spectrum
+
+    spec = raman_spectrum(iso + aniso, SpectrumOptions(dt_fs=DT, bands=((800.0, 1200.0), (2800.0, 3200.0))))
+    low, high = spec.bands or []
+    assert low["depolarization_ratio"] == pytest.approx(0.0, abs=1e-3)
+    assert high["depolarization_ratio"] == pytest.approx(0.75, rel=1e-3)
+    assert set(low["integrals"]) == {"iso", "aniso", "vv", "vh"}
+    assert "Bose–Einstein" in spec.metadata["temperature_factor"]
