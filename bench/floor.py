@@ -85,7 +85,7 @@ def step_shapes(input_json: Path, batches: int = 20) -> StepShapes:
             n = env.offsets[g + 1] - env.offsets[g]
             if g in env.distinct:
                 n = int(env.distinct[g][0].shape[0])
-            rows[desc._net_index(g)] = rows.get(desc._net_index(g), 0.0) + n / batches
+            rows[desc.net_index(g)] = rows.get(desc.net_index(g), 0.0) + n / batches
         nf = batch.coord.shape[0]
         for t, a, b in c.slices:
             centres[t] = centres.get(t, 0.0) + nf * (b - a) / batches

@@ -112,16 +112,21 @@ class Committee(nn.Module):
                 self._stacked = (key, StackedModel([self.member(i) for i in range(self.size)]))
         return self._stacked[1]
 
-    def forward(self, coord: Tensor, atype: Tensor, box: Tensor | None = None) -> CommitteeOutput:
-        """coord [nf, nat, 3] Å, atype [nat], box [nf, 3, 3] | None. Inference only."""
+    def forward(self, coord: Tensor, atype: Tensor, box: Tensor | None = None, *,
+                differentiable: bool = False) -> CommitteeOutput:
+        """coord [nf, nat, 3] Å, atype [nat], box [nf, 3, 3] | None. Inference only
+        (``differentiable`` must stay False: the stacked kernels have no backward)."""
+        if differentiable:
+            raise ValueError("a committee's forward is inference only (differentiable=False)")
         if self.size == 1:  # one member: its own forward, so the result is that model's, bit for bit
-            out = self.member(0)(coord, atype, box)
+            out = self.member(0)(coord, atype, box, differentiable=False)
             return CommitteeOutput(atomic=out.atomic, global_=out.global_, member_atomic=out.atomic[None],
                                    member_global=out.global_[None])
         if self.batched:
             member_atomic = self._stacked_model()(coord, atype, box)  # [K, nf, nat, dim]
         else:  # different architectures: one pass per member
-            member_atomic = torch.stack([self.member(i)(coord, atype, box).atomic for i in range(self.size)])
+            member_atomic = torch.stack([self.member(i)(coord, atype, box, differentiable=False).atomic
+                                         for i in range(self.size)])
         member_global = member_atomic.sum(dim=2)
         return CommitteeOutput(atomic=member_atomic.mean(0), global_=member_global.mean(0),
                                member_atomic=member_atomic, member_global=member_global)

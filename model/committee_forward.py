@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from model.descriptor import EMBED_BLOCK, EnvPairs
+from model.descriptor import EnvPairs
+from model.descriptor_fast import EMBED_BLOCK
 from model.nets import ACTIVATIONS, MLP
 from model.tensor_model import Centres, TensorModel
 
@@ -77,8 +78,8 @@ class StackedDescriptor:
         d = descs[0]
         self.ntypes, self.m1, self.m2, self.nnei = d.ntypes, d.m1, d.m2, d.nnei
         self.sel_t = d.sel_t
-        self.net_of = d._net_index
-        self.nets = [StackedMLP([desc._net(k) for desc in descs]) for k in range(len(d.embeddings))]
+        self.net_of = d.net_index
+        self.nets = [StackedMLP([desc.net(k) for desc in descs]) for k in range(len(d.embeddings))]
         stats = [desc._group_stats() for desc in descs]
         self.mean = torch.stack([s[0] for s in stats])  # [K, nt², 4]
         self.std = torch.stack([s[1] for s in stats])  # [K, nt², 4]

@@ -1,5 +1,9 @@
 """se_e2_a: smooth environment matrix, embedding nets, D = Tᵀ T<.
 
+This module is the readable formula, and the differentiable path (training, derivatives
+at inference); the inference kernels beside it (blocked embedding, contraction in cache)
+are in ``model/descriptor_fast.py``, chosen by ``forward(env, differentiable=False)``.
+
 Only real neighbours go through the embedding nets. Every padded slot of a (centre type,
 neighbour type) block normalises to the same row, so the padded slots contribute one
 precomputed term times their count — the same function as pushing all Σsel slots through
@@ -16,20 +20,11 @@ from functools import cached_property
 import torch
 from torch import Tensor, nn
 
+from model.descriptor_fast import blocked, contract_blocked, pad_embeddings
 from model.neighbor import NeighborList
 from model.nets import MLP
 
-EMBED_BLOCK = 2048
 DENSE_CONTRACTION_MAX = 2_000_000  # elements of the zero-padded [nC, width, M1] buffer
-
-
-def _blocked(net: MLP, s: Tensor) -> Tensor:
-    """net(s) in blocks of EMBED_BLOCK rows: each layer's activations stay in cache (the
-    nets are narrow, so whole-array layers would be bound by memory traffic). Not under
-    autograd: the backward needs every block's activations anyway."""
-    if s.shape[0] <= EMBED_BLOCK or torch.is_grad_enabled():
-        return net(s)
-    return torch.cat([net(s[c:c + EMBED_BLOCK]) for c in range(0, s.shape[0], EMBED_BLOCK)])
 
 
 @dataclass
@@ -171,68 +166,31 @@ class DescriptorSeA(nn.Module):
         self.register_buffer("davg", torch.zeros(ntypes, ntypes, 4, dtype=dtype))
         self.register_buffer("dstd", torch.ones(ntypes, ntypes, 4, dtype=dtype))
         self.register_buffer("sel_t", torch.tensor(sel, dtype=dtype), persistent=False)
-        self._scratch_local = threading.local()  # per thread: predict runs chunks concurrently
+        self.scratch = threading.local()  # per thread: predict runs chunks concurrently (descriptor_fast)
 
     @property
     def dim_out(self) -> int:
         return self.m1 * self.m2
 
-    def _net_index(self, g: int) -> int:
+    def net_index(self, g: int) -> int:
         """Group g = ti + nt·tj uses net tj (type_one_side) or net g (DeePMD-kit's index)."""
         return g // self.ntypes if self.type_one_side else g
 
-    def _net_of_group(self, g: int) -> MLP:
-        return self._net(self._net_index(g))
-
-    def _contract_blocked(self, env: EnvPairs, rn: Tensor, mean: Tensor, std: Tensor) -> Tensor:
-        """Σ_pairs R̃ᵀ G per centre, computing G in blocks of whole centres of one segment."""
-        m1 = self.m1
-        t = rn.new_zeros(env.n_centres, 4, m1)
-        distinct_g = {}
-        for g, (values, _) in env.distinct.items():
-            table = self._scratch(g, values.shape[0], rn)
-            s = ((values - mean[g, 0]) / std[g, 0])[:, None]
-            for c in range(0, s.shape[0], EMBED_BLOCK):
-                self._net_of_group(g).forward_into(s[c:c + EMBED_BLOCK], table[c:c + EMBED_BLOCK])
-            distinct_g[g] = table
-        for seg in env.segments:
-            net, c = self._net_of_group(seg.group), seg.count
-            step = max(1, EMBED_BLOCK // c)  # centres per block
-            for b0 in range(seg.block_start, seg.block_stop, step):
-                b1 = min(b0 + step, seg.block_stop)
-                p0 = seg.start + (b0 - seg.block_start) * c
-                p1 = p0 + (b1 - b0) * c
-                if seg.group in distinct_g:
-                    first = env.offsets[seg.group]
-                    emb = distinct_g[seg.group].index_select(0, env.distinct[seg.group][1][p0 - first:p1 - first])
-                else:
-                    emb = net(rn[p0:p1, :1])
-                part = torch.bmm(rn[p0:p1].view(b1 - b0, c, 4).transpose(1, 2), emb.view(b1 - b0, c, m1))
-                t.index_add_(0, env.block_centre[b0:b1], part)
-        return t
-
-    def _scratch(self, key: int, rows: int, like: Tensor) -> Tensor:
-        """A reusable [rows, M1] buffer: fresh multi-MB allocations would page-fault on
-        every inference call."""
-        cache: dict[int, Tensor] = self._scratch_local.__dict__.setdefault("buffers", {})
-        buf = cache.get(key)
-        if buf is None or buf.shape[0] < rows or buf.dtype != like.dtype or buf.device != like.device:
-            buf = torch.empty(max(rows, 1024), self.m1, dtype=like.dtype, device=like.device)
-            cache[key] = buf
-        return buf[:rows]
+    def net_of_group(self, g: int) -> MLP:
+        return self.net(self.net_index(g))
 
     def _embed(self, env: EnvPairs, rn: Tensor, mean: Tensor, std: Tensor,
-               pad_r: Tensor) -> tuple[Tensor, Tensor]:
+               pad_r: Tensor, differentiable: bool) -> tuple[Tensor, Tensor]:
         """G for every pair, in pair order [P, M1], and G(s_pad) [nt², M1] of the groups in
         ``_pad_groups``. A group's pad row rides along with its pairs: one net call per
         group, where a separate call for the pads would add a dozen ops forward and back."""
         parts, pad_rows, pad_groups = [], [], []
-        with_pad = set(self._pad_groups(env))
+        with_pad = set(self.pad_groups(env))
         for g in range(self.ntypes * self.ntypes):
             a, b = env.offsets[g], env.offsets[g + 1]
             if b == a and g not in with_pad:
                 continue
-            net = self._net_of_group(g)
+            net = self.net_of_group(g)
             if g in env.distinct:
                 values, index = env.distinct[g]
                 s = ((values - mean[g, 0]) / std[g, 0])[:, None]
@@ -242,7 +200,7 @@ class DescriptorSeA(nn.Module):
             if g in with_pad:
                 s = torch.cat([s, pad_r[g:g + 1, :1]])
                 pad_groups.append(g)
-            emb = _blocked(net, s)  # [n (+1), M1]
+            emb = net(s) if differentiable else blocked(net, s)  # [n (+1), M1]
             if g in with_pad:
                 pad_rows.append(emb[n:])
             emb = emb[:n]
@@ -254,53 +212,43 @@ class DescriptorSeA(nn.Module):
             pad_g = pad_g.index_copy(0, torch.tensor(pad_groups, device=rn.device), torch.cat(pad_rows))
         return g_all, pad_g
 
-    def _net(self, k: int) -> MLP:
+    def net(self, k: int) -> MLP:
         net = self.embeddings[k]
         assert isinstance(net, MLP)
         return net
 
-    def _pad_groups(self, env: EnvPairs) -> list[int]:
+    def pad_groups(self, env: EnvPairs) -> list[int]:
         """Groups whose padded slots are weighted: those of the centre types present."""
         nt = self.ntypes
         return sorted(ti + nt * tj for ti in env.present_types for tj in range(nt))
-
-    def _pad_embeddings(self, pad_r: Tensor, env: EnvPairs) -> Tensor:
-        """G(s_pad) [nt², M1] of ``_pad_groups`` (other rows stay zero), one call per net."""
-        by_net: dict[int, list[int]] = {}
-        for g in self._pad_groups(env):
-            by_net.setdefault(self._net_index(g), []).append(g)
-        out = pad_r.new_zeros(self.ntypes * self.ntypes, self.m1)
-        for k, groups in by_net.items():
-            rows = torch.tensor(groups, device=pad_r.device)
-            out = out.index_copy(0, rows, self._net(k)(pad_r.index_select(0, rows)[:, :1]))
-        return out
 
     def _group_stats(self) -> tuple[Tensor, Tensor]:
         """davg/dstd indexed by group g = ti + nt·tj: [nt², 4]."""
         nt = self.ntypes
         return self.davg.transpose(0, 1).reshape(nt * nt, 4), self.dstd.transpose(0, 1).reshape(nt * nt, 4)
 
-    def forward(self, env: EnvPairs) -> tuple[Tensor, Tensor]:
-        """Returns D [nC, M1·M2] and the rotation matrix gr [nC, M1, 3]."""
+    def forward(self, env: EnvPairs, *, differentiable: bool = True) -> tuple[Tensor, Tensor]:
+        """Returns D [nC, M1·M2] and the rotation matrix gr [nC, M1, 3]. ``differentiable``
+        selects the autograd-ready kernels; False the inference ones (under torch.no_grad)."""
         nt, m1, n_c = self.ntypes, self.m1, env.n_centres
         mean, std = self._group_stats()  # [nt², 4]
         rn = (env.rij - mean[env.group]) / std[env.group]  # [P, 4]
 
-        # T = Σ_pairs R̃ᵀ G over real neighbours. Small batches (training): all G at once,
+        # T = Σ_pairs R̃ᵀ G over real neighbours. Differentiable or small: all G at once,
         # each centre's pairs zero-padded to the widest centre, one matmul — few ops, good
-        # for autograd. Large batches (inference): G block by block, contracted while the
+        # for autograd. Large inference batches: G block by block, contracted while the
         # block is in cache — the full [P, M1] G would be hundreds of MB of memory traffic.
         width = env.width
         pad_r = -mean / std  # [nt², 4] the normalised row of every padded slot of a group
-        if n_c * width * m1 <= DENSE_CONTRACTION_MAX or torch.is_grad_enabled():
-            g, pad_g = self._embed(env, rn, mean, std, pad_r)  # [P, M1], [nt², M1]
+        if n_c * width * m1 <= DENSE_CONTRACTION_MAX or differentiable:
+            g, pad_g = self._embed(env, rn, mean, std, pad_r, differentiable)  # [P, M1], [nt², M1]
             index = env.dense_index
             dense_r = rn.new_zeros(n_c * width, 4).index_copy_(0, index, rn)
             dense_g = g.new_zeros(n_c * width, m1).index_copy_(0, index, g)
             t = torch.bmm(dense_r.view(n_c, width, 4).transpose(1, 2), dense_g.view(n_c, width, m1))
         else:
-            t = self._contract_blocked(env, rn, mean, std)
-            pad_g = self._pad_embeddings(pad_r, env)
+            t = contract_blocked(self, env, rn, mean, std)
+            pad_g = pad_embeddings(self, pad_r, env)
 
         # Padded slots: all equal within a group; add count × R̃padᵀ G(s_pad).
         pad_term = (pad_r[:, :, None] * pad_g[:, None, :]).reshape(nt * nt, 4 * m1)  # [nt², 4·M1]

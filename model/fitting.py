@@ -129,9 +129,11 @@ class TensorFitting(nn.Module):
     def dim_tensor(self) -> int:
         return 3 if self.kind == "dipole" else 9
 
-    def forward(self, d: Tensor, gr: Tensor, type_slices: list[tuple[int, int, int]]) -> Tensor:
+    def forward(self, d: Tensor, gr: Tensor, type_slices: list[tuple[int, int, int]], *,
+                differentiable: bool = True) -> Tensor:
         """d [nf, nc, M1·M2], gr [nf, nc, M1, 3]; centres sorted by type, type t in columns
-        [a, b) of ``type_slices`` (t, a, b). Returns the per-centre tensor [nf, nc, 3|9]."""
+        [a, b) of ``type_slices`` (t, a, b). Returns the per-centre tensor [nf, nc, 3|9].
+        ``differentiable``: autograd-ready kernels; False: inference ones (under no_grad)."""
         nf = d.shape[0]
         outs = []
         for t, a, b in type_slices:
@@ -141,25 +143,25 @@ class TensorFitting(nn.Module):
             net = self.nets[str(t)]
             assert isinstance(net, MLP)
             if self.kind == "dipole":
-                o = net(h) + self.bias_atom_e[t]  # [n, M1]
+                o = net(h, differentiable=differentiable) + self.bias_atom_e[t]  # [n, M1]
                 out = torch.bmm(o[:, None, :], g)[:, 0]  # [n, 3]
             else:
                 if self.fit_diag:
-                    o = (net(h) + self.bias_atom_e[t]) * self.scale[t]  # [n, M1]
+                    o = (net(h, differentiable=differentiable) + self.bias_atom_e[t]) * self.scale[t]  # [n, M1]
                     x = torch.bmm(g.transpose(1, 2), g * o[:, :, None])  # grᵀ diag(o) gr
                 else:
-                    x = self._full_polar(net, h, g, t)
+                    x = self._full_polar(net, h, g, t, differentiable)
                 x = x + self.shift_diag[t] * torch.eye(3, dtype=x.dtype, device=x.device)
                 out = x.reshape(n, 9)
             outs.append(out.view(nf, b - a, -1))
         return torch.cat(outs, dim=1)
 
-    def _full_polar(self, net: MLP, h: Tensor, g: Tensor, t: int, chunk: int = 256) -> Tensor:
+    def _full_polar(self, net: MLP, h: Tensor, g: Tensor, t: int, differentiable: bool, chunk: int = 256) -> Tensor:
         """grᵀ · A · gr with A the symmetric M1×M1 output, held packed (upper triangle U)."""
         last = net.layers[-1]
-        hidden = net.hidden(h)  # [n, H]
+        hidden = net.hidden(h, differentiable=differentiable)  # [n, H]
         bias = last.bias + self.bias_atom_e[t]
-        if torch.is_grad_enabled():
+        if differentiable:
             # Training batches are small: unpack with one gather; the backward is written by hand.
             packed = torch.addmm(bias, hidden, last.matrix)  # [n, M1(M1+1)/2]
             out = SymmetricContraction.apply(packed, g, self.scale[t], self.unpack, self.upper, self.upper_weight)

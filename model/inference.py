@@ -65,7 +65,7 @@ def _predict_chunk(model: Predictor, coord: np.ndarray, atype: Tensor, box: np.n
         # a copy per chunk: the inputs may be read-only memory maps of huge trajectories
         c = torch.tensor(np.asarray(coord), dtype=model.dtype, device=device)
         b = None if box is None else torch.tensor(np.asarray(box), dtype=model.dtype, device=device)
-        out = model(c, atype, b)
+        out = model(c, atype, b, differentiable=False)
         pred = Prediction(global_tensor=out.global_.double().cpu().numpy(),
                           atomic_tensor=out.atomic.double().cpu().numpy())
         if isinstance(out, CommitteeOutput):

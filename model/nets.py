@@ -46,8 +46,9 @@ class Dense(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return affine(x, self.matrix, self.bias)
 
-    def hidden(self, x: Tensor, activation: str, out: Tensor | None = None) -> Tensor:
-        """act(x W + b) [· idt] [+ x | + (x, x)], written into ``out`` when given (tanh only)."""
+    def hidden(self, x: Tensor, activation: str, out: Tensor | None = None, *, differentiable: bool = True) -> Tensor:
+        """act(x W + b) [· idt] [+ x | + (x, x)], written into ``out`` when given (tanh only).
+        ``differentiable=False``: the residual is added in place (no autograd graph)."""
         if activation == "tanh":
             return tanh_layer(x, self.matrix, self.bias, self.idt, self.residual, out=out)[1]
         y = ACTIVATIONS[activation](self(x))
@@ -57,7 +58,7 @@ class Dense(nn.Module):
             y = out.copy_(y)
         if not self.residual:
             return y
-        if torch.is_grad_enabled():
+        if differentiable:
             # out of place: torch's relu and sigmoid save their output for the backward
             return y + (x if y.shape[1] == x.shape[1] else x.repeat(1, 2))
         return add_residual_(y, x)
@@ -84,9 +85,10 @@ class MLP(nn.Module):
         # islice, not self.layers[:n]: slicing a ModuleList builds a new Module (tens of µs a call)
         return itertools.islice(self.layers, self.n_hidden)
 
-    def _fused(self, x: Tensor, with_output: bool) -> Tensor | None:
-        """The hand-differentiated training path (tanh nets under autograd), else None."""
-        if self.activation != "tanh" or not torch.is_grad_enabled():
+    def _fused(self, x: Tensor, with_output: bool, differentiable: bool) -> Tensor | None:
+        """The hand-differentiated path for differentiable tanh nets (training, derivatives),
+        else None."""
+        if self.activation != "tanh" or not differentiable:
             return None
         layers = list(self.layers) if with_output else list(self._hidden_layers())
         spec = self.spec if with_output else self.spec[: self.n_hidden]
@@ -94,13 +96,13 @@ class MLP(nn.Module):
         assert isinstance(out, Tensor)
         return out
 
-    def hidden(self, x: Tensor) -> Tensor:
+    def hidden(self, x: Tensor, *, differentiable: bool = True) -> Tensor:
         """The hidden layers only (the input of the linear output layer)."""
-        fused = self._fused(x, with_output=False)
+        fused = self._fused(x, False, differentiable)
         if fused is not None:
             return fused
         for layer in self._hidden_layers():
-            x = layer.hidden(x, self.activation)
+            x = layer.hidden(x, self.activation, differentiable=differentiable)
         return x
 
     def forward_into(self, x: Tensor, out: Tensor) -> Tensor:
@@ -108,14 +110,16 @@ class MLP(nn.Module):
         assert len(self.layers) == self.n_hidden, "only for nets without a linear output layer"
         *first, last = self._hidden_layers()
         for layer in first:
-            x = layer.hidden(x, self.activation)
-        return last.hidden(x, self.activation, out=out)
+            x = layer.hidden(x, self.activation, differentiable=False)
+        return last.hidden(x, self.activation, out=out, differentiable=False)
 
-    def forward(self, x: Tensor) -> Tensor:
-        fused = self._fused(x, with_output=True)
+    def forward(self, x: Tensor, *, differentiable: bool = True) -> Tensor:
+        """``differentiable``: the autograd-ready kernels (training, derivatives); False: the
+        inference kernels (in place, no graph; call under torch.no_grad)."""
+        fused = self._fused(x, True, differentiable)
         if fused is not None:
             return fused
-        x = self.hidden(x)
+        x = self.hidden(x, differentiable=differentiable)
         if len(self.layers) > self.n_hidden:
             x = self.layers[self.n_hidden](x)
         return x

@@ -103,17 +103,29 @@ class TensorModel(nn.Module):
         d = self.descriptor
         return environment(nl, centre_type, self.ntypes, d.rcut_smth, d.rcut, d.dtype)
 
-    def forward_env(self, env: EnvPairs, centres: Centres, nf: int, nat: int) -> TensorOutput:
+    def forward_env(self, env: EnvPairs, centres: Centres, nf: int, nat: int, *,
+                    differentiable: bool = True) -> TensorOutput:
+        """``differentiable``: the autograd-ready kernels (training, derivatives at
+        inference); False: the inference kernels, run without a graph whatever the caller's
+        grad mode. The mode is chosen here, explicitly, never from torch.is_grad_enabled()."""
+        if not differentiable:
+            with torch.no_grad():
+                return self._forward_env(env, centres, nf, nat, False)
+        return self._forward_env(env, centres, nf, nat, True)
+
+    def _forward_env(self, env: EnvPairs, centres: Centres, nf: int, nat: int, differentiable: bool) -> TensorOutput:
         nc = centres.index.shape[0]
-        d, gr = self.descriptor(env)  # [nf·nc, M1·M2], [nf·nc, M1, 3]
+        d, gr = self.descriptor(env, differentiable=differentiable)  # [nf·nc, M1·M2], [nf·nc, M1, 3]
         fdtype = self.fitting.dtype
         per_centre = self.fitting(d.view(nf, nc, -1).to(fdtype), gr.view(nf, nc, -1, 3).to(fdtype),
-                                  centres.slices)  # [nf, nc, dim]
+                                  centres.slices, differentiable=differentiable)  # [nf, nc, dim]
         atomic = per_centre.new_zeros(nf, nat, self.dim).index_copy(1, centres.index, per_centre)
         return TensorOutput(atomic=atomic, global_=atomic.sum(dim=1))
 
-    def forward(self, coord: Tensor, atype: Tensor, box: Tensor | None = None) -> TensorOutput:
-        """coord [nf, nat, 3] Å, atype [nat] model types, box [nf, 3, 3] or None (no PBC)."""
+    def forward(self, coord: Tensor, atype: Tensor, box: Tensor | None = None, *,
+                differentiable: bool = True) -> TensorOutput:
+        """coord [nf, nat, 3] Å, atype [nat] model types, box [nf, 3, 3] or None (no PBC).
+        ``differentiable=False`` for plain predictions: the fast inference kernels."""
         nf, nat, _ = coord.shape
         centres = self.centres(atype)
         if centres.index.numel() == 0:
@@ -122,4 +134,4 @@ class TensorModel(nn.Module):
         coord = coord.to(self.dtype)
         box = box.to(self.dtype) if box is not None else None
         env = self.environment(coord, atype, box, centres)
-        return self.forward_env(env, centres, nf, nat)
+        return self.forward_env(env, centres, nf, nat, differentiable=differentiable)

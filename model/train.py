@@ -98,12 +98,13 @@ class EnvCache:
 
 
 def _loss(model: TensorModel, batch: Batch, cfg: InputConfig, cache: EnvCache | None = None,
-          tag: str = "") -> LossTerms:
+          tag: str = "", *, differentiable: bool = True) -> LossTerms:
     if cache is None:
-        out = model(batch.coord, batch.atype, batch.box)
+        out = model(batch.coord, batch.atype, batch.box, differentiable=differentiable)
     else:
         env, centres = cache.get(model, batch, tag)
-        out = model.forward_env(env, centres, batch.coord.shape[0], batch.coord.shape[1])
+        out = model.forward_env(env, centres, batch.coord.shape[0], batch.coord.shape[1],
+                                differentiable=differentiable)
     mask = torch.isin(batch.atype, torch.tensor(model.sel_type, device=batch.atype.device))
     return tensor_loss(out.atomic, out.global_, batch.atomic_label, batch.global_label, mask,
                        cfg.loss.pref, cfg.loss.pref_atomic)
@@ -111,7 +112,7 @@ def _loss(model: TensorModel, batch: Batch, cfg: InputConfig, cache: EnvCache | 
 
 def evaluate(model: TensorModel, batches: list[Batch], cfg: InputConfig, cache: EnvCache | None = None) -> Metrics:
     with torch.no_grad():
-        return Metrics.from_terms([_loss(model, b, cfg, cache, "valid") for b in batches])
+        return Metrics.from_terms([_loss(model, b, cfg, cache, "valid", differentiable=False) for b in batches])
 
 
 def _fmt(v: float) -> str:

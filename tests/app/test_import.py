@@ -47,12 +47,22 @@ def _modules() -> dict[str, Path]:
     return out
 
 
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
 def _imports(name: str, file: Path, known: dict[str, Path]) -> set[str]:
     """The modules ``name`` imports, anywhere in the file, mapped to our modules where they
     are ours (``from jobs import store`` -> jobs.store) and kept as top-level names otherwise."""
     found: set[str] = set()
     package = name.split(".") if file.name == "__init__.py" else name.split(".")[:-1]
-    for node in ast.walk(ast.parse(file.read_text())):
+    tree = ast.parse(file.read_text())
+    type_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If) and _is_type_checking(block.test)
+                 for stmt in block.body for n in ast.walk(stmt)}
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue  # annotations only: never imported at run time
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -154,15 +164,17 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 
 def test_the_walk_sees_lazy_and_relative_imports(tmp_path: Path) -> None:
     """The walker itself: an import inside a function counts, ``from pkg import mod`` names
-    the module, a relative import resolves against its package."""
+    the module, a relative import resolves against its package, an ``if TYPE_CHECKING:``
+    import (annotations only) does not count."""
     (tmp_path / "pkg").mkdir()
     (tmp_path / "pkg" / "__init__.py").write_text("")
     (tmp_path / "pkg" / "a.py").write_text("def f():\n    from pkg import b\n")
     (tmp_path / "pkg" / "b.py").write_text("from . import c\nimport torch\n")
-    (tmp_path / "pkg" / "c.py").write_text("")
+    (tmp_path / "pkg" / "c.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg import a\n")
     known = {"pkg": tmp_path / "pkg" / "__init__.py", **{f"pkg.{m}": tmp_path / "pkg" / f"{m}.py" for m in "abc"}}
     assert _imports("pkg.a", known["pkg.a"], known) == {"pkg.b"}
     assert _imports("pkg.b", known["pkg.b"], known) == {"pkg.c", "torch"}
+    assert _imports("pkg.c", known["pkg.c"], known) == {"typing"}  # type-only imports do not count
 
 
 def test_app_imports_neither_torch_nor_worker() -> None:

@@ -105,11 +105,11 @@ def test_concurrent_chunks_equal_sequential_prediction(monkeypatch: pytest.Monke
     sequential result — including the blocked path's per-thread scratch buffers."""
     import torch
 
-    from model import descriptor
+    from model import descriptor, descriptor_fast
     from model.inference import iter_predict
 
     monkeypatch.setattr(descriptor, "DENSE_CONTRACTION_MAX", 0)
-    monkeypatch.setattr(descriptor, "EMBED_BLOCK", 5)
+    monkeypatch.setattr(descriptor_fast, "EMBED_BLOCK", 5)
     model = tiny_model("polar", fit_diag=False)
     coord, atype, box = random_frames(9, 14, 2, box_len=4.8, seed=9)
     sequential = list(iter_predict(model, coord, atype, box, batch_size=2, workers=1))

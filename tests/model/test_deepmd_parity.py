@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from model import reference
 from model.checkpoint import load_model
 from model.errors import CheckpointError
 from model.inference import predict
-from tests.model import reference
 
 REF = Path(__file__).resolve().parents[3] / "shared" / "data" / "deepmd_reference"
 pytestmark = pytest.mark.skipif(not REF.is_dir(), reason=f"{REF} not present")

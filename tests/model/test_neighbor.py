@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from model import neighbor
+from model import neighbor, reference
 from model.neighbor import NeighborWarning, build_neighbor_list, perpendicular_widths
-from tests.model import reference
 from tests.model.conftest import random_frames
 
 

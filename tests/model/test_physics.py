@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from model import descriptor
+from model import descriptor, descriptor_fast, reference
 from model.tensor_model import TensorModel
-from tests.model import reference
 from tests.model.conftest import random_frames, tiny_model
 
 VARIANTS = [
@@ -21,8 +20,10 @@ VARIANTS = [
 ]
 
 
-def _run(model: TensorModel, coord: np.ndarray, atype: np.ndarray, box: np.ndarray | None):
-    out = model(torch.as_tensor(coord), torch.as_tensor(atype), None if box is None else torch.as_tensor(box))
+def _run(model: TensorModel, coord: np.ndarray, atype: np.ndarray, box: np.ndarray | None,
+         differentiable: bool = True):
+    out = model(torch.as_tensor(coord), torch.as_tensor(atype), None if box is None else torch.as_tensor(box),
+                differentiable=differentiable)
     return out.global_.detach().numpy(), out.atomic.detach().numpy()
 
 
@@ -37,23 +38,42 @@ def _random_rotation(seed: int) -> np.ndarray:
 @pytest.mark.parametrize("contraction", ["dense", "blocked", "training"])
 def test_matches_naive_formula(kind: str, over: dict, pbc: bool, contraction: str,
                                monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every path against the naive formula: dense and blocked contraction at inference
-    (blocked: large batches, with the same-type distinct-value embedding), and the
-    training path (autograd on; the full polar head's hand-written backward)."""
+    """Every path against the naive formula: dense and blocked contraction of the inference
+    kernels (blocked: large batches, with the same-type distinct-value embedding), and the
+    differentiable kernels (the full polar head's hand-written backward)."""
     monkeypatch.setattr(descriptor, "DENSE_CONTRACTION_MAX", 10**12 if contraction == "dense" else 0)
-    monkeypatch.setattr(descriptor, "EMBED_BLOCK", 7)  # many small blocks, uneven ends
+    monkeypatch.setattr(descriptor_fast, "EMBED_BLOCK", 7)  # many small blocks, uneven ends
     model = tiny_model(kind, **over)
     coord, atype, box = random_frames(2, 14, 2, box_len=4.5, seed=11, pbc=pbc)
     if contraction == "training":
         glob, atomic = _run(model, coord, atype, box)
     else:
         with torch.inference_mode():
-            glob, atomic = _run(model, coord, atype, box)
+            glob, atomic = _run(model, coord, atype, box, differentiable=False)
     ref_g, ref_a = reference.predict(reference.params_from_model(model), coord, atype, box)
     np.testing.assert_allclose(atomic, ref_a, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(glob, ref_g, rtol=1e-10, atol=1e-12)
     excluded = ~np.isin(atype, model.sel_type)
     assert np.all(atomic[:, excluded] == 0.0)
+
+
+@pytest.mark.parametrize("kind", ["dipole", "polar"])
+def test_the_kernels_are_chosen_by_the_caller_not_by_the_grad_mode(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """differentiable=False gives the inference kernels' numbers and no graph even with
+    autograd on; differentiable=True keeps the graph (derivatives at inference) — and both
+    are the naive formula."""
+    monkeypatch.setattr(descriptor, "DENSE_CONTRACTION_MAX", 0)  # the blocked inference kernels
+    model = tiny_model(kind, fit_diag=False) if kind == "polar" else tiny_model(kind)
+    coord, atype, box = random_frames(2, 14, 2, box_len=4.5, seed=5)
+    assert box is not None
+    x = torch.tensor(coord, requires_grad=True)
+    fast = model(x, torch.as_tensor(atype), torch.as_tensor(box), differentiable=False)
+    assert torch.is_grad_enabled() and not fast.global_.requires_grad
+    slow = model(x, torch.as_tensor(atype), torch.as_tensor(box), differentiable=True)
+    assert slow.global_.requires_grad
+    ref_g, _ = reference.predict(reference.params_from_model(model), coord, atype, box)
+    np.testing.assert_allclose(fast.global_.numpy(), ref_g, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(slow.global_.detach().numpy(), ref_g, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize(("kind", "over"), VARIANTS)

@@ -1,7 +1,15 @@
-"""A deliberately naive numpy implementation of se_e2_a + dipole/polar, written from the
-formulas in shared/docs/tensor-fitting.md: every Σsel slot (padding included) goes
-through the embedding net, neighbours come from an explicit loop over periodic images.
-Slow, but independent of the optimised code it checks."""
+"""The executable specification of the model: se_e2_a + dipole/polar in plain numpy,
+written from the formulas in shared/docs/tensor-fitting.md, deliberately naive.
+
+Every Σsel slot (padding included) goes through the embedding net; neighbours come from
+an explicit loop over periodic images; no blocking, no packing, no caches. It is slow and
+shares no code with the optimised modules (descriptor, descriptor_fast, fitting, nets),
+which the tests check against it to 1e-10 on every kernel path (tests/model/test_physics.py,
+test_deepmd_parity.py). Read it to see what the fast code computes:
+
+    params = params_from_model(model)           # the weights of a TensorModel, as numpy
+    global_, atomic = predict(params, coord, atype, box)
+"""
 
 from __future__ import annotations
 
@@ -87,7 +95,7 @@ def env_matrix(blocks: list[list[np.ndarray]], sel: list[int], rcut_smth: float,
     start = 0
     for t, n in enumerate(sel):
         for k, d in enumerate(blocks[t]):
-            r = np.linalg.norm(d)
+            r = float(np.linalg.norm(d))
             u = (min(max(r, rcut_smth), rcut) - rcut_smth) / (rcut - rcut_smth)
             sw = u**3 * (-6 * u**2 + 15 * u - 10) + 1
             rows[start + k] = sw * np.array([1 / r, d[0] / r**2, d[1] / r**2, d[2] / r**2])
