@@ -152,6 +152,26 @@ def dipole_convention() -> dict[str, float]:
             "centroid (q_W = -8)": float(np.linalg.norm(oh - 8 * delta, axis=-1).mean() / debye)}
 
 
+def point_charge_spectrum(traj: Path, bands: str) -> dict:
+    """The same trajectory's IR with SPC/Fw's own fixed charges (O −0.82, H +0.41), no model:
+    what the dynamics alone gives, to read the model's intensities against."""
+    from ase.io import read
+
+    sys.path.insert(0, str(REPO))
+    from model.spectra import SpectrumOptions, ir_spectrum
+    from model.spectra_units import parse_bands
+    from model.trajectory import unwrap_positions
+
+    frames = read(str(traj), ":")
+    pos = np.array([a.positions for a in frames])
+    cells = np.array([a.cell.array for a in frames])
+    charges = np.array([-0.82 if s == "O" else 0.41 for s in frames[0].get_chemical_symbols()])
+    dipole = np.einsum("fij,i->fj", unwrap_positions(pos, cells, (True, True, True)), charges)
+    opts = SpectrumOptions(dt_fs=1.0, max_corr_fs=1000.0, temperature_k=300.0, bands=parse_bands(bands))
+    return ir_spectrum(dipole, opts, volume_a3=float(np.abs(np.linalg.det(cells)).mean()),
+                       metadata={"dipole": "SPC/Fw fixed charges, no model"}).to_dict()
+
+
 def compare(spectrum: dict) -> list[dict]:
     x = np.array(spectrum["wavenumber_cm"])
     y = np.array(spectrum["intensities"]["ir"])
@@ -182,6 +202,10 @@ def plot(spectra: dict[str, dict], png: Path, steps: str, prod_ps: float) -> Non
         keep = x <= 4500
         color, style, label = styles[bond]
         ax.plot(x[keep], y[keep], color=color, ls=style, lw=1.3, label=label)
+        if "point_charges" in spectrum:
+            pc = np.array(spectrum["point_charges"]["intensities"]["ir"])
+            ax.plot(x[keep], pc[keep], color=color, ls=":", lw=0.9, alpha=0.8,
+                    label=f"{label.split(',')[0]} trajectory, SPC/Fw fixed charges (no model)" if bond == "morse" else None)
     for name, e in EXPERIMENT.items():
         ax.axvline(e["wavenumber_cm"], color="0.6", ls=":", lw=0.9)
         value = experiment_n_alpha(name)
@@ -215,6 +239,7 @@ def main() -> int:
     p.add_argument("--equil-ps", type=float, default=2.0)
     p.add_argument("--ps", type=float, default=4.0, help="NVE production length (ps)")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--reuse-spectra", action="store_true", help="use the spectrum JSON files of an earlier run")
     p.add_argument("--png", type=Path, default=REPO / "docs" / "ir_water.png")
     p.add_argument("--json", type=Path, default=REPO / "docs" / "ir_water.json",
                    help="the Morse run; the harmonic one goes beside it (*_harmonic.json)")
@@ -229,15 +254,18 @@ def main() -> int:
     for bond in ("morse", "harmonic"):
         traj = run_md(args.out / f"md-{bond}.traj", bond, args.equil_ps, args.ps, args.seed)
         out = args.json if bond == "morse" else args.json.with_name(f"{args.json.stem}_harmonic.json")
-        dptensor("spectrum", "-m", str(model), "-t", str(traj), "--kind", "ir", "--dt", "1",
-                 "--dipole-mode", "wannier", "--charges", "O=0,H=1", "--q-w", "-2", "--temperature", "300",
-                 "--max-corr", "1000", "--bands", bands, "-o", str(out), "--csv", str(args.out / f"ir-{bond}.csv"),
-                 "--predictions", str(args.out / f"predictions-{bond}.npz"))
+        if not (args.reuse_spectra and out.is_file()):
+            dptensor("spectrum", "-m", str(model), "-t", str(traj), "--kind", "ir", "--dt", "1",
+                     "--dipole-mode", "wannier", "--charges", "O=0,H=1", "--q-w", "-2", "--temperature", "300",
+                     "--max-corr", "1000", "--bands", bands, "-o", str(out), "--csv", str(args.out / f"ir-{bond}.csv"),
+                     "--predictions", str(args.out / f"predictions-{bond}.npz"))
         spectra[bond] = json.loads(out.read_text())
         comparison[bond] = compare(spectra[bond])
-        for row in comparison[bond]:
+        spectra[bond]["point_charges"] = point_charge_spectrum(traj, bands)
+        comparison[f"{bond}, SPC/Fw fixed charges"] = compare(spectra[bond]["point_charges"])
+        for key, row in [(k, r) for k in (bond, f"{bond}, SPC/Fw fixed charges") for r in comparison[k]]:
             exp = row["experiment_n_alpha_cm"]
-            print(f"{bond:>8} {row['band']:>12}: maximum {row['model_cm']:.0f} cm⁻¹ (exp. {row['experiment_cm']:.0f}), "
+            print(f"{key:>8} {row['band']:>12}: maximum {row['model_cm']:.0f} cm⁻¹ (exp. {row['experiment_cm']:.0f}), "
                   f"n·α {row['model_n_alpha_cm']:.3g} cm⁻¹" + (f" (exp. {exp:.3g}, ratio {row['ratio']:.2f})" if exp else ""))
     args.json.with_name("ir_water_comparison.json").write_text(json.dumps(
         {"experiment_source": EXPERIMENT_SOURCE, "n_refractive": N_REFRACTIVE, "molecular_dipole_debye": convention,
