@@ -193,7 +193,7 @@ def plot(spectra: dict[str, dict], png: Path, steps: str, prod_ps: float) -> Non
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.4), dpi=130)
+    fig, ax = plt.subplots(figsize=(8, 5.2), dpi=130)
     styles = {"morse": ("#1f5fa8", "-", "SPC/Fw, Morse O–H bonds"),
               "harmonic": ("#d0702a", "--", "SPC/Fw as published (harmonic O–H bonds)")}
     for bond, spectrum in spectra.items():
@@ -226,7 +226,7 @@ def plot(spectra: dict[str, dict], png: Path, steps: str, prod_ps: float) -> Non
             f"{meta['window']} window τ = {meta['max_corr_fs']:.0f} fs (FWHM {meta['window_fwhm_cm']:.0f} cm⁻¹)\n"
             "squares: experiment, Bertie & Lan 1996 / Hale & Querry 1973 (n ≈ 1.33)",
             transform=ax.transAxes, ha="left", va="bottom", fontsize=7)
-    ax.legend(loc="upper left", fontsize=8, frameon=False)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=7, frameon=False)
     fig.tight_layout()
     fig.savefig(png)
     plt.close(fig)
