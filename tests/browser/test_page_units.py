@@ -55,7 +55,7 @@ MATCHES = [  # (input.json systems entry, dataset system path, does it name it?)
 
 def test_entry_matches_system(browser: Page) -> None:
     cases = [[entry, system] for entry, system, _ in MATCHES]
-    got = run(browser, "views/train.js", f"return {cases!r}.map(([e, s]) => m.entryMatches(e, 'ds-1', s));")
+    got = run(browser, "views/train-systems.js", f"return {cases!r}.map(([e, s]) => m.entryMatches(e, 'ds-1', s));")
     assert got == [matches for _, _, matches in MATCHES]
 
 
