@@ -9,6 +9,9 @@ upper-triangle columns (row-major). DeePMD-kit's [H, M1²] weights are symmetris
 packed on load — the same function — and training the packed matrix with Adam follows
 the same dynamics for everything that reaches the output (Adam is scale-invariant; the
 antisymmetric part never moves). It halves the largest matmul and its optimizer state.
+
+This module is the readable formula and the differentiable path; the inference kernel of
+the full polar head is ``model/fitting_fast.py``, chosen by ``forward(..., differentiable=False)``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from model.fitting_fast import packed_polar
 from model.nets import MLP
 
 
@@ -167,16 +171,4 @@ class TensorFitting(nn.Module):
             out = SymmetricContraction.apply(packed, g, self.scale[t], self.unpack, self.upper, self.upper_weight)
             assert isinstance(out, Tensor)
             return out
-        # Inference: α = S + Sᵀ − grᵀ diag(U) gr with S = grᵀ (U gr). Row m of U is contiguous
-        # in the packed layout, so U gr is M1 batched row products; no M1×M1 matrix is formed.
-        m1, offs = self.m1, self.row_offsets
-        outs = []
-        for c0 in range(0, hidden.shape[0], chunk):
-            packed = torch.addmm(bias, hidden[c0:c0 + chunk], last.matrix) * self.scale[t]  # [c, M1(M1+1)/2]
-            gc = g[c0:c0 + chunk]  # [c, M1, 3]
-            ugr = torch.cat([torch.bmm(packed[:, None, offs[m]:offs[m + 1]], gc[:, m:, :])
-                             for m in range(m1)], dim=1)  # [c, M1, 3] = U gr
-            s = torch.bmm(gc.transpose(1, 2), ugr)
-            d = torch.bmm(gc.transpose(1, 2), gc * packed[:, self.pack_diag, None])
-            outs.append(s + s.transpose(1, 2) - d)
-        return torch.cat(outs) if outs else g.new_zeros(0, 3, 3)
+        return packed_polar(hidden, last.matrix, bias, self.scale[t], g, self.row_offsets, self.pack_diag, chunk)
