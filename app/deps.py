@@ -1,4 +1,4 @@
-"""Annotated dependencies: ``SessionDep``, ``SettingsDep``, ``QueueDep``, ``CurrentUser``."""
+"""Annotated dependencies: ``SessionDep``, ``SettingsDep``, ``QueueDep``, ``BatcherDep``, ``CurrentUser``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.auth import LOCAL_USER, get_or_create_user, user_for_token
+from app.batching import Batcher
 from app.errors import Unauthorized
 from jobs.queue import TaskQueue
 from jobs.settings import Settings
@@ -32,9 +33,14 @@ def get_queue(request: Request) -> TaskQueue:
     return request.app.state.queue
 
 
+def get_batcher(request: Request) -> Batcher:
+    return request.app.state.batcher
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 QueueDep = Annotated[TaskQueue, Depends(get_queue)]
+BatcherDep = Annotated[Batcher, Depends(get_batcher)]
 
 
 def current_user(session: SessionDep, settings: SettingsDep,

@@ -9,8 +9,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import errors
+from app.batching import Batcher
 from app.janitor import Janitor
 from app.limits import BodySizeLimit
+from app.metrics import install_metrics
 from app.routes import api
 from app.routes.page import install_page
 from jobs.db import init_db, session_factory
@@ -46,6 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="dptensor", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings, app.state.sessions, app.state.queue = settings, sessions, queue
+    app.state.batcher = Batcher(queue, settings)
     errors.install(app)
 
     def limit_for(method: str, path: str) -> int:
@@ -53,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return settings.max_upload_bytes if uploads else settings.max_json_bytes
 
     app.add_middleware(BodySizeLimit, limit_for=limit_for)
+    install_metrics(app, sessions, queue, settings)
     app.include_router(api)
     install_page(app)
     return app

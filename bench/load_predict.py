@@ -1,29 +1,42 @@
-"""Load check (not a test): many concurrent small synchronous predictions against a
-running dptensor service; prints requests/s and latency percentiles.
+"""Load check (not a test): concurrent small synchronous predictions; requests/s, latency
+percentiles and the predict worker's mean batch size (from the service's /metrics).
 
-    dptensor serve --no-auth &                       # or any running service
-    python bench/load_predict.py --url http://127.0.0.1:8000 \
-        --checkpoint ../shared/data/deepmd_reference/dipole/model_slim.pt \
-        --requests 400 --concurrency 16
+The whole matrix from one run — it starts a `dptensor serve --no-auth` per configuration
+(embedded default broker and Redis; batching on and off), uploads the model, and sends
+3-atom and 192-atom single-frame requests from 1, 16 and 64 clients::
 
-``--checkpoint`` uploads a model first; ``--model ID`` uses an existing one. Each request
-is one water molecule (3 atoms), or with ``--atoms 192`` one frame of the water example.
+    python bench/load_predict.py --matrix --redis-url redis://127.0.0.1:6379/8 --requests 300
+
+Against a service already running (one configuration)::
+
+    python bench/load_predict.py --url http://127.0.0.1:8000 \\
+        --checkpoint ../shared/data/deepmd_reference/dipole/model_slim.pt --concurrency 16 --atoms 192
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import signal
+import socket
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
+ROOT = Path(__file__).resolve().parents[1]
 WATER = {"symbols": ["O", "H", "H"], "positions": [[0.0, 0.0, 0.0], [0.757, 0.586, 0.0], [-0.757, 0.586, 0.0]]}
-FRAME = Path(__file__).resolve().parents[2] / "shared/data/water_tensor/dipole/validation_data_reformat/global_system"
+FRAME = ROOT.parent / "shared/data/water_tensor/dipole/validation_data_reformat/global_system"
+CHECKPOINT = ROOT.parent / "shared/data/deepmd_reference/dipole/model_slim.pt"
 
 
 def structure(atoms: int) -> dict[str, Any]:
@@ -34,53 +47,168 @@ def structure(atoms: int) -> dict[str, Any]:
     return {"types": types.tolist(), "positions": coord.tolist()}
 
 
-async def run(args: argparse.Namespace) -> None:
-    headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
-    limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
-    async with httpx.AsyncClient(base_url=args.url, headers=headers, timeout=120, limits=limits) as client:
-        model = args.model
-        if model is None:
-            r = await client.post("/v1/models", files={"file": ("model.pt", Path(args.checkpoint).read_bytes())})
-            r.raise_for_status()
-            model = r.json()["id"]
-        body = {"structures": [structure(args.atoms)]}
-        for _ in range(args.warmup):  # model load and caches on the worker
-            (await client.post(f"/v1/models/{model}/predict", json=body)).raise_for_status()
+@dataclass
+class Result:
+    requests: int
+    wall_s: float
+    latencies: list[float]
+    errors: dict[int, int]
+    mean_batch: float | None
 
-        latencies: list[float] = []
-        errors: dict[int, int] = {}
-        todo = iter(range(args.requests))
+    def row(self) -> str:
+        q = statistics.quantiles(self.latencies, n=100) if len(self.latencies) > 1 else [self.latencies[0]] * 99
+        batch = f"{self.mean_batch:6.1f}" if self.mean_batch is not None else "     -"
+        return (f"{self.requests / self.wall_s:8.1f} {q[49] * 1e3:8.1f} {q[98] * 1e3:8.1f} {batch}"
+                f"  {self.errors or ''}")
 
-        async def user() -> None:
-            for _ in todo:
-                t0 = time.perf_counter()
-                r = await client.post(f"/v1/models/{model}/predict", json=body)
-                latencies.append(time.perf_counter() - t0)
-                if r.status_code != 200:
-                    errors[r.status_code] = errors.get(r.status_code, 0) + 1
 
-        t0 = time.perf_counter()
-        await asyncio.gather(*(user() for _ in range(args.concurrency)))
-        wall = time.perf_counter() - t0
-    q = statistics.quantiles(latencies, n=100)
+def batch_stats(text: str) -> tuple[float, float]:
+    """(requests, batches) the predict workers have answered so far."""
+    total = {"dptensor_predict_batch_requests_sum": 0.0, "dptensor_predict_batch_requests_count": 0.0}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name in total:
+                total[s.name] += s.value
+    return total["dptensor_predict_batch_requests_sum"], total["dptensor_predict_batch_requests_count"]
+
+
+async def worker_batches(client: httpx.AsyncClient) -> tuple[float, float] | None:
+    r = await client.get("/metrics")
+    return batch_stats(r.text) if r.status_code == 200 else None
+
+
+async def measure(client: httpx.AsyncClient, model: str, atoms: int, requests: int, concurrency: int,
+                  heartbeat_s: float) -> Result:
+    body = {"structures": [structure(atoms)]}
+    for _ in range(3):  # model load and caches on the worker
+        (await client.post(f"/v1/models/{model}/predict", json=body)).raise_for_status()
+    await asyncio.sleep(heartbeat_s * 1.5)  # the worker publishes its metrics at each heartbeat
+    before = await worker_batches(client)
+    latencies: list[float] = []
+    errors: dict[int, int] = {}
+    todo = iter(range(requests))
+
+    async def user() -> None:
+        for _ in todo:
+            t0 = time.perf_counter()
+            r = await client.post(f"/v1/models/{model}/predict", json=body)
+            latencies.append(time.perf_counter() - t0)
+            if r.status_code != 200:
+                errors[r.status_code] = errors.get(r.status_code, 0) + 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(user() for _ in range(concurrency)))
+    wall = time.perf_counter() - t0
+    await asyncio.sleep(heartbeat_s * 1.5)
+    after = await worker_batches(client)
+    mean = None
+    if before is not None and after is not None and after[1] > before[1]:
+        mean = (after[0] - before[0]) / (after[1] - before[1])
+    return Result(requests, wall, latencies, errors, mean)
+
+
+def client_for(url: str, token: str | None, concurrency: int) -> httpx.AsyncClient:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    return httpx.AsyncClient(base_url=url, headers=headers, timeout=120, limits=limits)
+
+
+async def upload(client: httpx.AsyncClient, checkpoint: Path) -> str:
+    r = await client.post("/v1/models", files={"file": ("model.pt", checkpoint.read_bytes())})
+    r.raise_for_status()
+    return str(r.json()["id"])
+
+
+async def single(args: argparse.Namespace) -> None:
+    async with client_for(args.url, args.token, args.concurrency) as client:
+        model = args.model or await upload(client, Path(args.checkpoint))
+        res = await measure(client, model, args.atoms, args.requests, args.concurrency, args.heartbeat_s)
     print(f"{args.requests} requests ({args.atoms} atoms each), concurrency {args.concurrency}, model {model}")
-    print(f"  throughput  {args.requests / wall:8.1f} requests/s   (wall {wall:.1f} s)")
-    print(f"  latency     p50 {q[49] * 1e3:7.1f} ms   p90 {q[89] * 1e3:7.1f} ms   p99 {q[98] * 1e3:7.1f} ms")
-    print(f"  errors      {errors or 'none'}")
+    print(f"     req/s   p50 ms   p99 ms  batch\n{res.row()}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_service(data: Path, port: int, broker: str | None, batching: bool,
+                  heartbeat_s: float) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DPTENSOR_")}
+    env.update({"DPTENSOR_DATA_DIR": str(data), "DPTENSOR_PORT": str(port), "DPTENSOR_AUTH": "none",
+                "DPTENSOR_PREDICT_BATCHING": str(batching).lower(), "DPTENSOR_WORKER_DEVICE": "cpu",
+                "DPTENSOR_HEARTBEAT_INTERVAL_S": str(heartbeat_s),
+                "DPTENSOR_STALE_AFTER_S": str(max(90.0, 3 * heartbeat_s))})
+    if broker:
+        env["DPTENSOR_BROKER_URL"] = broker
+    log = open(data.parent / f"serve-{port}.log", "wb")  # noqa: SIM115 - owned by the child
+    return subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--no-auth"], env=env, cwd=ROOT,
+                            stdout=log, stderr=subprocess.STDOUT)
+
+
+async def wait_ready(url: str, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient(base_url=url, timeout=5) as client:
+        while time.monotonic() < deadline:
+            try:
+                if (await client.get("/v1/health/ready")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.5)
+    raise RuntimeError(f"service at {url} not ready after {timeout_s:.0f} s")
+
+
+async def matrix(args: argparse.Namespace) -> None:
+    brokers: list[tuple[str, str | None]] = [("embedded", None)]
+    if args.redis_url:
+        brokers.append(("redis", args.redis_url))
+    print(f"{'broker':9} {'batching':8} {'atoms':>5} {'clients':>7}    req/s   p50 ms   p99 ms  batch", flush=True)
+    with tempfile.TemporaryDirectory(prefix="dptensor-load-") as tmp:
+        for name, broker in brokers:
+            for batching in (True, False):
+                if broker is not None:
+                    import redis
+
+                    redis.Redis.from_url(broker).flushdb()
+                data = Path(tmp) / f"{name}-{batching}" / "data"
+                data.mkdir(parents=True)
+                port = free_port()
+                url = f"http://127.0.0.1:{port}"
+                proc = start_service(data, port, broker, batching, args.heartbeat_s)
+                try:
+                    await wait_ready(url)
+                    async with client_for(url, None, 1) as client:
+                        model = await upload(client, Path(args.checkpoint))
+                    for atoms in args.atoms_list:
+                        for clients in args.clients:
+                            async with client_for(url, None, clients) as client:
+                                n = args.requests if clients > 1 else max(20, args.requests // 4)
+                                res = await measure(client, model, atoms, n, clients, args.heartbeat_s)
+                            print(f"{name:9} {'on' if batching else 'off':8} {atoms:5d} {clients:7d} {res.row()}",
+                                  flush=True)
+                finally:
+                    proc.send_signal(signal.SIGTERM)
+                    proc.wait(timeout=90)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--matrix", action="store_true", help="start services and measure every configuration")
+    p.add_argument("--redis-url", help="--matrix: also measure the Redis broker (this database is flushed)")
+    p.add_argument("--clients", type=int, nargs="+", default=[1, 16, 64])
+    p.add_argument("--atoms-list", type=int, nargs="+", default=[3, 192])
     p.add_argument("--url", default="http://127.0.0.1:8000")
     p.add_argument("--token", help="bearer token (not needed with serve --no-auth)")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", help="id of a model already on the service")
-    src.add_argument("--checkpoint", help="upload this checkpoint first")
+    p.add_argument("--model", help="id of a model already on the service")
+    p.add_argument("--checkpoint", default=str(CHECKPOINT), help="upload this checkpoint first")
     p.add_argument("--requests", type=int, default=400)
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--atoms", type=int, default=3, help="3 = a water molecule; up to 192 = a water frame")
-    p.add_argument("--warmup", type=int, default=5)
-    asyncio.run(run(p.parse_args()))
+    p.add_argument("--heartbeat-s", type=float, default=1.0, help="worker metrics publishing interval")
+    args = p.parse_args()
+    asyncio.run(matrix(args) if args.matrix else single(args))
 
 
 if __name__ == "__main__":

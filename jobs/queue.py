@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import uuid
 from typing import Any
 
 import kombu.transport.sqlalchemy as kombu_sqla
@@ -22,6 +23,7 @@ from sqlalchemy import Engine, create_engine, event
 
 from jobs.db import sqlite_pragmas
 from jobs.errors import unwrap
+from jobs.results import FALLBACK_S, ResultNotifier
 from jobs.settings import Settings
 
 QUEUES = ("train", "predict", "batch")
@@ -32,6 +34,7 @@ JOB_TASKS: dict[str, tuple[str, str]] = {
     "spectrum": ("dptensor.spectrum", "batch"),
 }
 PREDICT_TASK = "dptensor.predict"
+PREDICT_BATCH_TASK = "dptensor.predict_batch"  # coalesced synchronous predictions (app/batching.py)
 INSPECT_TASK = "dptensor.inspect_model"
 
 
@@ -109,6 +112,8 @@ class TaskQueue:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.celery = make_celery(settings)
+        # the Redis result backend notifies (jobs/results.py); the embedded one (SQLite) is read in a loop
+        self.notifier = ResultNotifier(self.celery) if settings.results.startswith(("redis", "rediss")) else None
 
     def _send(self, name: str, args: list[Any], queue: str, **options: Any) -> Any:
         """send_task with a bounded wait: an unreachable broker is a BrokerUnavailable
@@ -132,15 +137,17 @@ class TaskQueue:
 
     def call(self, name: str, payload: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         """Send a task to the ``predict`` queue and wait for its answer (jobs.errors.answer):
-        the result, or RemoteError with the worker's typed error. Polls the result backend
-        (thread-safe, unlike the shared pub/sub consumer of AsyncResult.get)."""
-        result = self._send(name, [payload], "predict", expires=timeout_s)
+        the result, or RemoteError with the worker's typed error. Woken by the Redis result
+        backend's notification, else reading the backend with a 1 → 10 ms backoff."""
+        task_id = str(uuid.uuid4())
+        event = self.notifier.register(task_id) if self.notifier is not None else None
         deadline = time.monotonic() + timeout_s
-        delay = 0.002
+        delay = 0.001
         try:
+            self._send(name, [payload], "predict", expires=timeout_s, task_id=task_id)
             while True:
                 try:
-                    meta = self.celery.backend.get_task_meta(result.id, cache=False)
+                    meta = self.celery.backend.get_task_meta(task_id, cache=False)
                 except BROKER_ERRORS as exc:
                     raise BrokerUnavailable(f"the result backend is unreachable ({type(exc).__name__}: {exc})"
                                             ) from None
@@ -148,13 +155,20 @@ class TaskQueue:
                     return unwrap(meta["result"])
                 if meta["status"] in ("FAILURE", "REVOKED"):
                     raise RuntimeError(f"task {name} failed in the worker: {meta.get('result')!r}")
-                if time.monotonic() > deadline:
+                left = deadline - time.monotonic()
+                if left < 0:
                     raise TaskTimeout(f"no worker of the 'predict' queue answered within {timeout_s:g} s")
-                time.sleep(delay)
-                delay = min(delay * 1.5, 0.05)
+                if event is not None:
+                    event.wait(min(left, FALLBACK_S))
+                    event.clear()  # the result was stored before its notification: the next read sees it
+                else:
+                    time.sleep(min(left, delay))
+                    delay = min(delay * 1.5, 0.01)
         finally:
+            if self.notifier is not None:
+                self.notifier.unregister(task_id)
             with contextlib.suppress(*BROKER_ERRORS):  # the backend went away: its entry expires by itself
-                result.forget()
+                self.celery.backend.forget(task_id)
 
     def ping_broker(self, timeout_s: float = 2.0) -> None:
         with self.celery.connection_for_write() as conn:

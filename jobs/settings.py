@@ -64,6 +64,14 @@ class Settings(BaseSettings):
     max_train_steps: int = Field(10_000_000, ge=1, description="numb_steps of one training")
     max_model_parameters: int = Field(
         50_000_000, ge=1000, description="trainable parameters of one model (training holds ~32 bytes each)")
+    # dynamic batching of synchronous predictions (app/batching.py)
+    predict_batching: bool = Field(True, description="coalesce concurrent predictions of one model")
+    predict_batch_wait_ms: float = Field(2.0, ge=0, le=1000, description="longest a batch waits for more "
+                                         "requests while the worker is busy")
+    predict_batch_max_frames: int = Field(256, ge=1)
+    predict_batch_max_atoms: int = Field(50_000, ge=1)
+    predict_batch_in_flight: int = Field(2, ge=1, description="batches of one model sent and unanswered; "
+                                         "about 2 per predict worker")
     max_search_candidates: int = Field(
         DEFAULT_MAX_CANDIDATES, ge=1000,
         description="neighbour candidates per atom (periodic images × atoms): above, a periodic cell is too "

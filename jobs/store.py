@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from jobs import layout
 from jobs.errors import ErrorPayload, payload
-from jobs.tables import TERMINAL, Job, ModelRecord, WorkerRecord, new_id, utcnow
+from jobs.tables import TERMINAL, Job, ModelRecord, WorkerMetrics, WorkerRecord, new_id, utcnow
 
 
 @dataclass(frozen=True)
@@ -171,3 +171,21 @@ def upsert_worker(session: Session, worker_id: str, **values: Any) -> None:
 def live_workers(session: Session, stale_after_s: float) -> list[WorkerRecord]:
     cutoff = utcnow() - timedelta(seconds=stale_after_s)
     return list(session.scalars(select(WorkerRecord).where(WorkerRecord.heartbeat_at >= cutoff)).all())
+
+
+def save_worker_metrics(session: Session, worker_id: str, exposition: str) -> None:
+    record = session.get(WorkerMetrics, worker_id)
+    if record is None:
+        session.add(WorkerMetrics(id=worker_id, exposition=exposition, updated_at=utcnow()))
+    else:
+        record.exposition, record.updated_at = exposition, utcnow()
+    session.commit()
+
+
+def live_worker_metrics(session: Session, stale_after_s: float) -> list[tuple[WorkerRecord, str]]:
+    """(worker, its metrics text) for the workers that still heartbeat."""
+    cutoff = utcnow() - timedelta(seconds=stale_after_s)
+    rows = session.execute(select(WorkerRecord, WorkerMetrics.exposition)
+                           .join(WorkerMetrics, WorkerMetrics.id == WorkerRecord.id)
+                           .where(WorkerRecord.heartbeat_at >= cutoff)).all()
+    return [(w, text) for w, text in rows]

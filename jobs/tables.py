@@ -7,7 +7,7 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 JOB_KINDS = ("train", "predict", "spectrum")
@@ -117,3 +117,16 @@ class WorkerRecord(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
+
+
+class WorkerMetrics(Base):
+    """A worker's own Prometheus metrics (batch sizes, queue wait, frames predicted) in the
+    text exposition format, rewritten at each heartbeat: workers are separate processes,
+    possibly on other machines, so the api's /metrics re-exports them from here
+    (app/metrics.py) with a ``worker`` label. A table of its own: init_db creates it on an
+    existing database without a migration."""
+
+    __tablename__ = "worker_metrics"
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)  # the worker's id (workers.id)
+    exposition: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -22,8 +22,8 @@ from jobs import store
 from jobs.db import init_db
 from jobs.queue import make_celery
 from jobs.settings import Settings
-from jobs.tables import WorkerRecord, utcnow
-from worker import state
+from jobs.tables import WorkerMetrics, WorkerRecord, utcnow
+from worker import metrics, state
 
 log = logging.getLogger("dptensor.worker")
 
@@ -43,6 +43,7 @@ def _beat(st: state.WorkerState) -> None:
         try:
             with st.sessions() as session:
                 store.upsert_worker(session, st.worker_id, heartbeat_at=utcnow())
+                store.save_worker_metrics(session, st.worker_id, metrics.exposition())
         except Exception:  # database blip: try again next beat
             log.exception("worker heartbeat failed")
 
@@ -57,6 +58,7 @@ def _announce(sender: Any = None, **_: Any) -> None:
     with st.sessions() as session:
         store.upsert_worker(session, st.worker_id, queues=queues, device=dev, gpu=gpu, pid=os.getpid(),
                             started_at=utcnow(), heartbeat_at=utcnow())
+        store.save_worker_metrics(session, st.worker_id, metrics.exposition())
     threading.Thread(target=_beat, args=(st,), name="worker-heartbeat", daemon=True).start()
     log.info("worker %s ready: queues %s, device %s%s", st.worker_id, queues, dev, f" ({gpu})" if gpu else "")
 
@@ -72,9 +74,10 @@ def _gone(**_: Any) -> None:
     st.beat_stop.set()
     try:
         with st.sessions() as session:
-            record = session.get(WorkerRecord, st.worker_id)
-            if record is not None:
-                session.delete(record)
-                session.commit()
+            for table in (WorkerMetrics, WorkerRecord):
+                record = session.get(table, st.worker_id)
+                if record is not None:
+                    session.delete(record)
+            session.commit()
     except Exception:
         log.exception("could not unregister worker %s", st.worker_id)

@@ -44,47 +44,76 @@ def load_cached(path: str, device: str, max_search_candidates: int) -> TensorMod
     return _load(path, mtime, device, max_search_candidates)
 
 
-def _groups(structures: list[dict[str, Any]]) -> list[tuple[int, int]]:
-    """Runs of consecutive structures with the same atoms and periodicity: one batch each."""
-    runs: list[tuple[int, int]] = []
-    start = 0
-    for i in range(1, len(structures) + 1):
-        if i == len(structures) or (structures[i]["types"] != structures[start]["types"]
-                                    or (structures[i]["cell"] is None) != (structures[start]["cell"] is None)):
-            runs.append((start, i))
-            start = i
-    return runs
+def _groups(structures: list[dict[str, Any]]) -> list[list[int]]:
+    """Indices of the structures with the same atoms and periodicity, in order of first
+    appearance: one forward pass each (coalesced requests of one molecule share one)."""
+    groups: dict[tuple[tuple[int, ...], bool], list[int]] = {}
+    for i, s in enumerate(structures):
+        groups.setdefault((tuple(s["types"]), s["cell"] is None), []).append(i)
+    return list(groups.values())
+
+
+def _arrays(chunk: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray | None]:
+    coord = np.asarray([s["positions"] for s in chunk], dtype=np.float64)
+    box = None if chunk[0]["cell"] is None else np.asarray([s["cell"] for s in chunk], dtype=np.float64)
+    return coord, box
 
 
 def predict_structures(model: TensorModel, structures: list[dict[str, Any]], progress: Progress | None = None
                        ) -> tuple[list[list[float]], list[list[list[float]]]]:
-    glob: list[list[float]] = []
-    atomic: list[list[list[float]]] = []
-    for a, b in _groups(structures):
-        chunk = structures[a:b]
-        coord = np.asarray([s["positions"] for s in chunk], dtype=np.float64)
-        atype = np.asarray(chunk[0]["types"], dtype=np.int64)
-        box = None if chunk[0]["cell"] is None else np.asarray([s["cell"] for s in chunk], dtype=np.float64)
-        pred = predict(model, coord, atype, box)
-        glob.extend(pred.global_tensor.tolist())
-        atomic.extend(pred.atomic_tensor.tolist())
+    glob: list[list[float]] = [[] for _ in structures]
+    atomic: list[list[list[float]]] = [[] for _ in structures]
+    done = 0
+    for index in _groups(structures):
+        chunk = [structures[i] for i in index]
+        coord, box = _arrays(chunk)
+        pred = predict(model, coord, np.asarray(chunk[0]["types"], dtype=np.int64), box)
+        for i, g, a in zip(index, pred.global_tensor.tolist(), pred.atomic_tensor.tolist(), strict=True):
+            glob[i], atomic[i] = g, a
+        done += len(index)
         if progress is not None:
-            progress(b, len(structures))
+            progress(done, len(structures))
     return glob, atomic
+
+
+Prediction = tuple[list[list[float]], list[list[list[float]]]]
+
+
+def predict_requests(model: TensorModel, requests: list[list[dict[str, Any]]]) -> list[Prediction | Exception]:
+    """Coalesced requests: all their frames in one forward pass per kind of structure, the
+    results split back per request. A frame may fail the shared pass (e.g. a cell over the
+    search budget): then each request runs alone, so only the bad one fails."""
+    try:
+        glob, atomic = predict_structures(model, [s for r in requests for s in r])
+    except Exception:
+        if len(requests) == 1:
+            raise
+        alone: list[Prediction | Exception] = []
+        for r in requests:
+            try:
+                alone.append(predict_structures(model, r))
+            except Exception as exc:  # reported to that request only
+                alone.append(exc)
+        return alone
+    out: list[Prediction | Exception] = []
+    start = 0
+    for r in requests:
+        out.append((glob[start:start + len(r)], atomic[start:start + len(r)]))
+        start += len(r)
+    return out
 
 
 def born_structures(model: TensorModel, structures: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Born charges of each structure (model.dipole_derivatives), batched like the predictions."""
     from model.dipole_derivatives import born_charges
 
-    out: list[dict[str, Any]] = []
-    for a, b in _groups(structures):
-        chunk = structures[a:b]
-        coord = np.asarray([s["positions"] for s in chunk], dtype=np.float64)
-        box = None if chunk[0]["cell"] is None else np.asarray([s["cell"] for s in chunk], dtype=np.float64)
+    out: list[dict[str, Any]] = [{} for _ in structures]
+    for index in _groups(structures):
+        chunk = [structures[i] for i in index]
+        coord, box = _arrays(chunk)
         born = born_charges(model, coord, list(chunk[0]["types"]), box)
-        out.extend({"z": z.tolist(), "sum_rule_violation": float(v)}
-                   for z, v in zip(born.z, born.sum_rule_violation, strict=True))
+        for i, z, v in zip(index, born.z, born.sum_rule_violation, strict=True):
+            out[i] = {"z": z.tolist(), "sum_rule_violation": float(v)}
     return out
 
 

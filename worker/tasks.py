@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,15 +16,18 @@ from celery import Task, shared_task
 from jobs import layout, store
 from jobs.datasets import resolve_refs
 from jobs.errors import answer
-from jobs.queue import INSPECT_TASK, JOB_TASKS, PREDICT_TASK
+from jobs.queue import INSPECT_TASK, JOB_TASKS, PREDICT_BATCH_TASK, PREDICT_TASK
 from jobs.tables import Job
-from worker import state
+from model.tensor_model import TensorModel
+from worker import metrics, state
 from worker.jobrun import Outcome, run_job
 from worker.predict import (
+    Prediction,
     Stopped,
     born_structures,
     inspect,
     load_cached,
+    predict_requests,
     predict_structures,
     predict_system,
 )
@@ -92,6 +97,7 @@ def _predict_job(job: Job, folder: Path, monitor: JobMonitor, jlog: logging.Logg
             path = resolve_refs({"training": {"training_data": {"systems": [job.inputs["system"]]}}},
                                 st.settings.root)["training"]["training_data"]["systems"][0]
             n = predict_system(model, Path(path), folder / "predictions.npz", progress)
+            metrics.FRAMES.labels("job").inc(n)
             return Outcome("succeeded", {"file": "predictions.npz", "frames": n})
         structures = json.loads((folder / "structures.json").read_text())
         glob, atomic = predict_structures(model, structures, progress)
@@ -99,6 +105,7 @@ def _predict_job(job: Job, folder: Path, monitor: JobMonitor, jlog: logging.Logg
         if job.inputs.get("derivatives"):
             for row, z in zip(out, born_structures(model, structures), strict=True):
                 row["born_charges"], row["sum_rule_violation"] = z["z"], z["sum_rule_violation"]
+        metrics.FRAMES.labels("job").inc(len(out))
         (folder / "predictions.json").write_text(json.dumps({"model_id": job.inputs["model_id"], "kind": model.kind,
                                                              "results": out}))
         return Outcome("succeeded", {"file": "predictions.json", "frames": len(out)})
@@ -126,6 +133,46 @@ def predict_task(payload: dict[str, Any]) -> dict[str, Any]:
         return {"global": glob, "atomic": atomic}
 
     return answer(run, log)
+
+
+def _request_answer(model: TensorModel, req: dict[str, Any], res: Prediction | Exception) -> dict[str, Any]:
+    """One request's result from its share of the coalesced pass (or its own error)."""
+    if isinstance(res, Exception):
+        raise res
+    out: dict[str, Any] = {"global": res[0], "atomic": res[1]}
+    if req.get("derivatives"):
+        out["born"] = born_structures(model, req["structures"])
+    return out
+
+
+@shared_task(name=PREDICT_BATCH_TASK)
+def predict_batch_task(payload: dict[str, Any]) -> dict[str, Any]:
+    """Requests coalesced by the api (app/batching.py): {"model_id", "requests": [{"structures",
+    "derivatives"}, …], "sent_at"} → {"answers": [one envelope per request (jobs.errors.answer):
+    its result, or its own error — never a batch-mate's]}."""
+    st = state.current()
+    if isinstance(payload.get("sent_at"), int | float):
+        metrics.QUEUE_WAIT.observe(max(0.0, time.time() - payload["sent_at"]))
+    requests: list[dict[str, Any]] = payload["requests"]
+    metrics.BATCH_REQUESTS.observe(len(requests))
+    metrics.BATCH_FRAMES.observe(sum(len(r["structures"]) for r in requests))
+
+    def run() -> dict[str, Any]:
+        model = load_cached(str(layout.model_file(st.settings.root, payload["model_id"])), st.device()[0],
+                            st.settings.max_search_candidates)
+        t0 = time.perf_counter()
+        results = predict_requests(model, [r["structures"] for r in requests])
+        metrics.COMPUTE.observe(time.perf_counter() - t0)
+        answers: list[dict[str, Any]] = []
+        for req, res in zip(requests, results, strict=True):
+            envelope = answer(partial(_request_answer, model, req, res), log)
+            answers.append(envelope)
+            metrics.REQUESTS.labels("ok" if envelope["ok"] else "error").inc()
+            if envelope["ok"]:
+                metrics.FRAMES.labels("sync").inc(len(req["structures"]))
+        return {"answers": answers}
+
+    return answer(run, log)  # a model that cannot load: the same error for every request
 
 
 @shared_task(name=INSPECT_TASK)

@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy import select
 
 from app.access import owned, visible
-from app.deps import CurrentUser, QueueDep, SessionDep, SettingsDep
+from app.deps import BatcherDep, CurrentUser, QueueDep, SessionDep, SettingsDep
 from app.errors import ServiceUnavailable, Unprocessable
 from app.jobs import job_public, submit
 from app.predict import COMPONENTS, to_payload, units
@@ -24,8 +24,9 @@ from app.schemas import (
     TensorResult,
 )
 from jobs.datasets import parse_ref
+from jobs.errors import unwrap
 from jobs.layout import MODEL_FILE, model_dir, model_file, model_staging
-from jobs.queue import INSPECT_TASK, PREDICT_TASK, TaskTimeout
+from jobs.queue import INSPECT_TASK, TaskTimeout
 from jobs.tables import Dataset, ModelRecord, new_id
 from model.errors import DataError
 
@@ -111,8 +112,8 @@ def delete_model(model_id: str, session: SessionDep, settings: SettingsDep, user
              responses={202: {"model": JobPublic, "description": "too large to answer at once: a prediction job"},
                         413: {"model": ErrorBody, "description": "too many structures or atoms"}, **UNAVAILABLE})
 def predict(
-    model_id: str, session: SessionDep, settings: SettingsDep, queue: QueueDep, user: CurrentUser,
-    req: Annotated[PredictRequest, Body(openapi_examples={"water molecule": {"value": PREDICT_EXAMPLE}})],
+    model_id: str, session: SessionDep, settings: SettingsDep, queue: QueueDep, batcher: BatcherDep,
+    user: CurrentUser, req: Annotated[PredictRequest, Body(openapi_examples={"water molecule": {"value": PREDICT_EXAMPLE}})],
     job: Annotated[bool, Query(description="always run as a job (202), even when small")] = False,
 ) -> PredictResponse | JSONResponse:
     """Global (per-frame) and per-atom tensors of each structure. Small requests answer at
@@ -131,8 +132,12 @@ def predict(
                                  "derivatives": req.derivatives},
                          files={"structures.json": structures}, total=len(structures))
         return _accepted(job_public(created, user.name))
-    answer = _call(queue, PREDICT_TASK, {"model_id": m.id, "structures": structures, "derivatives": req.derivatives},
-                   settings.sync_predict_timeout_s)
+    try:  # coalesced with concurrent requests for this model (app/batching.py)
+        envelope = batcher.predict(m.id, {"structures": structures, "derivatives": req.derivatives},
+                                   len(structures), total_atoms, settings.sync_predict_timeout_s)
+    except TaskTimeout as exc:
+        raise ServiceUnavailable(f"{exc}; is a worker running with --queues predict?") from None
+    answer = unwrap(envelope)  # this request's own error: RemoteError (app/errors.py)
     born = answer.get("born") or [None] * len(answer["global"])
     results = [TensorResult(global_tensor=g, atomic_tensor=a, born_charges=z and z["z"],
                             sum_rule_violation=z and z["sum_rule_violation"])
