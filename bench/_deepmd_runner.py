@@ -1,4 +1,4 @@
-"""DeePMD-kit side of the benchmarks; runs *inside* ``bench/.venv-deepmd``.
+"""DeePMD-kit side of the benchmarks; runs *inside* the DeePMD-kit venv (``deepmd_env.VENV_DIR``).
 
 Subcommands (each prints one JSON object as the last line of stdout; DeePMD-kit's own
 output goes to log files in the work dir):

@@ -5,7 +5,7 @@ weights only need to be non-trivial) in configurations other than the two refere
 models, and stores for each: the slim checkpoint (the layout of
 shared/data/deepmd_reference: model_params + state_dict) and DeePMD-kit's own predictions
 on a few frames, periodic and not. tests/model/test_deepmd_variants.py checks that dptensor
-reproduces them. Run from our venv (it re-runs itself inside bench/.venv-deepmd):
+reproduces them. Run from our venv (it re-runs itself inside the DeePMD-kit venv of deepmd_env.py):
 
     .venv/bin/python bench/make_deepmd_variants.py            # the test fixtures
     .venv/bin/python bench/make_deepmd_variants.py --bench    # full-size fit_diag polar model → runs/
