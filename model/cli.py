@@ -36,11 +36,14 @@ def cmd_train(args: argparse.Namespace) -> int:
             print("\r" + status, end="", flush=True)
 
     if args.committee is not None:
+        if args.init_model is not None:
+            raise ConfigError("--init-model starts one model; it cannot be combined with --committee")
         from model.committee_cli import train_committee_cli
 
         return train_committee_cli(args)
     output = Path(args.output)
-    result = train(args.input, output, restart=args.restart, device=args.device, on_progress=show)
+    result = train(args.input, output, restart=args.restart, init_model=args.init_model, device=args.device,
+                   on_progress=show)
     print(f"trained {result.steps_done} steps -> {result.model_path}")
     for key, value in result.metrics.items():
         if key != "steps":
@@ -92,6 +95,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     print(f"predicted {coord.shape[0]} frames ({coord.shape[1]} atoms) in {dt:.2f} s "
           f"({coord.shape[0] / max(dt, 1e-9):.1f} frames/s) -> {out}")
     print_written(write_frame_table(out, args.csv, args.json))
+    if args.as_system:
+        from model.system_writer import write_prediction_system
+
+        written = write_prediction_system(args.as_system, out, coord, atype, box, type_map=model.type_map,
+                                          kind=model.kind, sel_type=list(model.sel_type))
+        print(f"wrote the frames with the predictions as {model.kind} labels -> {written} (a DeePMD system)")
     if args.derivatives:
         from model.derivatives_cli import write_derivatives
         from model.tensor_model import TensorModel
@@ -121,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="DeePMD-kit input.json (system paths relative to its folder)")
     p.add_argument("-o", "--output", default=".", help="output folder (lcurve.out, checkpoints, model.pt)")
     p.add_argument("--restart", help="checkpoint to continue from (e.g. model.ckpt.pt)")
+    p.add_argument("--init-model", help="start from this model's weights and statistics (dptensor .pt, "
+                   "DeePMD-kit model.ckpt-N.pt, .dp or .yaml of the same architecture)")
     p.add_argument("--committee", type=int, default=None, metavar="K",
                    help="train K members with different seeds -> OUTPUT/committee.pt")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
@@ -146,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="the same per-frame table as JSON")
     p.add_argument("-s", "--system", required=True, help="DeePMD system folder or trajectory file (xyz, dump, traj)")
     p.add_argument("-o", "--output", required=True, help="output .npz")
+    p.add_argument("--as-system", metavar="DEST",
+                   help="also write the frames with the predictions as labels, as a DeePMD system "
+                        "(a folder, or data.hdf5#/name) for DeePMD-kit's tools")
     p.add_argument("--format", help="trajectory format when the extension does not tell")
     p.add_argument("--batch-size", type=int, default=None, help="frames per chunk (default: by size)")
     p.add_argument("--precision", choices=["float64", "float32"], default=None)

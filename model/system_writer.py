@@ -73,3 +73,19 @@ def write_system(dest: str | Path, system: System, *, kind: str | None = None,
             for key, arr in arrays.items():
                 s.create_dataset(key, data=arr[frames])
     return f"{h5file}#/{group}" if group else str(h5file)
+
+
+def write_prediction_system(dest: str | Path, predictions: str | Path, coord: np.ndarray, atype: np.ndarray,
+                            box: np.ndarray | None, *, type_map: list[str], kind: str,
+                            sel_type: list[int]) -> str:
+    """The frames with a model's predictions (the .npz of ``dptensor predict``) as their
+    labels: ``dipole.npy``/``atomic_dipole.npy`` (or the polarizability pair), the atomic
+    ones for the atoms of ``sel_type``, as DeePMD-kit's tensor data hold them."""
+    from model.keys import PRED_ATOMIC, PRED_GLOBAL
+
+    with np.load(predictions, allow_pickle=False) as npz:
+        glob, atomic = npz[PRED_GLOBAL], npz[PRED_ATOMIC]
+    system = System(path=str(dest), atype=np.asarray(atype, dtype=np.int64), coord=np.asarray(coord),
+                    box=None if box is None else np.asarray(box), global_label=glob, atomic_label=atomic,
+                    type_names=list(type_map))
+    return write_system(dest, system, kind=kind, sel_type=sel_type)

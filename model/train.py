@@ -19,10 +19,16 @@ from typing import Any, TextIO
 import torch
 
 from model.batching import Batch, BatchSampler
-from model.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
+from model.checkpoint import (
+    model_from_checkpoint,
+    model_from_file,
+    read_checkpoint,
+    save_checkpoint,
+)
 from model.config import InputConfig, LearningRateConfig, ParsedInput, read_input
 from model.descriptor import EnvPairs
-from model.errors import CheckpointError
+from model.errors import CheckpointError, ConfigError
+from model.init_model import check_same_architecture, fill_from_source
 from model.loss import LossTerms, Metrics, tensor_loss
 from model.setup import build_model, load_training_data, resolve_model_config, resolve_sel
 from model.tensor_model import Centres, TensorModel
@@ -186,12 +192,15 @@ def _existing_checkpoints(out: Path, prefix: str) -> list[Path]:
 
 
 def train(source: str | Path | dict[str, Any] | ParsedInput, output_dir: str | Path, *,
-          restart: str | Path | None = None, device: str | None = None,
+          restart: str | Path | None = None, init_model: str | Path | None = None, device: str | None = None,
           on_progress: Callable[[TrainProgress], None] | None = None, should_stop: Callable[[], bool] | None = None,
           progress_every_s: float = 2.0) -> TrainResult:
     """Train a tensor model from an input.json (path, dict, or one already read with
     read_input). ``should_stop`` is polled every step; when it returns True a checkpoint is
-    written and training stops."""
+    written and training stops. ``init_model`` (a model file of the same architecture) gives
+    the starting weights and statistics instead of fresh ones (``model.init_model``)."""
+    if restart is not None and init_model is not None:
+        raise ConfigError("give --restart (continue this run) or --init-model (start from a model), not both")
     parsed = read_input(source)
     for note in parsed.notes:
         log.warning("%s", note)
@@ -203,10 +212,15 @@ def train(source: str | Path | dict[str, Any] | ParsedInput, output_dir: str | P
     save_prefix, keep = tr.save_ckpt, tr.max_ckpt_keep
 
     # --- data and model --------------------------------------------------------------
-    model_cfg = resolve_model_config(cfg, base)
+    source_model = model_from_file(init_model) if init_model is not None else None
+    wanted = cfg.model if source_model is None else fill_from_source(cfg.model, source_model.config)
+    model_cfg = resolve_model_config(cfg.model_copy(update={"model": wanted}), base)
     data = load_training_data(cfg, model_cfg, base)
     start_step = 0
-    if restart is not None:
+    if source_model is not None:
+        check_same_architecture(resolve_sel(model_cfg, data.train), source_model.config, str(init_model))
+        model = source_model
+    elif restart is not None:
         ck = read_checkpoint(restart)
         if not isinstance(ck.get("train"), dict):
             raise CheckpointError(f"{restart}: has no training state to restart from")

@@ -127,3 +127,21 @@ def test_json_mode_writes_no_detail_files_unless_asked(tmp_path: Path, monkeypat
     assert list(tmp_path.iterdir()) == []
     assert main(["test", "-m", str(REF / "dipole/model_slim.pt"), "-s", str(system), "-n", "2"]) == 0
     assert (tmp_path / "test.dipole.out").is_file()  # like dp test: files by default
+
+
+def test_predict_writes_a_deepmd_system_with_the_predictions_as_labels(tmp_path: Path) -> None:
+    from model.checkpoint import save_checkpoint
+    from tests.model.conftest import tiny_model
+
+    model = tiny_model("dipole", sel_type=[0])
+    save_checkpoint(tmp_path / "m.pt", model)
+    src = EXAMPLES / "dipole" / "validation_data_reformat" / "global_system"
+    for dest in (tmp_path / "pred_system", f"{tmp_path / 'pred.hdf5'}#/water"):
+        assert main(["predict", "-m", str(tmp_path / "m.pt"), "-s", str(src), "-o", str(tmp_path / "p.npz"),
+                     "--as-system", str(dest)]) == 0
+        npz = np.load(tmp_path / "p.npz")
+        system = load_system(dest, kind="dipole", type_map=["O", "H"], sel_type=[0])
+        np.testing.assert_array_equal(system.global_label, npz["global"])
+        np.testing.assert_array_equal(system.atomic_label, npz["atomic"])
+        np.testing.assert_array_equal(system.coord, load_system(src).coord)
+        assert system.box is None  # the source is an open (nopbc) system

@@ -27,7 +27,8 @@ from tests.deepmd_kit import require_deepmd, run_deepmd
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 WATER, REF = SHARED / "water_tensor", SHARED / "deepmd_reference"
-pytestmark = pytest.mark.skipif(not WATER.is_dir(), reason=f"{WATER} not present")
+# the fixture trains eight models and runs DeePMD-kit once (~2 min on a quiet 2-core machine)
+pytestmark = [pytest.mark.skipif(not WATER.is_dir(), reason=f"{WATER} not present"), pytest.mark.timeout(1800)]
 
 # name → (kind, descriptor overrides, fitting overrides, model overrides); together they
 # cover type_one_side both ways, resnet_dt, sel_type / atom_exclude_types, fit_diag both
