@@ -36,6 +36,7 @@ JOB_TASKS: dict[str, tuple[str, str]] = {
 PREDICT_TASK = "dptensor.predict"
 PREDICT_BATCH_TASK = "dptensor.predict_batch"  # coalesced synchronous predictions (app/batching.py)
 INSPECT_TASK = "dptensor.inspect_model"
+EXPORT_TASK = "dptensor.export_model"  # a model as DeePMD-kit's serialized model (.dp / .yaml)
 
 
 class TaskTimeout(Exception):

@@ -10,9 +10,18 @@ from typing import Any
 
 import numpy as np
 
-from jobs.layout import shown
-from model.checkpoint import model_from_checkpoint, model_summary, read_checkpoint
+from jobs.layout import MODEL_FILE, shown
+from model.checkpoint import (
+    load_model,
+    model_from_checkpoint,
+    model_summary,
+    read_checkpoint,
+    save_checkpoint,
+)
 from model.deepmd_compat import is_deepmd_checkpoint
+from model.dpmodel_export import export_model
+from model.dpmodel_file import is_dpmodel_file
+from model.dpmodel_import import load_dpmodel
 from model.errors import CheckpointError
 from model.inference import predict, save_predictions_npz
 from model.structures import load_structures
@@ -123,16 +132,38 @@ def predict_system(model: TensorModel, path: Path, out: Path, progress: Progress
     return int(coord.shape[0])
 
 
-def inspect(root: Path, relative: str) -> dict[str, Any]:
-    """Load an uploaded checkpoint (weights only) and describe it."""
+def _inside(root: Path, relative: str) -> Path:
     path = (root / relative).resolve()
     if root.resolve() not in path.parents:
         raise CheckpointError("model path outside the data directory")
+    return path
+
+
+def inspect(root: Path, relative: str) -> dict[str, Any]:
+    """Load an uploaded checkpoint (weights only) and describe it. A DeePMD-kit .dp/.yaml
+    upload is read (safely: model.dpmodel_file) and stored beside it as our model.pt."""
+    path = _inside(root, relative)
     try:
-        ck = read_checkpoint(path)
-        model = model_from_checkpoint(ck)
+        if is_dpmodel_file(path):
+            model = load_dpmodel(path)
+            save_checkpoint(path.with_name(MODEL_FILE), model)
+            path.unlink()
+            ck: dict[str, Any] = {"format": "deepmd-kit-dp"}
+        else:
+            ck = read_checkpoint(path)
+            model = model_from_checkpoint(ck)
     except CheckpointError as exc:  # the user knows their file, not our staging path
         raise CheckpointError(shown(str(exc), {path: "the uploaded file"})) from None
-    summary = {**model_summary(model), "format": "deepmd-kit" if is_deepmd_checkpoint(ck) else "dptensor"}
+    deepmd = ck.get("format") == "deepmd-kit-dp" or is_deepmd_checkpoint(ck)
+    summary = {**model_summary(model), "format": "deepmd-kit" if deepmd else "dptensor"}
     metrics = {k: float(v) for k, v in (ck.get("metrics") or {}).items() if isinstance(v, int | float)}
     return {"summary": summary, "metrics": metrics}
+
+
+def export(root: Path, relative_model: str, fmt: str) -> dict[str, Any]:
+    """Write (once) the model as DeePMD-kit's serialized model next to it: export/model.<fmt>."""
+    path = _inside(root, relative_model)
+    out = path.parent / "export" / f"model.{fmt}"
+    if not out.is_file() or out.stat().st_mtime < path.stat().st_mtime:
+        export_model(load_model(path), out)
+    return {"path": str(out.relative_to(root.resolve()))}

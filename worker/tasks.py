@@ -16,7 +16,7 @@ from celery import Task, shared_task
 from jobs import layout, store
 from jobs.datasets import resolve_refs
 from jobs.errors import answer
-from jobs.queue import INSPECT_TASK, JOB_TASKS, PREDICT_BATCH_TASK, PREDICT_TASK
+from jobs.queue import EXPORT_TASK, INSPECT_TASK, JOB_TASKS, PREDICT_BATCH_TASK, PREDICT_TASK
 from jobs.tables import Job
 from model.tensor_model import TensorModel
 from worker import metrics, state
@@ -25,6 +25,7 @@ from worker.predict import (
     Prediction,
     Stopped,
     born_structures,
+    export,
     inspect,
     load_cached,
     predict_requests,
@@ -178,3 +179,8 @@ def predict_batch_task(payload: dict[str, Any]) -> dict[str, Any]:
 @shared_task(name=INSPECT_TASK)
 def inspect_task(payload: dict[str, Any]) -> dict[str, Any]:
     return answer(lambda: inspect(state.current().settings.root, payload["path"]), log)
+
+
+@shared_task(name=EXPORT_TASK)
+def export_task(payload: dict[str, Any]) -> dict[str, Any]:
+    return answer(lambda: export(state.current().settings.root, payload["path"], payload["format"]), log)

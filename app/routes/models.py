@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import shutil
-from typing import Annotated, Any
+from pathlib import PurePosixPath
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, File, Form, Query, Response, UploadFile, status
 from fastapi.responses import FileResponse, JSONResponse
@@ -26,7 +27,7 @@ from app.schemas import (
 from jobs.datasets import parse_ref
 from jobs.errors import unwrap
 from jobs.layout import MODEL_FILE, model_dir, model_file, model_staging
-from jobs.queue import INSPECT_TASK, TaskTimeout
+from jobs.queue import EXPORT_TASK, INSPECT_TASK, TaskTimeout
 from jobs.tables import Dataset, ModelRecord, new_id
 from model.errors import DataError
 
@@ -61,6 +62,29 @@ def download_model(model_id: str, session: SessionDep, settings: SettingsDep, us
                         media_type="application/octet-stream")
 
 
+EXPORT_FORMATS = {"dp": "application/x-hdf5", "yaml": "application/yaml"}
+FROZEN_UPLOAD = ("a frozen TorchScript .pth carries code, not weights, and is never loaded here; convert it "
+                 "with DeePMD-kit first: `dp convert-backend frozen.pth model.dp`, then upload model.dp")
+
+
+@router.get("/{model_id}/export", response_class=FileResponse, responses={
+    **UNAVAILABLE, 200: {"content": {k: {} for k in EXPORT_FORMATS.values()},
+                         "description": "DeePMD-kit serialized model"}})
+def export_model(model_id: str, session: SessionDep, settings: SettingsDep, queue: QueueDep, user: CurrentUser,
+                 format: Annotated[Literal["dp", "yaml"], Query(description="dp (HDF5) or yaml")] = "dp",
+                 ) -> FileResponse:
+    """The model as DeePMD-kit 3.x's serialized model (written once by a worker): `dp
+    convert-backend model.dp model.pth` makes a frozen model for `dp test`,
+    DeepDipole/DeepPolar and LAMMPS."""
+    m = owned(session, ModelRecord, model_id, user)
+    relative = model_file(settings.root, m.id).relative_to(settings.root)
+    answer = _call(queue, EXPORT_TASK, {"path": str(relative), "format": format}, settings.model_inspect_timeout_s)
+    path = (settings.root / answer["path"]).resolve()
+    if settings.root.resolve() not in path.parents:
+        raise ServiceUnavailable("the worker answered with a path outside the data directory")
+    return FileResponse(path, filename=f"{m.id}.{format}", media_type=EXPORT_FORMATS[format])
+
+
 def _call(queue: QueueDep, name: str, payload: dict[str, Any], timeout_s: float) -> dict[str, Any]:
     try:
         return queue.call(name, payload, timeout_s)  # a worker's error: RemoteError (app/errors.py)
@@ -71,19 +95,25 @@ def _call(queue: QueueDep, name: str, payload: dict[str, Any], timeout_s: float)
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ModelPublic, responses=UNAVAILABLE)
 def upload_model(
     session: SessionDep, settings: SettingsDep, queue: QueueDep, user: CurrentUser,
-    file: Annotated[UploadFile, File(description="a dptensor checkpoint or a DeePMD-kit (PyTorch) checkpoint "
-                                                 "/ slim checkpoint")],
+    file: Annotated[UploadFile, File(description="a dptensor checkpoint, a DeePMD-kit (PyTorch) checkpoint "
+                                                 "/ slim checkpoint, or DeePMD-kit's serialized model "
+                                                 "(.dp / .yaml)")],
     name: Annotated[str | None, Form(max_length=300)] = None,
 ) -> ModelPublic:
     """A worker loads the file (weights only, never code) to check it and read its kind,
     type_map and sel_type; the api itself never unpickles uploads."""
+    suffix = PurePosixPath(file.filename or "").suffix.lower()
+    if suffix == ".pth":
+        raise Unprocessable(FROZEN_UPLOAD, [("file", FROZEN_UPLOAD)])
+    # a .dp/.yaml is stored as uploaded; the worker reads it and writes MODEL_FILE beside it
+    stored = f"upload{suffix}" if suffix in (".dp", ".yaml", ".yml") else MODEL_FILE
     model_id = new_id("mdl")
     staging = model_staging(settings.root, model_id)
     staging.mkdir(parents=True)
     try:
-        with open(staging / MODEL_FILE, "wb") as out:
+        with open(staging / stored, "wb") as out:
             shutil.copyfileobj(file.file, out, 1 << 20)
-        info = _call(queue, INSPECT_TASK, {"path": str((staging / MODEL_FILE).relative_to(settings.root))},
+        info = _call(queue, INSPECT_TASK, {"path": str((staging / stored).relative_to(settings.root))},
                      settings.model_inspect_timeout_s)
         staging.rename(model_dir(settings.root, model_id))
     finally:

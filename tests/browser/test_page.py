@@ -337,6 +337,11 @@ def test_models_list_with_metrics(signed_in: Page, service: Service) -> None:
     ex(row).to_contain_text(service.state["train_job"])
     signed_in.shot("09-models")
     signed_in.check_a11y()
+    # the model for DeePMD-kit: its serialized model (.dp, HDF5), written by a worker
+    with page.expect_download() as dl:
+        row.get_by_role("button", name=re.compile("for DeePMD-kit")).click()
+    assert dl.value.suggested_filename == f"{service.state['model_id']}.dp"
+    assert Path(dl.value.path()).read_bytes()[:8] == b"\x89HDF\r\n\x1a\n"
     row.get_by_role("link", name="IR spectrum…").click()
     ex(page.locator("#sp-model")).to_have_value(service.state["model_id"])
     ex(page.locator("#sp-kind-ir")).to_be_checked()  # a dipole model: IR

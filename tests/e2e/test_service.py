@@ -44,6 +44,10 @@ def _frames(data_dir: Path, ds: dict[str, Any], n: int) -> tuple[np.ndarray, np.
     return system.coord[:n], system.atype, structures
 
 
+def structures_of(coord: np.ndarray, atype: np.ndarray) -> list[dict[str, Any]]:
+    return [{"types": atype.tolist(), "positions": c.tolist()} for c in coord]
+
+
 def _check_model_and_predict(api: Api, data_dir: Path, ds: dict[str, Any], job: dict[str, Any],
                              tmp: Path) -> tuple[Path, dict[str, Any]]:
     from model.checkpoint import load_model
@@ -121,6 +125,29 @@ def test_redis_broker_and_worker_process(tmp_path: Path, redis_url: str, water_t
         assert (r.json()["source"], r.json()["info"]["format"]) == ("uploaded", "deepmd-kit")
         r = api.http.post("/v1/models", files={"file": ("junk.pt", b"junk")})
         assert r.status_code == 422 and "not a loadable model file" in r.json()["detail"]
+
+        # DeePMD-kit interoperability: export (.dp, .yaml) by a worker, and back in by upload
+        from model.checkpoint import load_model
+        from model.inference import predict
+
+        coord, atype, _ = _frames(data, ds, 2)
+        want = predict(load_model(ckpt), coord, atype).atomic_tensor
+        for fmt in ("dp", "yaml"):
+            r = api.http.get(f"/v1/models/{job['model_id']}/export", params={"format": fmt})
+            assert r.status_code == 200, r.text
+            (tmp_path / f"exported.{fmt}").write_bytes(r.content)
+            got = predict(load_model(tmp_path / f"exported.{fmt}"), coord, atype).atomic_tensor
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+        r = api.http.post("/v1/models", files={"file": ("model.dp", (tmp_path / "exported.dp").read_bytes())})
+        assert r.status_code == 201, r.text
+        assert r.json()["info"]["format"] == "deepmd-kit" and r.json()["kind"] == "dipole"
+        r = api.http.post(f"/v1/models/{r.json()['id']}/predict", json={"structures": structures_of(coord, atype)})
+        np.testing.assert_allclose([g["atomic_tensor"] for g in r.json()["results"]], want, rtol=0, atol=1e-10)
+        r = api.http.post("/v1/models", files={"file": ("frozen.pth", b"PK\x03\x04...")})
+        assert r.status_code == 422 and "dp convert-backend frozen.pth model.dp" in r.json()["detail"]
+        r = api.http.post("/v1/models", files={"file": ("evil.yaml", b"model: !!python/object/apply:os.system [id]")})
+        assert r.status_code == 422 and "not a safe, valid YAML" in r.json()["detail"]
+        assert api.http.get(f"/v1/models/{job['model_id']}/export", params={"format": "pb"}).status_code == 422
 
         # restart the api: every job is still there, with its status
         before = {j["id"]: j["status"] for j in api.http.get("/v1/jobs").json()["items"]}

@@ -76,6 +76,10 @@ export function modelsView(main, { query }) {
         h('button', { type: 'button', class: 'btn btn-small', 'aria-label': `Download ${m.name}`, onclick: () =>
           download(`/v1/models/${encodeURIComponent(m.id)}/download`, `${m.id}.pt`).catch(err => replace(message, errorNote(err))) },
         'Download'),
+        h('button', { type: 'button', class: 'btn btn-small', 'aria-label': `Export ${m.name} for DeePMD-kit`,
+          title: 'DeePMD-kit serialized model (.dp): dp convert-backend model.dp model.pth', onclick: () =>
+          download(`/v1/models/${encodeURIComponent(m.id)}/export?format=dp`, `${m.id}.dp`).catch(err => replace(message, errorNote(err))) },
+        'DeePMD-kit .dp'),
         h('a', { class: 'btn btn-small', href: `#/spectra?model=${encodeURIComponent(m.id)}` },
           m.kind === 'dipole' ? 'IR spectrum…' : 'Raman spectrum…')))));
     tbody.querySelector('tr.highlight')?.scrollIntoView({ block: 'center' });
