@@ -120,12 +120,20 @@ def model_from_deepmd(ck: dict[str, Any]) -> TensorModel:
     else:
         new_state["fitting.shift_diag"] = own["fitting.shift_diag"]
     new_state["fitting.scale"] = own["fitting.scale"]
-    missing = sorted(set(own) - set(new_state))
-    if missing:
-        raise CheckpointError(f"DeePMD-kit checkpoint lacks tensors for: {', '.join(missing[:8])}")
-    for key, value in new_state.items():
+    return load_checked_state(model, new_state, "DeePMD-kit checkpoint")
+
+
+def load_checked_state(model: TensorModel, state: dict[str, Tensor], source: str) -> TensorModel:
+    """Load ``state`` (our keys) into ``model``: every key present, none extra, every shape
+    right — or a CheckpointError naming the key, never torch's RuntimeError."""
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise CheckpointError(f"{source}: the tensors do not match the configuration: missing {missing[:8]}, "
+                              f"unexpected {unexpected[:8]} (resnet_dt / timestep layers?)")
+    for key, value in state.items():
         if value.shape != own[key].shape:
-            raise CheckpointError(f"{key}: shape {tuple(value.shape)} in the checkpoint, "
-                                  f"expected {tuple(own[key].shape)} for this configuration")
-    model.load_state_dict({k: v.to(own[k].dtype) for k, v in new_state.items()})
+            raise CheckpointError(f"{source}: {key}: shape {tuple(value.shape)} in the file, expected "
+                                  f"{tuple(own[key].shape)} for this configuration")
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
     return model

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from model.config import ModelConfig, parse_section
-from model.deepmd_compat import block_constant
+from model.deepmd_compat import block_constant, load_checked_state
 from model.dpmodel_file import read_dpmodel
 from model.errors import CheckpointError, ConfigError
 from model.fitting import pack_symmetric
@@ -192,17 +192,7 @@ def model_from_document(document: dict[str, Any], source: str = "model") -> Tens
         constant = tree.array(fvars, "constant_matrix", "model.fitting.@variables", (nt,))
         diag_mean = out_bias[0].reshape(nt, 3, 3).diagonal(dim1=1, dim2=2).mean(-1)  # [nt]
         state["fitting.shift_diag"] = (diag_mean + constant) * fitting.scale.double()
-    own = model.state_dict()
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise CheckpointError(f"{source}: the networks do not match the configuration: missing "
-                              f"{missing[:6]}, unexpected {unexpected[:6]} (resnet_dt / timestep layers?)")
-    for key, value in state.items():
-        if value.shape != own[key].shape:
-            raise CheckpointError(f"{source}: {key}: shape {tuple(value.shape)} in the file, expected "
-                                  f"{tuple(own[key].shape)} for this configuration")
-    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
-    return model
+    return load_checked_state(model, state, source)
 
 
 def load_dpmodel(path: str | Path) -> TensorModel:
