@@ -147,7 +147,8 @@ def check_refs(raw: dict[str, Any], kind: str, type_map: list[str] | None,
                 problems.append((path, f"dataset {ds_id} not found"))
                 continue
             used.append(ds_id)
-            chosen = [s for s in systems if not sub or s["path"] == sub or s["path"].startswith(sub + "/")]
+            chosen = [s for s in systems if not sub or s["path"] == sub
+                      or s["path"].startswith((sub + "/", sub + "#"))]  # "#": the groups of an HDF5 file
             if not chosen:
                 have = ", ".join(s["path"] for s in systems[:10])
                 problems.append((path, f"no system at {sub!r} in dataset {ds_id} (it has: {have})"))

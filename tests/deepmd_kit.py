@@ -55,7 +55,7 @@ def require_deepmd() -> dict[str, Any]:
     return info
 
 
-def run_deepmd(job: dict[str, Any], workdir: Path, timeout: float = 900) -> None:
+def run_deepmd(job: dict[str, Any], workdir: Path, timeout: float = 2400) -> None:
     """Run tests/model/deepmd_runner.py with ``job`` inside DeePMD-kit's venv."""
     require_deepmd()
     env_module = _deepmd_env()

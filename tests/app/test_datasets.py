@@ -190,3 +190,27 @@ def test_huge_upload_is_413(users: Users, dataset: dict) -> None:
 def test_upload_needs_a_token(users: Users, water_tgz: Path) -> None:
     r = users.client.post("/v1/datasets", files={"file": ("w.tgz", water_tgz.read_bytes())})
     assert r.status_code == 401 and "bearer token" in r.json()["detail"]
+
+
+def test_archive_with_an_hdf5_file_of_systems(users: Users, tmp_path: Path) -> None:
+    """DeePMD-kit's HDF5 systems (dpdata's deepmd/hdf5 layout) inside an uploaded archive are
+    systems of the dataset, referenced as '<file>.hdf5' or '<file>.hdf5#/<group>'."""
+    from jobs.datasets import check_refs
+    from model.data import load_system
+    from model.system_writer import write_system
+
+    src = WATER / "dipole" / "training_data_reformat" / "atomic_system"
+    write_system(f"{tmp_path / 'water.hdf5'}#/atomic_system", load_system(src, kind="dipole", sel_type=[0]),
+                 kind="dipole", sel_type=[0])
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        tar.add(tmp_path / "water.hdf5", arcname="data/water.hdf5")
+    r = _upload(users, buf.getvalue())
+    assert r.status_code == 201, r.text
+    ds = r.json()
+    [system] = ds["systems"]
+    assert system["path"] == "data/water.hdf5#/atomic_system" and system["frames"] == 80
+    assert system["labels"]["dipole"]["atomic"]["layout"] == "nsel" and system["pbc"] is False
+    for ref in ("data/water.hdf5", "data/water.hdf5#/atomic_system", "data"):
+        raw = {"training": {"training_data": {"systems": [f"dataset:{ds['id']}/{ref}"]}}}
+        assert check_refs(raw, "dipole", ["O", "H"], lambda _: ds["systems"]) == [ds["id"]]

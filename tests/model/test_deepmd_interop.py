@@ -28,7 +28,7 @@ from tests.deepmd_kit import require_deepmd, run_deepmd
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 WATER, REF = SHARED / "water_tensor", SHARED / "deepmd_reference"
 # the fixture trains eight models and runs DeePMD-kit once (~2 min on a quiet 2-core machine)
-pytestmark = [pytest.mark.skipif(not WATER.is_dir(), reason=f"{WATER} not present"), pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.skipif(not WATER.is_dir(), reason=f"{WATER} not present"), pytest.mark.timeout(3600)]
 
 # name → (kind, descriptor overrides, fitting overrides, model overrides); together they
 # cover type_one_side both ways, resnet_dt, sel_type / atom_exclude_types, fit_diag both
@@ -142,8 +142,11 @@ def test_deepmd_kit_evaluates_the_exported_model_as_dptensor_predicts(interop: P
     for suffix in (("_dp", "_yaml") if name == YAML_TOO else ("_dp",)):
         theirs = np.load(run / f"deepmd{suffix}_{frame}.npz")
         assert np.abs(theirs["atomic"]).max() > 1e-4  # a non-trivial model
-        assert _rel(ours["atomic"], theirs["atomic"]) <= tol
-        assert _rel(ours["global"], theirs["global"]) <= tol
+        atomic, glob = _rel(ours["atomic"], theirs["atomic"]), _rel(ours["global"], theirs["global"])
+        with (interop / "measured.jsonl").open("a") as log:  # the numbers behind the README's claim
+            log.write(json.dumps({"config": name, "frames": frame, "via": suffix, "atomic": atomic,
+                                  "global": glob}) + "\n")
+        assert atomic <= tol and glob <= tol
     model = load_model(run / "model.pt")
     excluded = ~np.isin(ours["atype"], model.sel_type)
     if excluded.any():  # excluded atoms carry exactly zero on both sides
