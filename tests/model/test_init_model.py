@@ -21,8 +21,7 @@ from model.init_model import initial_model
 
 WATER = Path(__file__).resolve().parents[3] / "shared" / "data" / "water_tensor" / "dipole"
 VARIANT = Path(__file__).resolve().parents[1] / "data" / "deepmd_variants" / "dipole_softplus"
-pytestmark = [pytest.mark.skipif(not WATER.is_dir(), reason=f"{WATER} not present"),
-              pytest.mark.filterwarnings("ignore::model.config.ConfigWarning")]
+pytestmark = pytest.mark.skipif(not WATER.is_dir(), reason=f"{WATER} not present")
 
 
 def deepmd_checkpoint(path: Path) -> tuple[Path, dict[str, Any]]:
