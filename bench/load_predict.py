@@ -53,28 +53,42 @@ class Result:
     wall_s: float
     latencies: list[float]
     errors: dict[int, int]
-    mean_batch: float | None
+    mean_batch: float | None = None  # requests per batch the predict worker ran
+    server_ms: float | None = None  # mean time inside the api (request in → response out)
+    queue_wait_ms: float | None = None  # mean broker time of a batch (api send → worker start)
+    compute_ms: float | None = None  # mean model time of a batch
+
+    HEADER = "    req/s   p50 ms   p99 ms  batch   api ms  queue ms  model ms"
 
     def row(self) -> str:
         q = statistics.quantiles(self.latencies, n=100) if len(self.latencies) > 1 else [self.latencies[0]] * 99
-        batch = f"{self.mean_batch:6.1f}" if self.mean_batch is not None else "     -"
-        return (f"{self.requests / self.wall_s:8.1f} {q[49] * 1e3:8.1f} {q[98] * 1e3:8.1f} {batch}"
-                f"  {self.errors or ''}")
+
+        def f(x: float | None, width: int) -> str:
+            return f"{x:{width}.1f}" if x is not None else " " * (width - 1) + "-"
+
+        return (f"{self.requests / self.wall_s:9.1f} {q[49] * 1e3:8.1f} {q[98] * 1e3:8.1f} {f(self.mean_batch, 6)} "
+                f"{f(self.server_ms, 8)} {f(self.queue_wait_ms, 9)} {f(self.compute_ms, 9)}  {self.errors or ''}")
 
 
-def batch_stats(text: str) -> tuple[float, float]:
-    """(requests, batches) the predict workers have answered so far."""
-    total = {"dptensor_predict_batch_requests_sum": 0.0, "dptensor_predict_batch_requests_count": 0.0}
+SERVER_SERIES = ("dptensor_predict_batch_requests_sum", "dptensor_predict_batch_requests_count",
+                 "dptensor_predict_queue_wait_seconds_sum", "dptensor_predict_compute_seconds_sum",
+                 "dptensor_http_request_duration_seconds_sum", "dptensor_http_request_duration_seconds_count")
+
+
+def server_totals(text: str) -> dict[str, float]:
+    """Sums over workers of the series the breakdown needs (the predict route only for http)."""
+    total = dict.fromkeys(SERVER_SERIES, 0.0)
     for family in text_string_to_metric_families(text):
         for s in family.samples:
-            if s.name in total:
+            if s.name in total and (not s.name.startswith("dptensor_http")
+                                    or s.labels.get("route", "").endswith("/predict")):
                 total[s.name] += s.value
-    return total["dptensor_predict_batch_requests_sum"], total["dptensor_predict_batch_requests_count"]
+    return total
 
 
-async def worker_batches(client: httpx.AsyncClient) -> tuple[float, float] | None:
+async def server_side(client: httpx.AsyncClient) -> dict[str, float] | None:
     r = await client.get("/metrics")
-    return batch_stats(r.text) if r.status_code == 200 else None
+    return server_totals(r.text) if r.status_code == 200 else None
 
 
 async def measure(client: httpx.AsyncClient, model: str, atoms: int, requests: int, concurrency: int,
@@ -83,7 +97,7 @@ async def measure(client: httpx.AsyncClient, model: str, atoms: int, requests: i
     for _ in range(3):  # model load and caches on the worker
         (await client.post(f"/v1/models/{model}/predict", json=body)).raise_for_status()
     await asyncio.sleep(heartbeat_s * 1.5)  # the worker publishes its metrics at each heartbeat
-    before = await worker_batches(client)
+    before = await server_side(client)
     latencies: list[float] = []
     errors: dict[int, int] = {}
     todo = iter(range(requests))
@@ -100,11 +114,19 @@ async def measure(client: httpx.AsyncClient, model: str, atoms: int, requests: i
     await asyncio.gather(*(user() for _ in range(concurrency)))
     wall = time.perf_counter() - t0
     await asyncio.sleep(heartbeat_s * 1.5)
-    after = await worker_batches(client)
-    mean = None
-    if before is not None and after is not None and after[1] > before[1]:
-        mean = (after[0] - before[0]) / (after[1] - before[1])
-    return Result(requests, wall, latencies, errors, mean)
+    after = await server_side(client)
+    res = Result(requests, wall, latencies, errors)
+    if before is not None and after is not None:
+        d = {k: after[k] - before[k] for k in SERVER_SERIES}
+        batches = d["dptensor_predict_batch_requests_count"]
+        if batches > 0:
+            res.mean_batch = d["dptensor_predict_batch_requests_sum"] / batches
+            res.queue_wait_ms = 1e3 * d["dptensor_predict_queue_wait_seconds_sum"] / batches
+            res.compute_ms = 1e3 * d["dptensor_predict_compute_seconds_sum"] / batches
+        if d["dptensor_http_request_duration_seconds_count"] > 0:
+            res.server_ms = 1e3 * d["dptensor_http_request_duration_seconds_sum"] / d[
+                "dptensor_http_request_duration_seconds_count"]
+    return res
 
 
 def client_for(url: str, token: str | None, concurrency: int) -> httpx.AsyncClient:
@@ -124,7 +146,7 @@ async def single(args: argparse.Namespace) -> None:
         model = args.model or await upload(client, Path(args.checkpoint))
         res = await measure(client, model, args.atoms, args.requests, args.concurrency, args.heartbeat_s)
     print(f"{args.requests} requests ({args.atoms} atoms each), concurrency {args.concurrency}, model {model}")
-    print(f"     req/s   p50 ms   p99 ms  batch\n{res.row()}")
+    print(f"{Result.HEADER}\n{res.row()}")
 
 
 def free_port() -> int:
@@ -164,7 +186,7 @@ async def matrix(args: argparse.Namespace) -> None:
     brokers: list[tuple[str, str | None]] = [("embedded", None)]
     if args.redis_url:
         brokers.append(("redis", args.redis_url))
-    print(f"{'broker':9} {'batching':8} {'atoms':>5} {'clients':>7}    req/s   p50 ms   p99 ms  batch", flush=True)
+    print(f"{'broker':9} {'batching':8} {'atoms':>5} {'clients':>7}{Result.HEADER}", flush=True)
     with tempfile.TemporaryDirectory(prefix="dptensor-load-") as tmp:
         for name, broker in brokers:
             for batching in (True, False):

@@ -10,9 +10,10 @@ from fastapi import APIRouter, Body, File, Form, Query, Response, UploadFile, st
 from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy import select
 
+from app import npz
 from app.access import owned, visible
 from app.deps import BatcherDep, CurrentUser, QueueDep, SessionDep, SettingsDep
-from app.errors import ServiceUnavailable, Unprocessable
+from app.errors import PayloadTooLarge, ServiceUnavailable, Unprocessable
 from app.jobs import job_public, submit
 from app.predict import COMPONENTS, to_payload, units
 from app.schemas import (
@@ -162,18 +163,41 @@ def predict(
                                  "derivatives": req.derivatives},
                          files={"structures.json": structures}, total=len(structures))
         return _accepted(job_public(created, user.name))
-    try:  # coalesced with concurrent requests for this model (app/batching.py)
-        envelope = batcher.predict(m.id, {"structures": structures, "derivatives": req.derivatives},
-                                   len(structures), total_atoms, settings.sync_predict_timeout_s)
-    except TaskTimeout as exc:
-        raise ServiceUnavailable(f"{exc}; is a worker running with --queues predict?") from None
-    answer = unwrap(envelope)  # this request's own error: RemoteError (app/errors.py)
+    answer = _predict_now(batcher, settings, m, structures, total_atoms, req.derivatives)
     born = answer.get("born") or [None] * len(answer["global"])
     results = [TensorResult(global_tensor=g, atomic_tensor=a, born_charges=z and z["z"],
                             sum_rule_violation=z and z["sum_rule_violation"])
                for g, a, z in zip(answer["global"], answer["atomic"], born, strict=True)]
     return PredictResponse(model_id=m.id, kind=m.kind, components=COMPONENTS[m.kind], units=units(m.kind),
                            results=results)
+
+
+def _predict_now(batcher: BatcherDep, settings: SettingsDep, m: ModelRecord, structures: list[dict[str, Any]],
+                 total_atoms: int, derivatives: bool) -> dict[str, Any]:
+    try:  # coalesced with concurrent requests for this model (app/batching.py)
+        envelope = batcher.predict(m.id, {"structures": structures, "derivatives": derivatives},
+                                   len(structures), total_atoms, settings.sync_predict_timeout_s)
+    except TaskTimeout as exc:
+        raise ServiceUnavailable(f"{exc}; is a worker running with --queues predict?") from None
+    return unwrap(envelope)  # this request's own error: RemoteError (app/errors.py)
+
+
+@router.post("/{model_id}/predict.npz", response_class=Response,
+             responses={200: {"content": {npz.MEDIA_TYPE: {}}, "description": "global_tensor, atomic_tensor"},
+                        413: {"model": ErrorBody, "description": "too many structures or atoms"}, **UNAVAILABLE})
+def predict_npz(
+    model_id: str, session: SessionDep, settings: SettingsDep, batcher: BatcherDep, user: CurrentUser,
+    body: Annotated[bytes, Body(media_type=npz.MEDIA_TYPE, description="positions, types or symbols, [cell]")],
+) -> Response:
+    """Frames of one system as .npz in and out (app/npz.py): no nested JSON lists to encode,
+    send and parse. Answered at once only: above SYNC_PREDICT_MAX_ATOMS, 413 (use a job)."""
+    m = owned(session, ModelRecord, model_id, user)
+    structures, total_atoms = to_payload(npz.read_request(body), m, settings)
+    if total_atoms > settings.sync_predict_max_atoms:
+        raise PayloadTooLarge(f"{total_atoms} atoms: at most {settings.sync_predict_max_atoms} answered at once; "
+                              "send JSON with ?job=true for a prediction job")
+    answer = _predict_now(batcher, settings, m, structures, total_atoms, False)
+    return Response(npz.write_response(answer), media_type=npz.MEDIA_TYPE)
 
 
 def _accepted(job: JobPublic) -> JSONResponse:

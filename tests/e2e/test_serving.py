@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -129,6 +130,17 @@ def test_coalesced_predictions_equal_one_by_one_and_a_bad_request_fails_alone(tm
                      lambda: (m if value(m := scrape(api), "dptensor_predicted_frames_total", source="job") == 1
                               else None), timeout=30)
         assert value(m, "dptensor_jobs", kind="predict", status="succeeded") == 1
+
+        # the binary form: three 192-atom frames as .npz in and out, the same numbers
+        frames = [b["structures"][0] for b in bodies[:3]]
+        buf = io.BytesIO()
+        np.savez(buf, positions=np.array([f["positions"] for f in frames]), types=np.array(frames[0]["types"]))
+        r = api.http.post(f"{url}.npz", content=buf.getvalue(), headers={"Content-Type": "application/x-npz"})
+        assert r.status_code == 200 and r.headers["content-type"] == "application/x-npz", r.text
+        with np.load(io.BytesIO(r.content), allow_pickle=False) as got:
+            for i in range(3):
+                np.testing.assert_allclose(got["global_tensor"][i], alone[i][0]["global_tensor"], rtol=1e-12)
+                np.testing.assert_allclose(got["atomic_tensor"][i], alone[i][0]["atomic_tensor"], rtol=1e-12)
     finally:
         stop(server)
         stop(worker)
