@@ -60,7 +60,7 @@ def test_coalesced_predictions_equal_one_by_one_and_a_bad_request_fails_alone(tm
     worker = dptensor("worker", "--queues", "predict,batch", env={**env, "DPTENSOR_MAX_SEARCH_CANDIDATES": "1000"},
                       log=tmp_path / "worker.log")
     try:
-        wait_for("service ready", api.ready, timeout=90)
+        wait_for("service ready", api.ready, timeout=240)  # a loaded 2-core machine: imports take a while
         r = api.http.post("/v1/models", files={"file": ("slim.pt", (DEEPMD_REF / "dipole" / "model_slim.pt")
                                                         .read_bytes())})
         assert r.status_code == 201, r.text
