@@ -93,12 +93,22 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_send_sent_event": False,
     }
     conf["broker_connection_timeout"] = settings.broker_timeout_s
-    if not settings.embedded_broker:
+    if not settings.sqlite_broker:
+        # BRPOP returns as soon as a message arrives; its time-out (polling_interval) only
+        # sets how often an idle worker wakes up for nothing (kombu's default: every second)
         conf["broker_transport_options"] = {"visibility_timeout": settings.visibility_timeout_s,
-                                            "socket_connect_timeout": settings.broker_timeout_s}
+                                            "socket_connect_timeout": settings.broker_timeout_s,
+                                            "polling_interval": 10}
         conf["redis_socket_connect_timeout"] = settings.broker_timeout_s
         conf["result_backend_transport_options"] = {"retry_policy": {"timeout": settings.broker_timeout_s}}
     return conf
+
+
+def broker_kind(settings: Settings) -> str:
+    """In words, for people: /v1/health/ready and the serve banner."""
+    if settings.embedded_broker:
+        return "embedded (Redis on a unix socket, started by dptensor serve)"
+    return "embedded (SQLite)" if settings.sqlite_broker else "redis"
 
 
 def make_celery(settings: Settings, include: list[str] | None = None) -> Celery:

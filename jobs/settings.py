@@ -7,7 +7,9 @@ with one line per problem (``SettingsError``), never at the first request.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -18,8 +20,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from model.search_budget import DEFAULT_MAX_CANDIDATES
 
 ENV_PREFIX = "DPTENSOR_"
-# Broker URL schemes: a Redis server, or the embedded SQLite-backed transport.
+# Celery's SQLAlchemy transport on SQLite (no server; the embedded default before the
+# embedded Redis, still accepted as an explicit DPTENSOR_BROKER_URL for comparison)
 EMBEDDED_SCHEME = "dptensor-sqla+"
+SOCKET_PATH_MAX = 100  # a unix socket's path must fit in 108 bytes (sun_path)
 
 
 class SettingsError(Exception):
@@ -41,7 +45,8 @@ class Settings(BaseSettings):
     # --- where things live -------------------------------------------------------------
     data_dir: Path = Field(Path(".dptensor"), description="datasets/, jobs/, models/ (shared by api and workers)")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<data_dir>/dptensor.sqlite")
-    broker_url: str | None = Field(None, description="redis://host:6379/0; default: embedded (SQLite, no server)")
+    broker_url: str | None = Field(None, description="redis://host:6379/0; default: embedded (a Redis server "
+                                                     "that dptensor serve starts on a unix socket)")
     result_backend: str | None = Field(None, description="Celery results; default: the Redis broker or a SQLite file")
 
     # --- http --------------------------------------------------------------------------
@@ -125,19 +130,35 @@ class Settings(BaseSettings):
 
     @property
     def embedded_broker(self) -> bool:
-        return self.broker_url is None or self.broker_url.startswith(EMBEDDED_SCHEME)
+        """No broker URL: ``dptensor serve`` runs its own Redis (app.embedded_broker)."""
+        return self.broker_url is None
+
+    @property
+    def sqlite_broker(self) -> bool:
+        """Celery's SQLAlchemy transport on SQLite (an explicit dptensor-sqla+ URL)."""
+        return self.broker_url is not None and self.broker_url.startswith(EMBEDDED_SCHEME)
+
+    @property
+    def embedded_socket(self) -> Path:
+        """The embedded broker's unix socket: in the data dir, or (a path too long for a
+        socket) in a private folder of the temp dir named after the data dir."""
+        path = self.root / "broker.sock"
+        if len(str(path)) <= SOCKET_PATH_MAX:
+            return path
+        digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"dptensor-{digest}" / "broker.sock"
 
     @property
     def broker(self) -> str:
-        return self.broker_url or f"{EMBEDDED_SCHEME}sqlite:///{self.root / 'broker.sqlite'}"
+        return self.broker_url or f"redis+socket://{self.embedded_socket}"
 
     @property
     def results(self) -> str:
         if self.result_backend:
             return self.result_backend
-        if not self.embedded_broker:
-            return self.broker
-        return f"db+sqlite:///{self.root / 'results.sqlite'}"
+        if self.sqlite_broker:
+            return f"db+sqlite:///{self.root / 'results.sqlite'}"
+        return self.broker
 
     def env(self) -> dict[str, str]:
         """These settings as environment variables, for child processes (workers)."""

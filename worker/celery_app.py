@@ -32,7 +32,7 @@ TASK_MODULES = ["worker.tasks", "worker.spectrum"]
 
 def create_celery(settings: Settings) -> Celery:
     celery = make_celery(settings, include=TASK_MODULES)
-    if settings.embedded_broker:
+    if settings.sqlite_broker:
         # the SQLite transport has no broadcast: remote control and events cannot work on it
         celery.conf.worker_enable_remote_control = False
     return celery

@@ -8,7 +8,7 @@ from sqlalchemy import text
 
 from app.deps import QueueDep, SessionDep, SettingsDep
 from app.schemas import Check, Live, Ready, WorkerPublic
-from jobs.queue import QUEUES
+from jobs.queue import QUEUES, broker_kind
 from jobs.store import live_workers
 
 router = APIRouter(prefix="/health", tags=["health"])
@@ -31,7 +31,7 @@ def ready(session: SessionDep, settings: SettingsDep, queue: QueueDep) -> Ready 
         db = Check(ok=False, detail=str(exc).splitlines()[0])
     try:
         queue.ping_broker()
-        broker = Check(ok=True, detail="embedded (SQLite)" if settings.embedded_broker else "redis")
+        broker = Check(ok=True, detail=broker_kind(settings))
     except Exception as exc:
         broker = Check(ok=False, detail=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     workers = [WorkerPublic.model_validate(w) for w in live_workers(session, settings.stale_after_s)] if db.ok else []

@@ -1,4 +1,5 @@
-"""Api tests: the real app (TestClient) on a temporary data dir with the embedded broker.
+"""Api tests: the real app (TestClient) on a temporary data dir with the embedded broker (one
+Redis server for the session, as `dptensor serve` starts it).
 No worker runs here — jobs stay queued; tests/e2e covers workers."""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))  # kit.py, 
 from kit import Users, water_archive
 
 from app.auth import create_token
+from app.embedded_broker import EmbeddedBroker
 from app.main import create_app
 from jobs.db import session_scope
 from jobs.settings import Settings, load_settings
@@ -27,11 +29,26 @@ def water_tgz(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return water_archive(tmp_path_factory.mktemp("archive"))
 
 
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    """One embedded broker (the Redis server `dptensor serve` starts) for the api tests."""
+    embedded = EmbeddedBroker(load_settings(data_dir=tmp_path_factory.mktemp("broker")))
+    embedded.start()
+    try:
+        yield embedded
+    finally:
+        embedded.stop()
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return load_settings(data_dir=tmp_path / "data", max_upload_bytes=3 << 20, max_json_bytes=1 << 20,
-                         sync_predict_max_atoms=1000, max_atoms_per_structure=500, max_archive_members=200,
-                         janitor_interval_s=3600)
+def settings(tmp_path: Path, broker: EmbeddedBroker) -> Settings:
+    import redis
+
+    with redis.Redis(unix_socket_path=str(broker.socket)) as client:
+        client.flushdb()  # no test sees another's messages
+    return load_settings(data_dir=tmp_path / "data", broker_url=f"redis+socket://{broker.socket}",
+                         max_upload_bytes=3 << 20, max_json_bytes=1 << 20, sync_predict_max_atoms=1000,
+                         max_atoms_per_structure=500, max_archive_members=200, janitor_interval_s=3600)
 
 
 @pytest.fixture

@@ -10,9 +10,17 @@ from jobs.settings import SettingsError, load_settings
 
 def test_defaults_are_embedded_and_local(tmp_path) -> None:
     s = load_settings(data_dir=tmp_path)
-    assert s.embedded_broker and s.broker.startswith("dptensor-sqla+sqlite:///")
+    # the embedded broker: the Redis server `dptensor serve` starts on a socket in the data dir
+    assert s.embedded_broker and s.broker == f"redis+socket://{tmp_path.resolve() / 'broker.sock'}"
     assert s.db_url == f"sqlite:///{tmp_path.resolve() / 'dptensor.sqlite'}"
-    assert s.results.startswith("db+sqlite:///")
+    assert s.results == s.broker
+    # a data dir too deep for a unix socket path: the socket goes to a private temp folder
+    deep = load_settings(data_dir=tmp_path / ("d" * 120))
+    assert len(str(deep.embedded_socket)) <= 100 and deep.embedded_socket.parent.name.startswith("dptensor-")
+    assert deep.embedded_socket == load_settings(data_dir=tmp_path / ("d" * 120)).embedded_socket
+    # Celery's SQLAlchemy transport on SQLite, the former default, stays available
+    sqla = load_settings(data_dir=tmp_path, broker_url=f"dptensor-sqla+sqlite:///{tmp_path}/broker.sqlite")
+    assert sqla.sqlite_broker and not sqla.embedded_broker and sqla.results.startswith("db+sqlite:///")
     redis = load_settings(data_dir=tmp_path, broker_url="redis://127.0.0.1:6379/3")
     assert not redis.embedded_broker and redis.results == "redis://127.0.0.1:6379/3"
 

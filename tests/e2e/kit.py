@@ -120,6 +120,62 @@ def children(pid: int) -> list[int]:
     return out
 
 
+def _stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (index 0 = state)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (from /proc)."""
+    kids: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        fields = _stat(int(stat.parent.name))
+        if fields is not None:
+            kids.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo.extend(kids.get(p, []))
+    return tree
+
+
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """User + system CPU time of each process (all its threads), in seconds."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for pid in pids:
+        fields = _stat(pid)
+        if fields is not None:
+            out[pid] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def process_name(pid: int) -> str:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return str(pid)
+    words = [w for a in argv if a for w in a.decode(errors="replace").split()]  # redis-server rewrites its argv
+    return " ".join([Path(words[0]).name, *words[1:4]]) if words else str(pid)
+
+
+def tree_cpu_share(pid: int, window_s: float) -> tuple[float, dict[str, float]]:
+    """CPU used by ``pid`` and its descendants over ``window_s`` seconds of wall time, as a
+    percentage of one core: (total, {process: share}). CPU time comes from /proc; a process
+    started during the window counts from its start."""
+    before = cpu_seconds(process_tree(pid))
+    t0 = time.monotonic()
+    time.sleep(window_s)
+    after = cpu_seconds(process_tree(pid))
+    wall = time.monotonic() - t0
+    shares = {f"{process_name(p)} [{p}]": 100 * (t - before.get(p, 0.0)) / wall for p, t in after.items()}
+    return sum(shares.values()), shares
+
+
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]

@@ -171,15 +171,15 @@ def test_embedded_default_one_command(tmp_path: Path, water_tgz: Path) -> None:
     try:
         ready = wait_for("both workers", lambda: (r if (r := api.ready()) and len(r["workers"]) == 2 else None),
                          timeout=90)
-        assert ready["broker"]["detail"] == "embedded (SQLite)"
+        assert ready["broker"]["detail"] == "embedded (Redis on a unix socket, started by dptensor serve)"
         assert sorted(w["queues"] for w in ready["workers"]) == [["predict"], ["train", "batch"]]
         ds, job = upload_and_train(api, water_tgz)
         job = api.wait_job(job["id"])
         _check_model_and_predict(api, data, ds, job, tmp_path)
         kids = children(serve.pid)
-        assert len(kids) == 2
+        assert len(kids) == 3  # both workers and the embedded broker
     finally:
         code = stop(serve, signal.SIGINT)
     assert code == 0
-    wait_for("workers to exit", lambda: not any(alive(p) for p in kids), timeout=30)
+    wait_for("workers and broker to exit", lambda: not any(alive(p) for p in kids), timeout=30)
     assert "serving on http://127.0.0.1" in (tmp_path / "serve.log").read_text()
