@@ -135,4 +135,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(body(str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+        detail = str(exc.detail)
+        if exc.status_code == 400:  # FastAPI could not decode the body (documented: schemas.ERRORS)
+            detail = ("the request body could not be read: JSON must be UTF-8 text, a form must be "
+                      "well-formed multipart")
+        return JSONResponse(body(detail, [("body", detail)] if exc.status_code == 400 else None),
+                            status_code=exc.status_code, headers=exc.headers)

@@ -3,10 +3,10 @@ names the key, not a silently ignored option); responses are separate *Public mo
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from model.search_budget import MAX_ABS_COORD
 
@@ -14,6 +14,15 @@ from model.search_budget import MAX_ABS_COORD
 # arithmetic), so a physical bound: 0.1 mm, far beyond any simulation box.
 Coordinate = Annotated[float, Field(allow_inf_nan=False, ge=-MAX_ABS_COORD, le=MAX_ABS_COORD)]
 Vec3 = Annotated[list[Coordinate], Field(min_length=3, max_length=3)]
+
+
+def _utc(value: datetime) -> datetime:
+    """The job store keeps naive UTC (SQLite has no time zones); RFC 3339 wants the offset."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+# every timestamp of a response: RFC 3339 with its offset, e.g. 2026-11-29T13:27:13.406284Z
+UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
 
 
 class Request(BaseModel):
@@ -34,11 +43,18 @@ class ErrorBody(Public):
     problems: list[Problem] = []
 
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody, "description": text}
-    for code, text in ((401, "missing or unknown token"), (404, "not found (or not yours)"),
-                       (422, "invalid input; `problems` lists each field/file with its message"))
+ERROR_TEXTS = {
+    400: "the body could not be read (JSON that is not UTF-8, or a broken multipart form)",
+    401: "missing or unknown token", 404: "not found (or not yours)",
+    422: "invalid input; `problems` lists each field/file with its message",
 }
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text} for code, text in ERROR_TEXTS.items()}
+# for routes whose success is not JSON (text, files): FastAPI would document the error
+# bodies under the success's media type; they are JSON
+JSON_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"description": text, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
+    for code, text in ERROR_TEXTS.items()}
 
 
 # --- users -------------------------------------------------------------------------------
@@ -91,7 +107,7 @@ class DatasetPublic(Public):
     id: str
     name: str
     reference: str = Field(description="use in input.json systems: 'dataset:<id>' or 'dataset:<id>/<path>'")
-    created_at: datetime
+    created_at: UtcDatetime
     size_bytes: int
     n_files: int
     systems: list[SystemSummary]
@@ -125,9 +141,9 @@ class JobPublic(Public):
     name: str
     owner: str
     queue: str
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
     progress: Progress
     lcurve: dict[str, float | None] | None = Field(None, description="latest learning-curve row")
     attempt: int
@@ -182,7 +198,7 @@ class ModelPublic(Public):
     source: Literal["trained", "uploaded"]
     source_job_id: str | None
     size_bytes: int
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 # --- prediction --------------------------------------------------------------------------
@@ -281,7 +297,7 @@ class WorkerPublic(Public):
     queues: list[str]
     device: str
     gpu: str | None
-    heartbeat_at: datetime
+    heartbeat_at: UtcDatetime
 
 
 class Ready(Public):

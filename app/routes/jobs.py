@@ -16,6 +16,7 @@ from app.errors import Conflict, NotFound
 from app.jobs import deleted_models, job_public, lcurve_file, read_lcurve, submit
 from app.schemas import (
     ERRORS,
+    JSON_ERRORS,
     CancelPublic,
     ErrorBody,
     FileInfo,
@@ -184,7 +185,7 @@ def get_lcurve(
 
 
 @router.get("/{job_id}/logs", response_class=PlainTextResponse,
-            responses={200: {"content": {"text/plain": {}}, "description": "the job's log"}})
+            responses={**JSON_ERRORS, 200: {"content": {"text/plain": {}}, "description": "the job's log"}})
 def get_logs(job_id: str, session: SessionDep, settings: SettingsDep, user: CurrentUser,
              tail: Annotated[int | None, Query(ge=1, le=100_000)] = None) -> PlainTextResponse:
     job = owned(session, Job, job_id, user)
