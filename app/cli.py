@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(the default)")
     p.add_argument("--device", help="workers' device: cpu, cuda, cuda:1")
     p.add_argument("--no-auth", action="store_true", help="no tokens (allowed only on a loopback host)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="log every request and the workers' INFO lines (default: warnings and errors only)")
 
     p = sub.add_parser("worker", help="start one worker process (one per GPU)")
     p.add_argument("--queues", default="train,predict,batch", help="comma-separated: train, predict, batch")
@@ -77,7 +79,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args, host=args.host, port=args.port, auth="none" if args.no_auth else None)
     workers = [] if args.no_worker else (args.workers or list(DEFAULT_WORKERS))
-    return serve(settings, workers=workers, device=args.device)
+    return serve(settings, workers=workers, device=args.device, verbose=args.verbose)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -51,8 +51,11 @@ def cpu_share(n_workers: int) -> dict[str, str]:
 class Workers:
     """Starts worker processes and restarts one that crashes (not one asked to stop)."""
 
-    def __init__(self, settings: Settings, groups: list[str], device: str | None = None) -> None:
+    def __init__(self, settings: Settings, groups: list[str], device: str | None = None,
+                 verbose: bool = False) -> None:
         self.groups = groups
+        # quiet by default: warnings and errors only, no banner; --verbose: Celery's INFO log
+        self.log_args = ["--loglevel", "INFO"] if verbose else ["--loglevel", "WARNING", "--quiet"]
         self.env = {**os.environ, **settings.env(), **cpu_share(len(groups))}
         if device:
             self.env["DPTENSOR_WORKER_DEVICE"] = device
@@ -61,7 +64,7 @@ class Workers:
         self._watch = threading.Thread(target=self._supervise, name="worker-supervisor", daemon=True)
 
     def _spawn(self, queues: str) -> None:
-        cmd = [sys.executable, "-m", "worker", "--queues", queues]
+        cmd = [sys.executable, "-m", "worker", "--queues", queues, *self.log_args]
         self.procs[queues] = subprocess.Popen(cmd, env=self.env, start_new_session=True,
                                               preexec_fn=_die_with_parent())
 
@@ -100,7 +103,10 @@ class Workers:
                 proc.wait()
 
 
-def serve(settings: Settings, *, workers: list[str], device: str | None = None) -> int:
+def serve(settings: Settings, *, workers: list[str], device: str | None = None, verbose: bool = False) -> int:
+    """Quiet by default: the banner below, then warnings and errors only; ``verbose`` adds
+    uvicorn's access log (a line per request — the page polls every second) and the
+    workers' INFO log."""
     import uvicorn
 
     from app.main import create_app
@@ -116,20 +122,26 @@ def serve(settings: Settings, *, workers: list[str], device: str | None = None) 
         except EmbeddedBrokerError as exc:
             print(f"dptensor serve: {exc}", file=sys.stderr, flush=True)
             return 2
-    pool = Workers(settings, workers, device)
+    pool = Workers(settings, workers, device, verbose=verbose)
     pool.start()
     broker = broker_kind(settings) if settings.embedded_broker or settings.sqlite_broker else settings.broker
     print(f"dptensor: serving on http://{settings.host}:{settings.port}  (API docs: "
           f"http://{settings.host}:{settings.port}/docs)\n  data: {settings.root}\n  broker: {broker}\n"
           f"  auth: {settings.auth}\n  workers: {', '.join(workers) or 'none (--no-worker)'}", flush=True)
+    saved = settings.root / "admin_token"
     if first_token is not None:
-        print(f"  first start: admin token {first_token}\n  (also in {settings.root / 'admin_token'}; "
+        print(f"  first start: admin token {first_token}\n  (also in {saved}; "
               "paste it into the page's token field or send 'Authorization: Bearer <token>')", flush=True)
+    elif settings.auth == "token":
+        where = f"the admin token made at the first start is in {saved}" if saved.is_file() else \
+            "no admin token file (deleted?)"
+        print(f"  tokens: {where}; more with 'dptensor token create --user NAME'", flush=True)
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal: turn that
     # into an exception here so the workers are always stopped and the exit code is 0
     previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        QuietServer(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info")).run()
+        QuietServer(uvicorn.Config(app, host=settings.host, port=settings.port, access_log=verbose,
+                                   log_level="info" if verbose else "warning")).run()
     except _Stop:
         pass
     finally:

@@ -7,6 +7,7 @@ import argparse
 import os
 import socket
 import sys
+import warnings
 
 from jobs.queue import QUEUES
 
@@ -17,6 +18,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"comma-separated, from {', '.join(QUEUES)} (default: all)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     parser.add_argument("--loglevel", default="INFO")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no Celery banner or root-user warning (dptensor serve without --verbose)")
     args = parser.parse_args(argv)
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
     unknown = sorted(set(queues) - set(QUEUES))
@@ -37,7 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     celery = create_celery(settings)
     tune_allocator()  # training and prediction steps allocate large, short-lived tensors
     name = f"{'+'.join(queues)}@{socket.gethostname()}.{os.getpid()}"
-    celery.worker_main(["worker", "--pool", "solo", "--queues", ",".join(queues), "--hostname", name,
+    if args.quiet:
+        from celery.exceptions import SecurityWarning
+
+        warnings.filterwarnings("ignore", category=SecurityWarning)  # running as root (containers)
+    celery.worker_main([*(["--quiet"] if args.quiet else []), "worker", "--pool", "solo", "--queues", ",".join(queues), "--hostname", name,
                         "--loglevel", args.loglevel, "--without-gossip", "--without-mingle", "--without-heartbeat"])
     return 0
 

@@ -183,3 +183,29 @@ def test_embedded_default_one_command(tmp_path: Path, water_tgz: Path) -> None:
     assert code == 0
     wait_for("workers and broker to exit", lambda: not any(alive(p) for p in kids), timeout=30)
     assert "serving on http://127.0.0.1" in (tmp_path / "serve.log").read_text()
+
+
+def test_serve_is_quiet_by_default_and_verbose_on_request(tmp_path: Path) -> None:
+    """No Celery banner or root warning, no access-log line per poll, no broker table race;
+    a second start says where the admin token is; --verbose logs every request."""
+    data = tmp_path / "data"
+    port = free_port()
+    env = service_env(data, port=port)
+    probe = Api(f"http://127.0.0.1:{port}")
+    logs = [tmp_path / "first.log", tmp_path / "second.log"]
+    for log, extra in zip(logs, ([], ["--verbose"]), strict=True):
+        serve = dptensor("serve", *extra, env=env, log=log)
+        try:
+            wait_for("both workers", lambda: (r if (r := probe.ready()) and len(r["workers"]) == 2 else None),
+                     timeout=120)
+            api = Api(f"http://127.0.0.1:{port}", (data / "admin_token").read_text().strip())
+            for _ in range(10):  # the page polls about once a second
+                assert api.http.get("/v1/jobs").status_code == 200
+        finally:
+            assert stop(serve, signal.SIGINT) == 0
+    first, second = (log.read_text() for log in logs)
+    assert "first start: admin token" in first
+    for noise in ("GET /v1/", "SecurityWarning", "superuser", "already exists", "[tasks]", "Uvicorn running"):
+        assert noise not in first, (noise, first)
+    assert f"admin token made at the first start is in {data.resolve() / 'admin_token'}" in second
+    assert second.count("GET /v1/jobs") == 10  # verbose: the access log
