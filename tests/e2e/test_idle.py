@@ -26,7 +26,7 @@ def test_serve_tree_is_idle_when_idle(tmp_path: Path) -> None:
     serve = dptensor("serve", "--no-auth", env=env, log=tmp_path / "serve.log")
     try:
         wait_for("both workers", lambda: (r if (r := api.ready()) and len(r["workers"]) == 2 else None),
-                 timeout=120)
+                 timeout=240)
         names = [process_name(p) for p in process_tree(serve.pid)]
         assert len(names) == 4 and sum("redis-server" in n for n in names) == 1, names
         # the quietest of up to three windows: start-up's tail and other load on the machine only add

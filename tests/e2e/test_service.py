@@ -170,7 +170,7 @@ def test_embedded_default_one_command(tmp_path: Path, water_tgz: Path) -> None:
     serve = dptensor("serve", "--no-auth", env=env, log=tmp_path / "serve.log")
     try:
         ready = wait_for("both workers", lambda: (r if (r := api.ready()) and len(r["workers"]) == 2 else None),
-                         timeout=90)
+                         timeout=240)  # imports on a loaded machine
         assert ready["broker"]["detail"] == "embedded (Redis on a unix socket, started by dptensor serve)"
         assert sorted(w["queues"] for w in ready["workers"]) == [["predict"], ["train", "batch"]]
         ds, job = upload_and_train(api, water_tgz)
@@ -197,7 +197,7 @@ def test_serve_is_quiet_by_default_and_verbose_on_request(tmp_path: Path) -> Non
         serve = dptensor("serve", *extra, env=env, log=log)
         try:
             wait_for("both workers", lambda: (r if (r := probe.ready()) and len(r["workers"]) == 2 else None),
-                     timeout=120)
+                     timeout=240)  # imports on a loaded machine
             api = Api(f"http://127.0.0.1:{port}", (data / "admin_token").read_text().strip())
             for _ in range(10):  # the page polls about once a second
                 assert api.http.get("/v1/jobs").status_code == 200
