@@ -183,7 +183,7 @@ async def wait_ready(url: str, timeout_s: float = 120.0) -> None:
 
 
 async def matrix(args: argparse.Namespace) -> None:
-    brokers: list[tuple[str, str | None]] = [("embedded", None)]
+    brokers: list[tuple[str, str | None]] = [] if args.redis_only else [("embedded", None)]
     if args.redis_url:
         brokers.append(("redis", args.redis_url))
     print(f"{'broker':9} {'batching':8} {'atoms':>5} {'clients':>7}{Result.HEADER}", flush=True)
@@ -219,6 +219,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--matrix", action="store_true", help="start services and measure every configuration")
     p.add_argument("--redis-url", help="--matrix: also measure the Redis broker (this database is flushed)")
+    p.add_argument("--redis-only", action="store_true", help="--matrix: skip the embedded broker")
     p.add_argument("--clients", type=int, nargs="+", default=[1, 16, 64])
     p.add_argument("--atoms-list", type=int, nargs="+", default=[3, 192])
     p.add_argument("--url", default="http://127.0.0.1:8000")
