@@ -109,7 +109,7 @@ def model_dipole_jacobian(model: TensorModel, coord: F64, atype: Sequence[int], 
         d = model.descriptor
         env = environment(nl_diff, centres.types.repeat(nf), model.ntypes, d.rcut_smth, d.rcut, d.dtype,
                           differentiable=True)
-        dipole = model.forward_env(env, centres, nf, nat).global_  # [nf, 3]
+        dipole = model.forward_env(env, centres, nf, nat, differentiable=True).global_  # [nf, 3], autograd kernels
         rows = [torch.autograd.grad(dipole[:, a].sum(), x, retain_graph=a < 2)[0] for a in range(3)]
     jac = torch.stack(rows, dim=2)  # [nf, nat, 3 (a), 3 (b)]
     return dipole.detach().double().cpu().numpy(), jac.double().cpu().numpy()
