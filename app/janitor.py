@@ -1,5 +1,6 @@
 """The janitor: jobs whose worker stopped heartbeating are re-sent (the next worker
-resumes from the last checkpoint) or, after max_attempts, failed with the reason.
+resumes from the last checkpoint) or, after max_attempts, failed with the reason; queued
+jobs whose message was never sent or was lost by the broker are (re-)sent.
 Runs as a thread of every api process; the compare-and-set in store.sweep_stale makes
 several api replicas safe."""
 
@@ -10,23 +11,34 @@ import threading
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from jobs.queue import TaskQueue
+from jobs.queue import BrokerUnavailable, TaskQueue
 from jobs.settings import Settings
-from jobs.store import sweep_stale
+from jobs.store import mark_sent, mark_unsent, sweep_stale, take_unsent
 
 log = logging.getLogger("dptensor.janitor")
 
 
-def sweep_once(sessions: sessionmaker[Session], queue: TaskQueue, settings: Settings) -> tuple[int, int]:
+def sweep_once(sessions: sessionmaker[Session], queue: TaskQueue, settings: Settings) -> tuple[int, int, int]:
+    """Returns (requeued, failed, sent)."""
     with sessions() as session:
         requeued, failed = sweep_stale(session, settings.stale_after_s)
-    for job in requeued:
-        log.warning("job %s: no heartbeat for %.0f s (attempt %d/%d): re-sent", job.id, settings.stale_after_s,
-                    job.attempt, job.max_attempts)
-        queue.enqueue_job(job.id, job.kind)
-    for job in failed:
-        log.warning("job %s: no heartbeat and no attempt left: failed", job.id)
-    return len(requeued), len(failed)
+        for job in requeued:
+            log.warning("job %s: no heartbeat for %.0f s (attempt %d/%d): back to the queue", job.id,
+                        settings.stale_after_s, job.attempt, job.max_attempts)
+        for job in failed:
+            log.warning("job %s: no heartbeat and no attempt left: failed", job.id)
+        unsent = take_unsent(session, settings.enqueue_grace_s, settings.resend_queued_after_s)
+        for n, job in enumerate(unsent):
+            try:
+                task_id = queue.enqueue_job(job.id, job.kind)
+            except BrokerUnavailable:
+                for left in unsent[n:]:
+                    mark_unsent(session, left.id)
+                log.warning("broker unavailable: %d queued job(s) wait for the next sweep", len(unsent) - n)
+                break
+            mark_sent(session, job.id, task_id)
+            log.info("job %s: (re)sent to the %s queue", job.id, job.queue)
+    return len(requeued), len(failed), len(unsent)
 
 
 class Janitor(threading.Thread):
@@ -36,11 +48,13 @@ class Janitor(threading.Thread):
         self.stopped = threading.Event()
 
     def run(self) -> None:
-        while not self.stopped.wait(self.settings.janitor_interval_s):
+        while True:  # a sweep at start too: jobs given back while the service was down are sent
             try:
                 sweep_once(self.sessions, self.queue, self.settings)
             except Exception:  # a broken sweep must not kill the thread: retry next round
                 log.exception("janitor sweep failed")
+            if self.stopped.wait(self.settings.janitor_interval_s):
+                return
 
     def stop(self) -> None:
         self.stopped.set()

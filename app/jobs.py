@@ -15,7 +15,7 @@ from app.schemas import JobPublic, LcurvePublic, Progress
 from jobs.layout import job_dir
 from jobs.queue import JOB_TASKS, BrokerUnavailable, TaskQueue
 from jobs.settings import Settings
-from jobs.tables import Job, ModelRecord, User, new_id
+from jobs.tables import Job, ModelRecord, User, new_id, utcnow
 from model.config import InputConfig, parse_section
 
 
@@ -38,6 +38,7 @@ def submit(session: Session, queue: TaskQueue, settings: Settings, user: User, *
     session.commit()
     try:
         job.task_id = queue.enqueue_job(job.id, kind)
+        job.enqueued_at = utcnow()  # until this commits, the janitor may send it too: harmless
     except BrokerUnavailable:  # the user gets a 503: leave no job behind (a late message finds no row)
         session.delete(job)
         session.commit()

@@ -140,8 +140,9 @@ def serve(settings: Settings, *, workers: list[str], device: str | None = None, 
     # into an exception here so the workers are always stopped and the exit code is 0
     previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        # open keep-alive connections (a page polling) must not hold the shutdown: 2 s at most
         QuietServer(uvicorn.Config(app, host=settings.host, port=settings.port, access_log=verbose,
-                                   log_level="info" if verbose else "warning")).run()
+                                   log_level="info" if verbose else "warning", timeout_graceful_shutdown=2)).run()
     except _Stop:
         pass
     finally:

@@ -9,7 +9,8 @@ from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from jobs.tables import Base
@@ -45,8 +46,22 @@ def session_factory(url: str) -> sessionmaker[Session]:
 
 
 def init_db(url: str) -> None:
-    """Create missing tables (a migration tool can take over from here: no data is altered)."""
-    Base.metadata.create_all(engine_for(url))
+    """Create missing tables and add missing nullable columns (a data dir from an older
+    version); no data is altered. A migration tool can take over from here."""
+    engine = engine_for(url)
+    Base.metadata.create_all(engine)
+    for table in Base.metadata.sorted_tables:
+        have = {c["name"] for c in inspect(engine).get_columns(table.name)}
+        for column in table.columns:
+            if column.name in have or not column.nullable:
+                continue
+            kind = column.type.compile(dialect=engine.dialect)
+            try:
+                with engine.begin() as conn:
+                    conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+            except DBAPIError:  # another process (api / worker starting together) added it first
+                if column.name not in {c["name"] for c in inspect(engine).get_columns(table.name)}:
+                    raise
 
 
 @contextmanager

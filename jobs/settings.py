@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     stale_after_s: float = Field(90.0, gt=0, description="a running job without heartbeat this long is lost")
     max_attempts: int = Field(3, ge=1, description="deliveries of one job before it fails")
     janitor_interval_s: float = Field(15.0, gt=0)
+    enqueue_grace_s: float = Field(10.0, gt=0, description="a queued job not sent this long after it was "
+                                                           "stored (api died before the send) is sent by the janitor")
+    resend_queued_after_s: float = Field(600.0, gt=0, description="a queued job unclaimed this long after its "
+                                                                 "message was sent is sent again (lost message)")
     cancel_poll_s: float = Field(0.5, gt=0)
     progress_every_s: float = Field(2.0, gt=0)
     visibility_timeout_s: int = Field(3600, ge=10, description="Redis: redeliver unacked messages after")

@@ -109,10 +109,11 @@ def finish(session: Session, job_id: str, worker_id: str, status: str, *, result
 
 
 def release(session: Session, job_id: str, worker_id: str) -> bool:
-    """Worker shutting down cleanly mid-job: back to the queue; the attempt does not count."""
+    """Worker shutting down cleanly mid-job: back to the queue (unsent: the janitor sends
+    it, not the stopping worker, which must take no new work); the attempt does not count."""
     res = session.execute(
         update(Job).where(Job.id == job_id, Job.worker_id == worker_id, Job.status == "running")
-        .values(status="queued", worker_id=None, heartbeat_at=None, attempt=Job.attempt - 1)
+        .values(status="queued", worker_id=None, heartbeat_at=None, attempt=Job.attempt - 1, enqueued_at=None)
     )
     session.commit()
     return res.rowcount == 1  # type: ignore[attr-defined]
@@ -133,12 +134,48 @@ def sweep_stale(session: Session, stale_after_s: float) -> tuple[list[Job], list
         res = session.execute(
             update(Job).where(Job.id == job.id, Job.attempt == job.attempt, Job.status == "running",
                               Job.heartbeat_at < cutoff)
-            .values(status="queued", worker_id=None, heartbeat_at=None)
+            .values(status="queued", worker_id=None, heartbeat_at=None, enqueued_at=None)
         )
         session.commit()
         if res.rowcount == 1:  # type: ignore[attr-defined]
             requeued.append(job)
     return requeued, failed
+
+
+def mark_sent(session: Session, job_id: str, task_id: str | None = None) -> None:
+    values: dict[str, Any] = {"enqueued_at": utcnow()}
+    if task_id is not None:
+        values["task_id"] = task_id
+    session.execute(update(Job).where(Job.id == job_id).values(**values))
+    session.commit()
+
+
+def mark_unsent(session: Session, job_id: str) -> None:
+    """Its message is not in the broker (a send failed, a stopping worker gave it back)."""
+    session.execute(update(Job).where(Job.id == job_id, Job.status == "queued").values(enqueued_at=None))
+    session.commit()
+
+
+def take_unsent(session: Session, grace_s: float, resend_after_s: float) -> list[Job]:
+    """Queued jobs whose message may not be in the broker: never sent (the api died between
+    commit and send, a worker gave it back, a stale job was requeued) for ``grace_s``, or
+    sent ``resend_after_s`` ago and still unclaimed (the broker lost it). Each is marked
+    sent (compare-and-set: one api replica takes it) and returned for the caller to send.
+    A duplicate message is harmless: ``claim`` runs a job once."""
+    now = utcnow()
+    candidates = session.scalars(select(Job).where(
+        Job.status == "queued",
+        ((Job.enqueued_at.is_(None)) & (Job.created_at < now - timedelta(seconds=grace_s)))
+        | (Job.enqueued_at < now - timedelta(seconds=resend_after_s)))).all()
+    taken = []
+    for job in candidates:
+        same = Job.enqueued_at.is_(None) if job.enqueued_at is None else Job.enqueued_at == job.enqueued_at
+        res = session.execute(update(Job).where(Job.id == job.id, Job.status == "queued", same)
+                              .values(enqueued_at=now))
+        session.commit()
+        if res.rowcount == 1:  # type: ignore[attr-defined]
+            taken.append(job)
+    return taken
 
 
 def register_trained_model(session: Session, root: Path, job: Job, model_file: Path, summary: dict[str, Any],

@@ -17,7 +17,6 @@ from celery import Task
 from jobs import layout, store
 from jobs.errors import error_payload
 from jobs.layout import shown_as_refs
-from jobs.queue import JOB_TASKS
 from jobs.tables import Job
 from worker import state
 from worker.progress import JobMonitor, job_log
@@ -38,6 +37,11 @@ JobBody = Callable[[Job, Path, JobMonitor, logging.Logger], Outcome]
 def run_job(task: Task, job_id: str, body: JobBody) -> str:
     st = state.current()
     settings, worker_id = st.settings, st.worker_id
+    if st.shutdown.is_set():  # a stopping worker takes no new work: the janitor sends it again
+        with st.sessions() as session:
+            store.mark_unsent(session, job_id)
+        log.info("job %s: delivery given back (worker stopping)", job_id)
+        return "dropped: worker stopping"
     try:
         with st.sessions() as session:
             claim = store.claim(session, job_id, worker_id, settings.stale_after_s)
@@ -68,11 +72,8 @@ def run_job(task: Task, job_id: str, body: JobBody) -> str:
             return "lost"
         if outcome.status == "interrupted":
             jlog.warning("worker shutting down: job returned to the queue (resumes from its checkpoint)")
-            with st.sessions() as session:
-                released = store.release(session, job_id, worker_id)
-            if released:
-                name, queue = JOB_TASKS[job.kind]
-                task.app.send_task(name, args=[job_id], queue=queue, ignore_result=True)
+            with st.sessions() as session:  # not re-sent from here: this worker must not take it back
+                store.release(session, job_id, worker_id)
             return "interrupted"
         with st.sessions() as session:
             if outcome.model_id is not None:
