@@ -246,14 +246,17 @@ def build_neighbor_list(
                                              centres[c0:c0 + chunk], rcut, sel))
         else:
             # whole frames per piece, sized as if every frame had at least 27 images
-            per_frame = max(1, nc * nat * (max(27, math.prod(plan.images)) if box is not None else 1))
-            if per_frame <= MAX_CANDIDATES:
-                step = MAX_CANDIDATES // per_frame
+            images = math.prod(plan.images) if box is not None else 1
+            # many images (thin cells) go in smaller pieces: memory, not speed, matters there
+            cap = MAX_CANDIDATES if images <= 27 else MAX_CANDIDATES // 4
+            per_frame = max(1, nc * nat * (max(27, images) if box is not None else 1))
+            if per_frame <= cap:
+                step = cap // per_frame
                 for f0 in range(0, nf, step):
                     pieces.append(_brute_force(coord[f0:f0 + step], atype,
                                                None if box is None else box[f0:f0 + step], centres, rcut, sel))
             else:  # one frame is too much at once: its centres in pieces
-                chunk = max(1, MAX_CANDIDATES // plan.candidates)
+                chunk = max(1, cap // plan.candidates)
                 for f in range(nf):
                     for c0 in range(0, nc, chunk):
                         pieces.append(_brute_force(coord[f:f + 1], atype, None if box is None else box[f:f + 1],

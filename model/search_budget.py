@@ -22,8 +22,9 @@ from model.errors import DataError
 
 # Default bound on the candidates one centre is compared with ("periodic images × atoms"):
 # a legitimate frame needs a few thousand at most (a 192-atom water box: 192; a 2.5 Å cell
-# with a 6 Å cutoff: 125 images × its atoms; a large frame through the cell list: ~27 × 60).
-DEFAULT_MAX_CANDIDATES = 200_000
+# with a 6 Å cutoff: 125 images × its atoms; a large frame through the cell list: ~27 × 60;
+# at water's density a cell thin enough for 27 images holds < 200 atoms: 27 × 200).
+DEFAULT_MAX_CANDIDATES = 50_000
 # |coordinate| and |cell vector component| bound in Å (0.1 mm): far beyond any simulation
 # box, far below where squared distances overflow float32/float64.
 MAX_ABS_COORD = 1e6
