@@ -116,3 +116,39 @@ def test_release_gives_the_attempt_back(session: Session) -> None:
     assert store.release(session, job.id, "w1")
     session.refresh(job)
     assert (job.status, job.attempt, job.worker_id) == ("queued", 0, None)
+
+
+def test_unsent_and_lost_messages_are_taken_once_for_sending(session: Session) -> None:
+    old = utcnow() - timedelta(seconds=120)
+    never_sent = _job(session, created_at=old)  # the api died between commit and send_task
+    just_made = _job(session)  # its send is in flight: within the grace period
+    lost = _job(session, created_at=old, enqueued_at=old)  # sent long ago, never claimed
+    recent = _job(session, created_at=old, enqueued_at=utcnow())
+    running = _job(session, created_at=old)
+    store.claim(session, running.id, "w1", 60)
+    taken = {j.id for j in store.take_unsent(session, grace_s=10, resend_after_s=60)}
+    assert taken == {never_sent.id, lost.id}
+    assert store.take_unsent(session, grace_s=10, resend_after_s=60) == []  # marked sent: one sender
+    store.mark_unsent(session, lost.id)  # the send failed (broker down): next sweep again
+    assert [j.id for j in store.take_unsent(session, grace_s=10, resend_after_s=60)] == [lost.id]
+    assert just_made.id not in taken and recent.id not in taken
+
+
+def test_release_leaves_the_job_unsent_for_the_janitor(session: Session) -> None:
+    job = _job(session, created_at=utcnow() - timedelta(seconds=120), enqueued_at=utcnow())
+    store.claim(session, job.id, "w1", 60)
+    assert store.release(session, job.id, "w1")
+    session.refresh(job)
+    assert job.enqueued_at is None
+    assert [j.id for j in store.take_unsent(session, grace_s=10, resend_after_s=600)] == [job.id]
+
+
+def test_init_db_adds_a_missing_nullable_column(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    init_db(url)
+    engine = create_engine(url)
+    with engine.begin() as conn:  # a data dir from before jobs.enqueued_at
+        conn.execute(text("ALTER TABLE jobs DROP COLUMN enqueued_at"))
+    init_db(url)
+    with engine.connect() as conn:
+        assert "enqueued_at" in [row[1] for row in conn.execute(text("PRAGMA table_info(jobs)"))]
