@@ -41,20 +41,15 @@ def main(argv: list[str] | None = None) -> int:
     celery = create_celery(settings)
     tune_allocator()  # training and prediction steps allocate large, short-lived tensors
     name = f"{'+'.join(queues)}@{socket.gethostname()}.{os.getpid()}"
-<<<<<<< HEAD
     if args.quiet:
         from celery.exceptions import SecurityWarning
 
         warnings.filterwarnings("ignore", category=SecurityWarning)  # running as root (containers)
-    celery.worker_main([*(["--quiet"] if args.quiet else []), "worker", "--pool", "solo", "--queues", ",".join(queues), "--hostname", name,
-                        "--loglevel", args.loglevel, "--without-gossip", "--without-mingle", "--without-heartbeat"])
-    return 0
-=======
     code: int | str | None = 0
     try:
-        celery.worker_main(["worker", "--pool", "solo", "--queues", ",".join(queues), "--hostname", name,
-                            "--loglevel", args.loglevel, "--without-gossip", "--without-mingle",
-                            "--without-heartbeat"])
+        celery.worker_main([*(["--quiet"] if args.quiet else []), "worker", "--pool", "solo", "--queues",
+                            ",".join(queues), "--hostname", name, "--loglevel", args.loglevel, "--without-gossip",
+                            "--without-mingle", "--without-heartbeat"])
     except SystemExit as exc:
         code = exc.code
     # Celery has shut down (job checkpointed and given back, worker unregistered). Tearing
@@ -64,7 +59,6 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code if isinstance(code, int) else (0 if code is None else 1))
->>>>>>> 0432c9b (Reliable enqueueing: transactional outbox (jobs.enqueued_at; the janitor sends queued jobs never sent and re-sends ones the broker lost, claim keeps one run); a stopping worker takes no new work (gives deliveries back unsent) and does not re-send the job it returns; workers leave at once after Celery's shutdown, uvicorn's graceful shutdown bounded (issue 12 items 4, 7))
 
 
 if __name__ == "__main__":
