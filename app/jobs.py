@@ -61,7 +61,7 @@ def deleted_models(session: Session, jobs: list[Job]) -> set[str]:
 
 
 def job_public(job: Job, owner: str, deleted: set[str] | frozenset[str] = frozenset()) -> JobPublic:
-    unit: Literal["steps", "frames"] = "frames" if job.kind in ("predict", "spectrum") else "steps"
+    unit: Literal["steps", "frames"] = "frames" if job.kind in ("predict", "spectrum", "select") else "steps"
     return JobPublic(
         id=job.id, kind=job.kind, status=job.status, name=job.name, owner=owner, queue=job.queue,
         created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
@@ -73,12 +73,16 @@ def job_public(job: Job, owner: str, deleted: set[str] | frozenset[str] = frozen
     )
 
 
-def lcurve_file(root: Path, job: Job) -> Path | None:
+def lcurve_file(root: Path, job: Job, member: int | None = None) -> Path | None:
     """The learning curve a training writes (training.disp_file, default as InputConfig
-    says); None for other jobs."""
+    says), a committee training's per member (member-<i>/, default 0); None for other jobs."""
     if job.kind != "train":
         return None
-    return job_dir(root, job.id) / parse_section(job.inputs, InputConfig).training.disp_file
+    inputs = {k: v for k, v in job.inputs.items() if k != "committee"}
+    name = parse_section(inputs, InputConfig).training.disp_file
+    if job.inputs.get("committee"):
+        return job_dir(root, job.id) / f"member-{member or 0}" / name
+    return job_dir(root, job.id) / name
 
 
 def read_lcurve(path: Path | None) -> LcurvePublic:

@@ -136,7 +136,7 @@ class JobError(Public):
 
 class JobPublic(Public):
     id: str
-    kind: Literal["train", "predict", "spectrum"]
+    kind: Literal["train", "predict", "spectrum", "select"]
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
     name: str
     owner: str
@@ -193,7 +193,9 @@ class ModelPublic(Public):
     kind: Literal["dipole", "polar"]
     type_map: list[str]
     sel_type: list[int]
-    info: dict[str, Any] = Field(description="rcut, sel, precision")
+    info: dict[str, Any] = Field(description="rcut, sel, precision (committee_size for a committee)")
+    committee_size: int = Field(1, description="members of a committee model (1: a single model); predictions "
+                                               "of a committee add std and deviations")
     metrics: dict[str, float | None]
     source: Literal["trained", "uploaded"]
     source_job_id: str | None
@@ -253,11 +255,16 @@ class PredictRequest(Request):
 
 
 class TensorResult(Public):
-    global_tensor: list[float] = Field(description="sum over atoms: 3 (dipole) or 9 (polar, row-major)")
+    global_tensor: list[float] = Field(description="sum over atoms: 3 (dipole) or 9 (polar, row-major); "
+                                                   "a committee's mean")
     atomic_tensor: list[list[float]] = Field(description="[n_atoms, 3|9]; zeros for atoms outside sel_type")
     born_charges: list[list[list[float]]] | None = Field(
         None, description="with derivatives=true: [n_atoms, 3, 3], Z[i][a][b] = ∂M_a/∂r_{i,b} (e)")
     sum_rule_violation: float | None = Field(None, description="max |Σ_i Z*_i| (0 for a neutral frame)")
+    global_std: list[float] | None = Field(None, description="committee: std over members per component")
+    atomic_std: list[list[float]] | None = Field(None, description="committee: [n_atoms, 3|9] std over members")
+    devi_global: float | None = Field(None, description="committee: ‖global_std‖ (rotation-invariant)")
+    devi_atomic_max: float | None = Field(None, description="committee: max over atoms of ‖atomic_std‖")
 
 
 class PredictResponse(Public):
@@ -265,6 +272,7 @@ class PredictResponse(Public):
     kind: Literal["dipole", "polar"]
     components: list[str]
     units: dict[str, str]
+    committee_size: int = Field(1, description="members whose mean is reported (1: a single model)")
     results: list[TensorResult]
 
 
@@ -279,6 +287,12 @@ class SpectrumPublic(Public):
     metadata: dict[str, Any] = Field(
         description="units, grid_spacing_cm, resolution_cm, nyquist_cm, window, correction, temperature_k, "
                     "dt_fs, n_frames, model_id, dipole_mode, sources, …")
+    intensities_std: dict[str, list[float]] | None = Field(
+        None, description="committee model: std of the members' spectra per channel and grid point "
+                          "(intensities are then the members' mean)")
+    peaks: list[dict[str, Any]] | None = Field(
+        None, description="committee model: main peaks (channel, wavenumber_cm, member_cm, mean_cm, std_cm, "
+                          "height, height_std)")
 
 
 # --- health ------------------------------------------------------------------------------

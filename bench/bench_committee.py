@@ -77,11 +77,15 @@ def _ood(system: System, rng: np.random.Generator) -> dict[str, tuple[np.ndarray
 
 
 def calibration(args: argparse.Namespace) -> dict[str, Any]:
-    work = Path(args.workdir) / f"committee-{args.task}-{args.members}x{args.steps}"
+    size = "small" if args.small else "example"
+    work = Path(args.workdir) / f"committee-{args.task}-{size}-{args.members}x{args.steps}"
     committee_file = work / "committee.pt"
     if not committee_file.exists() or args.retrain:
         raw = json.loads(INPUTS[args.task].read_text())
         raw["training"].update(numb_steps=args.steps, disp_freq=max(1, args.steps // 10), save_freq=args.steps)
+        if args.small:  # a smaller net, for a busy machine
+            raw["model"]["descriptor"].update(neuron=[8, 16, 32], axis_neuron=4)
+            raw["model"]["fitting_net"]["neuron"] = [32, 32]
         for key in ("training_data", "validation_data"):
             data = raw["training"][key]
             data["systems"] = [str(INPUTS[args.task].parent / s) for s in data["systems"]]
@@ -91,7 +95,7 @@ def calibration(args: argparse.Namespace) -> dict[str, Any]:
               f"{time.monotonic() - t0:.0f} s", file=sys.stderr)
     committee = load_predictor(committee_file)
     assert isinstance(committee, Committee)
-    report: dict[str, Any] = {"task": args.task, "members": committee.size, "steps": args.steps}
+    report: dict[str, Any] = {"task": args.task, "members": committee.size, "steps": args.steps, "net": size}
     rng = np.random.default_rng(0)
     in_dist: dict[str, list[np.ndarray]] = {"global": [], "atomic": []}
     ood: dict[str, dict[str, list[np.ndarray]]] = {}
@@ -172,7 +176,7 @@ def cost(args: argparse.Namespace) -> dict[str, Any]:
     for k in args.sizes:
         committee = Committee(members[:k]).eval()
         batched = _rate(committee, coord, system.atype, box, args.repeats)
-        row = {"batched": _summary(batched)}
+        row: dict[str, Any] = {"batched": _summary(batched)}
         if k > 1:
             separate = Committee(members[:k]).eval()
             separate.batched = False  # K separate passes, for comparison
@@ -194,6 +198,7 @@ def main() -> int:
     p.add_argument("--members", type=int, default=4)
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--retrain", action="store_true")
+    p.add_argument("--small", action="store_true", help="descriptor [8,16,32], fitting [32,32] (faster)")
     p.add_argument("--workdir", default=str(REPO / "runs" / "bench"))
     p = sub.add_parser("cost")
     p.add_argument("--task", choices=["dipole", "polar"], default="dipole")

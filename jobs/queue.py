@@ -32,6 +32,7 @@ JOB_TASKS: dict[str, tuple[str, str]] = {
     "train": ("dptensor.train", "train"),
     "predict": ("dptensor.predict_job", "batch"),
     "spectrum": ("dptensor.spectrum", "batch"),
+    "select": ("dptensor.select", "batch"),
 }
 PREDICT_TASK = "dptensor.predict"
 PREDICT_BATCH_TASK = "dptensor.predict_batch"  # coalesced synchronous predictions (app/batching.py)

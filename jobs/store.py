@@ -184,7 +184,8 @@ def register_trained_model(session: Session, root: Path, job: Job, model_file: P
     record = ModelRecord(
         id=new_id("mdl"), owner_id=job.owner_id, name=job.name or f"trained by {job.id}", kind=summary["kind"],
         type_map=summary["type_map"], sel_type=summary["sel_type"],
-        info={k: summary[k] for k in ("rcut", "sel", "precision")}, metrics=metrics, source="trained",
+        info={k: summary[k] for k in ("rcut", "sel", "precision", "committee_size") if k in summary},
+        metrics=metrics, source="trained",
         source_job_id=job.id, size_bytes=model_file.stat().st_size,
     )
     dest = layout.model_file(root, record.id)

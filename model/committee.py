@@ -26,12 +26,13 @@ from torch import Tensor, nn
 from model.checkpoint import model_from_checkpoint, read_checkpoint
 from model.committee_forward import StackedModel
 from model.errors import CheckpointError
+from model.keys import MAX_COMMITTEE_MEMBERS
 from model.search_budget import DEFAULT_MAX_CANDIDATES
 from model.tensor_model import DTYPES, TensorModel, TensorOutput
 
 COMMITTEE_FORMAT = "dptensor-committee"
 COMMITTEE_FORMAT_VERSION = 1
-MAX_MEMBERS = 64
+MAX_MEMBERS = MAX_COMMITTEE_MEMBERS
 
 
 @dataclass

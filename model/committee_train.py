@@ -84,19 +84,27 @@ def _member_device(device: str, index: int, parallel: int) -> str:
 
 
 def _train_member(source: dict[str, Any], out: str, device: str, index: int, threads: int,
-                  events: Any, stop: Any) -> TrainResult:
+                  events: Any, stop: Any, restart: str | None) -> TrainResult:
     """One member in a child process; progress goes back through ``events``."""
     torch.set_num_threads(threads)
-    return train(source, out, device=device, on_progress=lambda p: events.put((index, p)),
+    return train(source, out, restart=restart, device=device, on_progress=lambda p: events.put((index, p)),
                  should_stop=stop.is_set)
+
+
+def _restart_point(raw: dict[str, Any], folder: Path, resume: bool) -> Path | None:
+    """The member's newest checkpoint when resuming (an interrupted job starts again)."""
+    prefix = (raw.get("training") or {}).get("save_ckpt", "model.ckpt")
+    latest = folder / f"{prefix}.pt"
+    return latest if resume and latest.exists() else None
 
 
 def train_committee(source: str | Path | dict[str, Any], output_dir: str | Path, members: int, *,
                     device: str | None = None, on_progress: MemberProgress | None = None,
-                    should_stop: Callable[[], bool] | None = None, parallel: int | None = None
-                    ) -> CommitteeTrainResult:
+                    should_stop: Callable[[], bool] | None = None, parallel: int | None = None,
+                    resume: bool = False) -> CommitteeTrainResult:
     """Train ``members`` models and write ``<output>/committee.pt``. ``parallel`` overrides
-    how many train at once (default: ``concurrency``)."""
+    how many train at once (default: ``concurrency``); ``resume`` continues each member
+    from its newest checkpoint in the output folder, if any."""
     if not 1 <= members <= MAX_MEMBERS:
         raise ConfigError(f"must be between 1 and {MAX_MEMBERS}, got {members}", path="committee")
     parsed = read_input(source)  # read and validate once, before starting anything
@@ -105,21 +113,23 @@ def train_committee(source: str | Path | dict[str, Any], output_dir: str | Path,
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     inputs = [member_input(raw, i) for i in range(members)]
+    restarts = []
     for i, member in enumerate(inputs):
         (out / f"member-{i}").mkdir(exist_ok=True)
         (out / f"member-{i}" / "input.json").write_text(json.dumps(member, indent=1))
+        restarts.append(_restart_point(member, out / f"member-{i}", resume))
     n_parallel = parallel if parallel is not None else concurrency(members, dev)
     n_parallel = max(1, min(n_parallel, members))
     if n_parallel == 1:
         results = []
         for i, member in enumerate(inputs):
             report = None if on_progress is None else (lambda p, i=i: on_progress(i, p))
-            results.append(train(member, out / f"member-{i}", device=dev, on_progress=report,
+            results.append(train(member, out / f"member-{i}", restart=restarts[i], device=dev, on_progress=report,
                                  should_stop=should_stop))
             if results[-1].cancelled:
                 break
     else:
-        results = _train_parallel(inputs, out, dev, n_parallel, on_progress, should_stop)
+        results = _train_parallel(inputs, restarts, out, dev, n_parallel, on_progress, should_stop)
     cancelled = any(r.cancelled for r in results) or len(results) < members
     metrics = _mean_metrics(results)
     path = save_committee(out / COMMITTEE_FILE, [r.model_path for r in results],
@@ -129,7 +139,8 @@ def train_committee(source: str | Path | dict[str, Any], output_dir: str | Path,
                                 concurrent=n_parallel, metrics=metrics)
 
 
-def _train_parallel(inputs: list[dict[str, Any]], out: Path, device: str, n_parallel: int,
+def _train_parallel(inputs: list[dict[str, Any]], restarts: list[Path | None], out: Path, device: str,
+                    n_parallel: int,
                     on_progress: MemberProgress | None, should_stop: Callable[[], bool] | None) -> list[TrainResult]:
     threads = max(1, (os.cpu_count() or 1) // n_parallel)
     ctx = mp.get_context("spawn")  # fork after torch/CUDA initialisation is unsafe
@@ -137,7 +148,7 @@ def _train_parallel(inputs: list[dict[str, Any]], out: Path, device: str, n_para
         events, stop = manager.Queue(), manager.Event()
         futures: list[Future[TrainResult]] = [
             pool.submit(_train_member, member, str(out / f"member-{i}"), _member_device(device, i, n_parallel), i,
-                        threads, events, stop)
+                        threads, events, stop, None if restarts[i] is None else str(restarts[i]))
             for i, member in enumerate(inputs)]
         while not all(f.done() for f in futures):
             try:

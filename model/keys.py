@@ -35,6 +35,9 @@ PRED_DEVI_ATOMIC_MAX = "devi_atomic_max"  # [nf]  max over atoms of ‖atomic_st
 PRED_MEMBER_GLOBAL = "member_global"  # [K, nf, dim]  each member's global tensor
 PRED_COMMITTEE_SIZE = "committee_size"  # []  K
 
+# Most members a committee may have (here, torch-free, so the web api validates with it).
+MAX_COMMITTEE_MEMBERS = 64
+
 
 def tensor_dim(kind: str) -> int:
     return TENSOR_DIM[kind]

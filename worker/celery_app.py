@@ -27,7 +27,7 @@ from worker import metrics, state
 
 log = logging.getLogger("dptensor.worker")
 
-TASK_MODULES = ["worker.tasks", "worker.spectrum"]
+TASK_MODULES = ["worker.tasks", "worker.spectrum", "worker.select"]
 
 
 def create_celery(settings: Settings) -> Celery:

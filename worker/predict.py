@@ -18,6 +18,14 @@ from model.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
+from model.committee import (
+    Committee,
+    Predictor,
+    committee_members,
+    deviation,
+    is_committee_checkpoint,
+)
+from model.committee_cli import write_frame_table
 from model.deepmd_compat import is_deepmd_checkpoint
 from model.dpmodel_export import export_model
 from model.dpmodel_file import is_dpmodel_file
@@ -25,7 +33,6 @@ from model.dpmodel_import import load_dpmodel
 from model.errors import CheckpointError
 from model.inference import predict, save_predictions_npz
 from model.structures import load_structures
-from model.tensor_model import TensorModel
 
 Progress = Callable[[int, int], None]
 
@@ -35,17 +42,16 @@ class Stopped(Exception):
 
 
 @lru_cache(maxsize=4)
-def _load(path: str, mtime_ns: int, device: str, max_search_candidates: int) -> TensorModel:
-    from model.checkpoint import load_model
+def _load(path: str, mtime_ns: int, device: str, max_search_candidates: int) -> Predictor:
+    from model.committee import load_predictor
 
-    model = load_model(path, device=device)
-    model.max_search_candidates = max_search_candidates
-    return model
+    return load_predictor(path, device=device, max_search_candidates=max_search_candidates)
 
 
-def load_cached(path: str, device: str, max_search_candidates: int) -> TensorModel:
-    """Loading costs far more than a small prediction: keep the last few models. The
-    neighbour-search budget (settings) bounds what one frame may cost (thin cells)."""
+def load_cached(path: str, device: str, max_search_candidates: int) -> Predictor:
+    """Loading costs far more than a small prediction: keep the last few models (a
+    registered committee loads as a Committee). The neighbour-search budget (settings)
+    bounds what one frame may cost (thin cells)."""
     try:
         mtime = os.stat(path).st_mtime_ns
     except FileNotFoundError:
@@ -68,10 +74,17 @@ def _arrays(chunk: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray | None]
     return coord, box
 
 
-def predict_structures(model: TensorModel, structures: list[dict[str, Any]], progress: Progress | None = None
-                       ) -> tuple[list[list[float]], list[list[list[float]]]]:
+Prediction = tuple[list[list[float]], list[list[list[float]]], list[dict[str, Any]]]
+
+
+def predict_structures(model: Predictor, structures: list[dict[str, Any]], progress: Progress | None = None
+                       ) -> Prediction:
+    """(global, atomic, committee) per structure; global/atomic are a committee's mean and
+    committee holds its global_std, atomic_std, devi_global, devi_atomic_max ({} for a
+    single model)."""
     glob: list[list[float]] = [[] for _ in structures]
     atomic: list[list[list[float]]] = [[] for _ in structures]
+    extra: list[dict[str, Any]] = [{} for _ in structures]
     done = 0
     for index in _groups(structures):
         chunk = [structures[i] for i in index]
@@ -79,21 +92,24 @@ def predict_structures(model: TensorModel, structures: list[dict[str, Any]], pro
         pred = predict(model, coord, np.asarray(chunk[0]["types"], dtype=np.int64), box)
         for i, g, a in zip(index, pred.global_tensor.tolist(), pred.atomic_tensor.tolist(), strict=True):
             glob[i], atomic[i] = g, a
+        if pred.member_global is not None and pred.member_atomic is not None:
+            dev = deviation(pred.member_global, pred.member_atomic)
+            for k, i in enumerate(index):
+                extra[i] = {"global_std": dev.global_std[k].tolist(), "atomic_std": dev.atomic_std[k].tolist(),
+                            "devi_global": float(dev.devi_global[k]),
+                            "devi_atomic_max": float(dev.devi_atomic_max[k])}
         done += len(index)
         if progress is not None:
             progress(done, len(structures))
-    return glob, atomic
+    return glob, atomic, extra
 
 
-Prediction = tuple[list[list[float]], list[list[list[float]]]]
-
-
-def predict_requests(model: TensorModel, requests: list[list[dict[str, Any]]]) -> list[Prediction | Exception]:
+def predict_requests(model: Predictor, requests: list[list[dict[str, Any]]]) -> list[Prediction | Exception]:
     """Coalesced requests: all their frames in one forward pass per kind of structure, the
     results split back per request. A frame may fail the shared pass (e.g. a cell over the
     search budget): then each request runs alone, so only the bad one fails."""
     try:
-        glob, atomic = predict_structures(model, [s for r in requests for s in r])
+        glob, atomic, extra = predict_structures(model, [s for r in requests for s in r])
     except Exception:
         if len(requests) == 1:
             raise
@@ -107,15 +123,18 @@ def predict_requests(model: TensorModel, requests: list[list[dict[str, Any]]]) -
     out: list[Prediction | Exception] = []
     start = 0
     for r in requests:
-        out.append((glob[start:start + len(r)], atomic[start:start + len(r)]))
+        out.append((glob[start:start + len(r)], atomic[start:start + len(r)], extra[start:start + len(r)]))
         start += len(r)
     return out
 
 
-def born_structures(model: TensorModel, structures: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def born_structures(model: Predictor, structures: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Born charges of each structure (model.dipole_derivatives), batched like the predictions."""
     from model.dipole_derivatives import born_charges
 
+    if isinstance(model, Committee):
+        raise CheckpointError("Born charges (derivatives) of a committee model are not available; "
+                              "use a single model")
     out: list[dict[str, Any]] = [{} for _ in structures]
     for index in _groups(structures):
         chunk = [structures[i] for i in index]
@@ -126,9 +145,11 @@ def born_structures(model: TensorModel, structures: list[dict[str, Any]]) -> lis
     return out
 
 
-def predict_system(model: TensorModel, path: Path, out: Path, progress: Progress) -> int:
+def predict_system(model: Predictor, path: Path, out: Path, progress: Progress) -> int:
+    """predictions.npz, and beside it the per-frame table as CSV (same stem)."""
     coord, atype, box = load_structures(str(path), model.type_map)
     save_predictions_npz(out, model, coord, atype, box, progress=progress)
+    write_frame_table(out, str(out.with_suffix(".csv")), None)
     return int(coord.shape[0])
 
 
@@ -151,12 +172,18 @@ def inspect(root: Path, relative: str) -> dict[str, Any]:
             ck: dict[str, Any] = {"format": "deepmd-kit-dp"}
         else:
             ck = read_checkpoint(path)
-            model = model_from_checkpoint(ck)
+            members = committee_members(ck) if is_committee_checkpoint(ck) else [ck]
+            models = [model_from_checkpoint(m) for m in members]
+            model = Committee(models).member(0) if len(models) > 1 else models[0]  # members must agree
     except CheckpointError as exc:  # the user knows their file, not our staging path
         raise CheckpointError(shown(str(exc), {path: "the uploaded file"})) from None
     deepmd = ck.get("format") == "deepmd-kit-dp" or is_deepmd_checkpoint(ck)
     summary = {**model_summary(model), "format": "deepmd-kit" if deepmd else "dptensor"}
-    metrics = {k: float(v) for k, v in (ck.get("metrics") or {}).items() if isinstance(v, int | float)}
+    if is_committee_checkpoint(ck):
+        summary.update(format="dptensor-committee", committee_size=len(ck["members"]))
+    source = ck["members"][0] if is_committee_checkpoint(ck) else ck
+    metrics = {k: float(v) for k, v in (ck.get("metrics") or source.get("metrics") or {}).items()
+               if isinstance(v, int | float)}
     return {"summary": summary, "metrics": metrics}
 
 

@@ -42,7 +42,7 @@ def _write(path: Path, text: str) -> None:
     os.replace(partial, path)
 
 
-class _Progress:
+class FrameProgress:
     """Frames done / total and frames/s into the job row, at most every progress_every_s."""
 
     def __init__(self, st: state.WorkerState, job_id: str, jlog: logging.Logger) -> None:
@@ -80,7 +80,7 @@ def _spectrum(job: Job, folder: Path, monitor: JobMonitor, jlog: logging.Logger)
     source, name = _source(job, folder)
     try:
         result = run_spectrum(model, [source], request, model_id=inputs["model_id"],
-                              predictions=[folder / "predictions.npz"], progress=_Progress(st, job.id, jlog),
+                              predictions=[folder / "predictions.npz"], progress=FrameProgress(st, job.id, jlog),
                               should_stop=monitor.should_stop, on_loaded=loaded)
     except InterruptedError:
         return Outcome(monitor.stopped())
@@ -99,6 +99,11 @@ def _spectrum(job: Job, folder: Path, monitor: JobMonitor, jlog: logging.Logger)
         "frames_per_s": round(result.frames_per_s, 1), "batch_size": result.batch_size,
         "grid_spacing_cm": spectrum.metadata["grid_spacing_cm"], "strongest_peak_cm": peak,
     }
+    if result.member_spectra is not None:  # a committee: its peaks with their spread over members
+        summary["committee_size"] = len(result.member_spectra)
+        summary["peaks"] = [{k: p[k] for k in ("channel", "mean_cm", "std_cm")} for p in spectrum.peaks or []]
+        jlog.info("committee of %d: %s", len(result.member_spectra),
+                  ", ".join(f"{p['mean_cm']:.0f} ± {p['std_cm']:.1f} cm⁻¹" for p in summary["peaks"]))
     jlog.info("spectrum: %d frames at %.1f frames/s (chunks of %d), strongest %s peak at %.0f cm⁻¹",
               result.frames, result.frames_per_s, result.batch_size, channel, peak)
     return Outcome("succeeded", summary)

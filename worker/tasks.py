@@ -18,7 +18,8 @@ from jobs.datasets import resolve_refs
 from jobs.errors import answer
 from jobs.queue import EXPORT_TASK, INSPECT_TASK, JOB_TASKS, PREDICT_BATCH_TASK, PREDICT_TASK
 from jobs.tables import Job
-from model.tensor_model import TensorModel
+from model.committee import Predictor
+from model.inference import committee_size
 from worker import metrics, state
 from worker.jobrun import Outcome, run_job
 from worker.predict import (
@@ -45,8 +46,12 @@ def _train(job: Job, folder: Path, monitor: JobMonitor, jlog: logging.Logger) ->
     from model.train import TrainProgress, train
 
     st = state.current()
-    resolved = resolve_refs(job.inputs, st.settings.root)
+    inputs = dict(job.inputs)
+    members = int(inputs.pop("committee", 0) or 0)  # validated by the api
+    resolved = resolve_refs(inputs, st.settings.root)
     (folder / "input.resolved.json").write_text(json.dumps(resolved, indent=1))
+    if members:
+        return _train_committee(job, folder, monitor, jlog, resolved, members)
     parsed = read_input(resolved)  # once in this process: train() takes it as it is
     latest = folder / f"{parsed.config.training.save_ckpt}.pt"
     restart = latest if latest.exists() else None
@@ -76,6 +81,52 @@ def _train(job: Job, folder: Path, monitor: JobMonitor, jlog: logging.Logger) ->
                    model_id=record.id)
 
 
+def _train_committee(job: Job, folder: Path, monitor: JobMonitor, jlog: logging.Logger, resolved: dict[str, Any],
+                     members: int) -> Outcome:
+    """K members in member-<i>/ of the job folder (each with its lcurve.out), progress
+    summed over members; the committee file is registered as one model."""
+    import time
+
+    from model.checkpoint import model_summary
+    from model.committee import Committee, load_predictor
+    from model.committee_train import train_committee
+    from model.train import TrainProgress
+
+    st = state.current()
+    steps: dict[int, int] = {}
+    start = time.monotonic()
+
+    def progress(member: int, p: TrainProgress) -> None:
+        steps[member] = p.step
+        done, total = sum(steps.values()), p.numb_steps * members
+        rate = done / max(time.monotonic() - start, 1e-9)
+        values: dict[str, Any] = {"step": done, "total": total, "rate": finite(rate),
+                                  "eta_s": finite((total - done) / rate) if rate > 0 else None}
+        row = clean_row(p.row)
+        if row is not None:
+            values["last_row"] = {"member": member, **row}
+            jlog.info("member %d: step %d/%d  %.1f steps/s  %s", member, p.step, p.numb_steps, p.steps_per_s,
+                      "  ".join(f"{k} {v:.3e}" for k, v in row.items() if v is not None))
+        report(st.sessions, job.id, st.worker_id, **values)
+
+    result = train_committee(resolved, folder, members, device=st.device()[0], on_progress=progress,
+                             should_stop=monitor.should_stop, resume=True)
+    jlog.info("committee of %d trained (%d at once)", members, result.concurrent)
+    if result.cancelled:
+        return Outcome(monitor.stopped(), {"steps_done": [m.steps_done for m in result.members]})
+    committee = load_predictor(result.model_path)
+    assert isinstance(committee, Committee)
+    summary = {**model_summary(committee.member(0)), "committee_size": committee.size}
+    metrics = {k: finite(v) for k, v in result.metrics.items()}
+    with st.sessions() as session:
+        record = store.register_trained_model(session, st.settings.root, job, result.model_path, summary, metrics)
+    jlog.info("registered committee model %s", record.id)
+    return Outcome("succeeded", {"model_id": record.id, "committee_size": members, "metrics": metrics,
+                                 "member_metrics": [{k: finite(v) for k, v in m.metrics.items()}
+                                                    for m in result.members],
+                                 "steps_done": [m.steps_done for m in result.members]}, model_id=record.id)
+
+
 @shared_task(name=JOB_TASKS["train"][0], bind=True)
 def train_task(self: Task, job_id: str) -> str:
     return run_job(self, job_id, _train)
@@ -99,15 +150,17 @@ def _predict_job(job: Job, folder: Path, monitor: JobMonitor, jlog: logging.Logg
                                 st.settings.root)["training"]["training_data"]["systems"][0]
             n = predict_system(model, Path(path), folder / "predictions.npz", progress)
             metrics.FRAMES.labels("job").inc(n)
-            return Outcome("succeeded", {"file": "predictions.npz", "frames": n})
+            return Outcome("succeeded", {"file": "predictions.npz", "files": ["predictions.npz", "predictions.csv"],
+                                         "frames": n, "committee_size": committee_size(model)})
         structures = json.loads((folder / "structures.json").read_text())
-        glob, atomic = predict_structures(model, structures, progress)
-        out = [{"global_tensor": g, "atomic_tensor": a} for g, a in zip(glob, atomic, strict=True)]
+        glob, atomic, extra = predict_structures(model, structures, progress)
+        out = [{"global_tensor": g, "atomic_tensor": a, **c} for g, a, c in zip(glob, atomic, extra, strict=True)]
         if job.inputs.get("derivatives"):
             for row, z in zip(out, born_structures(model, structures), strict=True):
                 row["born_charges"], row["sum_rule_violation"] = z["z"], z["sum_rule_violation"]
         metrics.FRAMES.labels("job").inc(len(out))
         (folder / "predictions.json").write_text(json.dumps({"model_id": job.inputs["model_id"], "kind": model.kind,
+                                                             "committee_size": committee_size(model),
                                                              "results": out}))
         return Outcome("succeeded", {"file": "predictions.json", "frames": len(out)})
     except Stopped:
@@ -128,19 +181,21 @@ def predict_task(payload: dict[str, Any]) -> dict[str, Any]:
     def run() -> dict[str, Any]:
         path = layout.model_file(st.settings.root, payload["model_id"])
         model = load_cached(str(path), st.device()[0], st.settings.max_search_candidates)
-        glob, atomic = predict_structures(model, payload["structures"])
+        glob, atomic, extra = predict_structures(model, payload["structures"])
+        out = {"global": glob, "atomic": atomic, "committee": extra, "committee_size": committee_size(model)}
         if payload.get("derivatives"):
-            return {"global": glob, "atomic": atomic, "born": born_structures(model, payload["structures"])}
-        return {"global": glob, "atomic": atomic}
+            out["born"] = born_structures(model, payload["structures"])
+        return out
 
     return answer(run, log)
 
 
-def _request_answer(model: TensorModel, req: dict[str, Any], res: Prediction | Exception) -> dict[str, Any]:
+def _request_answer(model: Predictor, req: dict[str, Any], res: Prediction | Exception) -> dict[str, Any]:
     """One request's result from its share of the coalesced pass (or its own error)."""
     if isinstance(res, Exception):
         raise res
-    out: dict[str, Any] = {"global": res[0], "atomic": res[1]}
+    out: dict[str, Any] = {"global": res[0], "atomic": res[1], "committee": res[2],
+                           "committee_size": committee_size(model)}
     if req.get("derivatives"):
         out["born"] = born_structures(model, req["structures"])
     return out

@@ -32,6 +32,7 @@ from jobs.settings import Settings
 from jobs.tables import TERMINAL, Dataset, Job, User, utcnow
 from model.config import InputConfig, parse_with_notes
 from model.errors import ConfigError
+from model.keys import MAX_COMMITTEE_MEMBERS as MAX_MEMBERS
 from model.sizing import TRAINING_BYTES_PER_PARAMETER, count_parameters
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=ERRORS)
@@ -70,6 +71,17 @@ def _size_problems(cfg: InputConfig, settings: Settings) -> list[tuple[str, str]
     return problems
 
 
+def committee_size(raw: dict[str, Any]) -> int:
+    """The optional top-level "committee": K of a training request (0 when absent)."""
+    value = raw.get("committee")
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_MEMBERS:
+        raise ConfigError(f"must be an integer from 1 to {MAX_MEMBERS} (members of the committee), got {value!r}",
+                          path="committee")
+    return value
+
+
 def validate_train_input(raw: dict[str, Any], session: SessionDep, user: User,
                          settings: Settings) -> tuple[InputConfig, list[str], list[str]]:
     """The library's own schema, the job-size caps and dataset references. Returns (the
@@ -99,10 +111,16 @@ def submit_training(
     name: Annotated[str, Query(max_length=300)] = "",
 ) -> JobPublic:
     """Validate input.json with the model library's rules (422 lists each problem with its JSON
-    path; ignored DeePMD-kit keys come back as warnings) and queue the training."""
-    cfg, notes, used = validate_train_input(input_json, session, user, settings)
+    path; ignored DeePMD-kit keys come back as warnings) and queue the training. A top-level
+    `"committee": K` trains K members with different seeds (weights and batch order) and
+    registers them as one committee model; each member's learning curve is
+    GET /v1/jobs/{id}/lcurve?member=i."""
+    members = committee_size(input_json)
+    body = {k: v for k, v in input_json.items() if k != "committee"}
+    cfg, notes, used = validate_train_input(body, session, user, settings)
     job = submit(session, queue, settings, user, kind="train", inputs=input_json, name=name,
-                 files={"input.json": input_json}, warnings=notes, dataset_ids=used, total=cfg.training.numb_steps)
+                 files={"input.json": body}, warnings=notes, dataset_ids=used,
+                 total=cfg.training.numb_steps * (members or 1))
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return job_public(job, user.name)
 
@@ -116,7 +134,9 @@ def check_training(
     200 with `valid` and the problems (JSON path + message) instead of a 422 (for editors
     that check while the user types)."""
     try:
-        _, notes, used = validate_train_input(input_json, session, user, settings)
+        committee_size(input_json)
+        body = {k: v for k, v in input_json.items() if k != "committee"}
+        _, notes, used = validate_train_input(body, session, user, settings)
     except ConfigError as exc:
         problems = [Problem(loc=p or "(document)", msg=m) for p, m in exc.problems]
         return TrainCheck(valid=False, problems=problems, warnings=[], dataset_ids=[])
@@ -175,10 +195,16 @@ def get_lcurve(
     job_id: str, session: SessionDep, settings: SettingsDep, user: CurrentUser,
     after: Annotated[int | None, Query(ge=-1, description="only the rows of later steps (a follower "
                                                          "sends the last step it has)")] = None,
+    member: Annotated[int | None, Query(ge=0, description="a committee training's member (default 0)")] = None,
 ) -> LcurvePublic:
-    """The learning curve (lcurve.out) as JSON; grows while the training runs."""
+    """The learning curve (lcurve.out) as JSON; grows while the training runs. A committee
+    training has one per member (`member`)."""
     job = owned(session, Job, job_id, user)
-    curve = read_lcurve(lcurve_file(settings.root, job))
+    members = int(job.inputs.get("committee") or 0) if job.kind == "train" else 0
+    if member is not None and member >= max(members, 1):
+        raise NotFound(f"job {job.id} has no member {member}" + (f" (it trains {members})" if members else
+                                                                 " (not a committee training)"))
+    curve = read_lcurve(lcurve_file(settings.root, job, member))
     if after is not None:
         curve.rows = [r for r in curve.rows if (r["step"] or 0) > after]
     return curve

@@ -40,7 +40,9 @@ PREDICT_EXAMPLE = {"structures": [{"symbols": ["O", "H", "H"],
 
 
 def model_public(m: ModelRecord) -> ModelPublic:
-    return ModelPublic.model_validate(m)
+    out = ModelPublic.model_validate(m)
+    out.committee_size = int((m.info or {}).get("committee_size", 1))
+    return out
 
 
 @router.get("", response_model=list[ModelPublic])
@@ -122,7 +124,7 @@ def upload_model(
     s = info["summary"]
     record = ModelRecord(id=model_id, owner_id=user.id, name=name or file.filename or model_id, kind=s["kind"],
                          type_map=s["type_map"], sel_type=s["sel_type"],
-                         info={k: s[k] for k in ("rcut", "sel", "precision", "format")},
+                         info={k: s[k] for k in ("rcut", "sel", "precision", "format", "committee_size") if k in s},
                          metrics=info.get("metrics") or {}, source="uploaded", source_job_id=None,
                          size_bytes=model_file(settings.root, model_id).stat().st_size)
     session.add(record)
@@ -165,11 +167,12 @@ def predict(
         return _accepted(job_public(created, user.name))
     answer = _predict_now(batcher, settings, m, structures, total_atoms, req.derivatives)
     born = answer.get("born") or [None] * len(answer["global"])
+    committee = answer.get("committee") or [{}] * len(answer["global"])  # std and deviations of a committee
     results = [TensorResult(global_tensor=g, atomic_tensor=a, born_charges=z and z["z"],
-                            sum_rule_violation=z and z["sum_rule_violation"])
-               for g, a, z in zip(answer["global"], answer["atomic"], born, strict=True)]
+                            sum_rule_violation=z and z["sum_rule_violation"], **c)
+               for g, a, z, c in zip(answer["global"], answer["atomic"], born, committee, strict=True)]
     return PredictResponse(model_id=m.id, kind=m.kind, components=COMPONENTS[m.kind], units=units(m.kind),
-                           results=results)
+                           committee_size=answer.get("committee_size", 1), results=results)
 
 
 def _predict_now(batcher: BatcherDep, settings: SettingsDep, m: ModelRecord, structures: list[dict[str, Any]],

@@ -109,7 +109,8 @@ def _is_archive(name: str, path: Path) -> bool:
     return zipfile.is_zipfile(path) or (not name.lower().endswith(".gz") and tarfile.is_tarfile(path))
 
 
-def _from_upload(settings: Settings, file: UploadFile, request: SpectrumRequest, model: ModelRecord) -> Source:
+def trajectory_from_upload(settings: Settings, file: UploadFile, request: SpectrumRequest,
+                           model: ModelRecord) -> Source:
     original = Path(file.filename or "trajectory").name
     staging = staging_dir(settings.root, f"spectrum-{uuid.uuid4().hex[:12]}")
     staging.mkdir(parents=True)
@@ -150,8 +151,8 @@ def _from_upload(settings: Settings, file: UploadFile, request: SpectrumRequest,
     return Source({"trajectory": info}, frames, staged)
 
 
-def _from_dataset(settings: Settings, session: SessionDep, user: User, dataset_id: str, system: str | None,
-                  request: SpectrumRequest, model: ModelRecord) -> Source:
+def trajectory_from_dataset(settings: Settings, session: SessionDep, user: User, dataset_id: str,
+                            system: str | None, request: SpectrumRequest, model: ModelRecord) -> Source:
     ds = session.get(Dataset, dataset_id)
     if ds is None or not (user.is_admin or ds.owner_id == user.id):
         raise Unprocessable(f"dataset {dataset_id} not found", [("dataset_id", f"dataset {dataset_id} not found")])
@@ -205,11 +206,11 @@ def submit_spectrum(
         msg = "give exactly one of 'file' (a trajectory upload) or 'dataset_id'"
         raise Unprocessable(msg, [("file", msg)])
     if file is not None:
-        source = _from_upload(settings, file, request, model)
+        source = trajectory_from_upload(settings, file, request, model)
         title = source.inputs["trajectory"]["filename"]
     else:
         assert dataset_id is not None
-        source = _from_dataset(settings, session, user, dataset_id, system, request, model)
+        source = trajectory_from_dataset(settings, session, user, dataset_id, system, request, model)
         title = f"{dataset_id}/{source.inputs['system']}"
     inputs = {"model_id": model.id, "kind": kind, "dt_fs": dt_fs, "options": request.options_json(), **source.inputs}
     try:

@@ -130,7 +130,8 @@ def test_predict_structures_matches_the_library(ctx: dict[str, Any], trained: tu
                          type_map=model.type_map)
     water = {"types": [0, 1, 1], "positions": [[0, 0, 0], [0.757, 0.586, 0], [-0.757, 0.586, 0]], "cell": None}
     frames = [{"types": system.atype.tolist(), "positions": system.coord[i].tolist(), "cell": None} for i in range(3)]
-    glob, atomic = predict_structures(model, [frames[0], water, frames[1], frames[2]])
+    glob, atomic, extra = predict_structures(model, [frames[0], water, frames[1], frames[2]])
+    assert extra == [{}, {}, {}, {}]  # a single model: no committee columns
     ref = predict(model, system.coord[:3], system.atype)
     np.testing.assert_allclose(np.array(glob)[[0, 2, 3]], ref.global_tensor, rtol=0, atol=1e-10)
     np.testing.assert_allclose(np.array([atomic[0], atomic[2], atomic[3]]), ref.atomic_tensor, rtol=0, atol=1e-10)

@@ -6,6 +6,8 @@
 //   data-points   finite points drawn (visible series, inside the current x range)
 //   data-series   keys of the visible series, comma-separated
 //   data-zoomed   "true" while zoomed; data-x-range "x0,x1" of the current view
+//   data-bands    keys of the visible series whose band (lo..hi, e.g. mean ± std) was drawn
+//   data-band-points  grid points of those bands inside the current x range
 
 import { h } from './dom.js';
 import { num } from './format.js';
@@ -18,6 +20,7 @@ const AXIS = '#4a4f57';
 const GRID = '#e6e8ec';
 const GRID_MINOR = '#f2f3f5';
 const TEXT = '#2b2f36';
+export const BAND_ALPHA = 0.22;
 
 /** Index of the x value closest to v in an ascending array (binary search). */
 export function nearestIndex(xs, v) {
@@ -149,8 +152,11 @@ export class Plot {
         if (x < x0) x0 = x;
         if (x > x1) x1 = x;
         if (xRange && (x < xRange[0] || x > xRange[1])) continue;
-        if (y < y0) y0 = y;
-        if (y > y1) y1 = y;
+        // a band widens the y range to its edges
+        const lo = s.lo && this.valid(s.lo[i]) ? Math.min(y, s.lo[i]) : y;
+        const hi = s.hi && this.valid(s.hi[i]) ? Math.max(y, s.hi[i]) : y;
+        if (lo < y0) y0 = lo;
+        if (hi > y1) y1 = hi;
       }
     }
     return { x0, x1, y0, y1 };
@@ -219,6 +225,8 @@ export class Plot {
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     const drawn = this.render(ctx, width, height, { legend: false });
     this.el.dataset.points = String(drawn.points);
+    this.el.dataset.bands = (drawn.bands || []).join(',');
+    this.el.dataset.bandPoints = String(drawn.bandPoints || 0);
     this.el.dataset.series = this.series.filter(s => s.visible).map(s => s.key).join(',');
     this.el.dataset.zoomed = String(Boolean(this.zoom));
     this.el.dataset.xRange = drawn.f ? `${drawn.f.win.x0},${drawn.f.win.x1}` : '';
@@ -257,10 +265,17 @@ export class Plot {
     ctx.rect(f.left, f.top, f.pw, f.ph);
     ctx.clip();
     let points = 0;
+    const bands = [];
+    let bandPoints = 0;
+    for (const s of this.series) {  // bands first, so that every line stays on top
+      if (!s.visible || !s.lo || !s.hi) continue;
+      const n = this.drawBand(ctx, f, s);
+      if (n) { bands.push(s.key); bandPoints += n; }
+    }
     for (const s of this.series) if (s.visible) points += this.drawSeries(ctx, f, s);
     ctx.restore();
     if (legend) this.drawLegend(ctx, f);
-    return { points, f };
+    return { points, f, bands, bandPoints };
   }
 
   drawAxes(ctx, f) {
@@ -324,6 +339,34 @@ export class Plot {
   hLine(ctx, f, y) {
     const yy = Math.round(y) + 0.5;
     ctx.beginPath(); ctx.moveTo(f.left, yy); ctx.lineTo(f.left + f.pw, yy); ctx.stroke();
+  }
+
+  /** The shaded band lo..hi of a series (its colour, translucent), one polygon per run of
+   * valid points. Returns the points drawn inside the x range. */
+  drawBand(ctx, f, s) {
+    const { x0, x1 } = f.win;
+    let drawn = 0;
+    let run = [];
+    ctx.fillStyle = s.color;
+    ctx.globalAlpha = BAND_ALPHA;
+    const close = () => {
+      if (run.length > 1) {
+        ctx.beginPath();
+        run.forEach((i, k) => (k ? ctx.lineTo(f.px(s.x[i]), f.py(s.hi[i])) : ctx.moveTo(f.px(s.x[i]), f.py(s.hi[i]))));
+        for (let k = run.length - 1; k >= 0; k -= 1) ctx.lineTo(f.px(s.x[run[k]]), f.py(s.lo[run[k]]));
+        ctx.closePath();
+        ctx.fill();
+      }
+      run = [];
+    };
+    for (let i = 0; i < s.x.length; i += 1) {
+      if (!Number.isFinite(s.x[i]) || !this.valid(s.lo[i]) || !this.valid(s.hi[i])) { close(); continue; }
+      run.push(i);
+      if (s.x[i] >= x0 && s.x[i] <= x1) drawn += 1;
+    }
+    close();
+    ctx.globalAlpha = 1;
+    return drawn;
   }
 
   /** One series as polylines broken at invalid values; isolated points as dots. */

@@ -64,9 +64,12 @@ export function modelsView(main, { query }) {
     replace(empty, models.length ? null : note('No models yet: a training registers its model when it succeeds.', 'empty'));
     replace(tbody, models.map(m => h('tr', { dataset: { id: m.id }, class: query.id === m.id ? 'highlight' : null },
       h('td', {}, h('strong', {}, m.name), h('div', { class: 'sub mono' }, m.id)),
-      h('td', {}, h('span', { class: `kind kind-${m.kind}` }, m.kind)),
+      h('td', {}, h('span', { class: `kind kind-${m.kind}` }, m.kind),
+        m.committee_size > 1 ? h('div', { class: 'sub committee', title: 'predictions report the members\' mean, '
+          + 'their std per component and the per-frame deviations; spectra carry a ± std band' },
+        `committee of ${m.committee_size}`) : null),
       h('td', {}, m.type_map.join(' '), h('div', { class: 'sub' }, `sel_type ${JSON.stringify(m.sel_type)}${m.info?.rcut ? ` · rcut ${m.info.rcut} Å` : ''}`)),
-      h('td', {}, metricsList(m.metrics)),
+      h('td', {}, m.committee_size > 1 ? h('div', { class: 'sub' }, 'mean over members') : null, metricsList(m.metrics)),
       h('td', {}, m.source === 'trained' && m.source_job_id
         ? ['trained by ', h('a', { href: `#/jobs/${encodeURIComponent(m.source_job_id)}`, class: 'mono' }, m.source_job_id)]
         : `uploaded${m.info?.format ? ` (${m.info.format})` : ''}`),

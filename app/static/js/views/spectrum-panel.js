@@ -54,6 +54,20 @@ export function kindTitle(kind) {
   return { ir: 'IR', raman: 'Raman', dielectric: 'Dielectric ε(ω)', vdos: 'VDOS' }[kind] || kind || '';
 }
 
+/** The band y ± std of a committee spectrum: {lo, hi} (null where either is missing). */
+export function committeeBand(y, std) {
+  const ok = i => y[i] !== null && std[i] !== null && Number.isFinite(y[i]) && Number.isFinite(std[i]);
+  return {
+    lo: y.map((v, i) => (ok(i) ? v - std[i] : null)),
+    hi: y.map((v, i) => (ok(i) ? v + std[i] : null)),
+  };
+}
+
+/** "1595 ± 4 cm⁻¹ (IR)" for each peak of a committee spectrum. */
+export function peakText(peak) {
+  return `${num(peak.mean_cm, 5)} ± ${num(peak.std_cm, 2)} cm⁻¹ (${LABELS[peak.channel] || peak.channel})`;
+}
+
 /** The keys of intensities in display order (known ones first). */
 export function seriesKeys(intensities) {
   const keys = Object.keys(intensities || {});
@@ -77,7 +91,9 @@ export function spectrumPanel(container, jobId, { title = '', data = null } = {}
   const meta = h('div', { class: 'spectrum-meta' });
   const bands = h('div', { class: 'spectrum-bands' });
   const overlay = referenceOverlay({ onChange: () => show() });
-  const wrap = h('section', { class: 'spectrum-panel', 'aria-label': 'Spectrum' }, plot.el, status, overlay.el, bands, meta);
+  const committee = h('div', { class: 'committee-note', id: `committee-${jobId}` });
+  const wrap = h('section', { class: 'spectrum-panel', 'aria-label': 'Spectrum' }, plot.el, committee, status, overlay.el,
+    bands, meta);
   replace(container, wrap);
   let spectrum = null;
 
@@ -99,13 +115,19 @@ export function spectrumPanel(container, jobId, { title = '', data = null } = {}
     const x = spectrum.wavenumber_cm || [];
     const keys = seriesKeys(spectrum.intensities);
     plot.o.yLabel = normalise.checked ? 'intensity (each series ÷ its maximum)' : intensityLabel(spectrum.metadata);
+    const std = spectrum.intensities_std || {};
     plot.setData(keys.map(k => {
       let y = spectrum.intensities[k].map(v => (v === null ? null : Number(v)));
+      let scale = 1;
       if (normalise.checked) {
         const max = Math.max(...y.filter(Number.isFinite).map(Math.abs));
-        if (max > 0) y = y.map(v => (v === null ? null : v / max));
+        if (max > 0) { scale = 1 / max; y = y.map(v => (v === null ? null : v * scale)); }
       }
-      return { key: k, label: LABELS[k] || k, x, y, color: COLORS[k] };
+      const series = { key: k, label: LABELS[k] || k, x, y, color: COLORS[k] };
+      if (std[k]) {  // a committee: mean ± std over its members, shaded
+        Object.assign(series, committeeBand(y, std[k].map(v => (v === null ? null : Number(v) * scale))));
+      }
+      return series;
     }).concat(overlay.series().map(r => {
       if (!normalise.checked) return r;
       const max = Math.max(...r.y.filter(Number.isFinite).map(Math.abs));
@@ -128,6 +150,15 @@ export function spectrumPanel(container, jobId, { title = '', data = null } = {}
       entries.length ? h('details', { class: 'meta-details' },
         h('summary', {}, 'All settings, units and provenance'),
         h('dl', { class: 'meta-list' }, entries.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, metaValue(v))]))) : null);
+  }
+
+  function showCommittee(s) {
+    if (!s.intensities_std) { replace(committee); return; }
+    const k = s.metadata?.committee_size;
+    replace(committee, h('p', { class: 'meta-brief' },
+      `Committee of ${k ?? 'several'} members: the line is their mean spectrum, the shaded band ± one standard `
+      + 'deviation over members.'),
+    s.peaks?.length ? h('p', { class: 'meta-brief peaks' }, 'Peaks: ', s.peaks.map(peakText).join(' · ')) : null);
   }
 
   normalise.addEventListener('change', show);
@@ -157,6 +188,7 @@ export function spectrumPanel(container, jobId, { title = '', data = null } = {}
       show();
       showMeta(spectrum.metadata);
       replace(bands, staticDielectric(spectrum.metadata), bandTable(spectrum));
+      showCommittee(spectrum);
     } catch (err) {
       plot.o.emptyText = 'No spectrum.';
       plot.schedule();
