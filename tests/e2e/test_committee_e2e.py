@@ -1,12 +1,13 @@
 """A committee through the service, real processes (api, worker, Redis): training with
 "committee": 2 → one registered committee model with per-member learning curves →
-predictions with std and deviations (sync, job on a system: npz + CSV) → a spectrum job
-whose spectrum carries the members' std band."""
+predictions with std and deviations (sync, job on a system: npz + CSV) → a selection job
+(candidates as a DeePMD system) → a spectrum job whose spectrum carries the members' std band."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +82,21 @@ def test_committee_training_prediction_and_spectrum(tmp_path: Path, redis_url: s
         assert pjob["status"] == "succeeded", pjob
         csv = api.http.get(f"/v1/jobs/{pjob['id']}/files/predictions.csv").text.splitlines()
         assert csv[0].endswith("devi_global,devi_atomic_max") and len(csv) == system.nframes + 1
+
+        r = api.http.post("/v1/jobs/select", data={"model_id": model["id"], "lo": "0", "hi": "1e9", "max_frames": "5",
+                                                   "dataset_id": ds["id"], "system": "valid/global_system"})
+        assert r.status_code == 202, r.text
+        sel = api.wait_job(r.json()["id"])
+        assert sel["status"] == "succeeded", sel
+        assert (sel["result"]["candidates"], sel["result"]["selected"], sel["result"]["failed"]) == (
+            system.nframes, 5, 0)
+        (tmp_path / "cand.tgz").write_bytes(api.http.get(f"/v1/jobs/{sel['id']}/files/candidates.tar.gz").content)
+        with tarfile.open(tmp_path / "cand.tgz") as tar:
+            tar.extractall(tmp_path / "cand", filter="data")
+        assert load_system(tmp_path / "cand" / "candidates", type_map=["O", "H"]).nframes == 5
+        bad = api.http.post("/v1/jobs/select", data={"model_id": model["id"], "lo": "1", "hi": "0.5",
+                                                     "dataset_id": ds["id"], "system": "valid/global_system"})
+        assert bad.status_code == 422 and "hi" in bad.text
 
         trajectory = rotating_water_xyz(200, 2.0, 1000.0)
         r = api.http.post("/v1/jobs/spectrum", data={"model_id": model["id"], "kind": "ir", "dt_fs": "2"},
