@@ -80,7 +80,7 @@ def calibration(args: argparse.Namespace) -> dict[str, Any]:
     size = "small" if args.small else "example"
     work = Path(args.workdir) / f"committee-{args.task}-{size}-{args.members}x{args.steps}"
     committee_file = work / "committee.pt"
-    if not committee_file.exists() or args.retrain:
+    if (not committee_file.exists() and not args.from_members) or args.retrain:
         raw = json.loads(INPUTS[args.task].read_text())
         raw["training"].update(numb_steps=args.steps, disp_freq=max(1, args.steps // 10), save_freq=args.steps)
         if args.small:  # a smaller net, for a busy machine
@@ -93,7 +93,13 @@ def calibration(args: argparse.Namespace) -> dict[str, Any]:
         result = train_committee(raw, work, args.members, device="cpu")
         print(f"trained {args.members} members × {args.steps} steps ({result.concurrent} at once) in "
               f"{time.monotonic() - t0:.0f} s", file=sys.stderr)
-    committee = load_predictor(committee_file)
+    if args.from_members:  # the members finished so far (a busy machine): a committee of those
+        finished = sorted(work.glob("member-*/model.pt"))
+        print(f"committee of the {len(finished)} finished members: {[p.parent.name for p in finished]}",
+              file=sys.stderr)
+        committee = load_predictor(finished)
+    else:
+        committee = load_predictor(committee_file)
     assert isinstance(committee, Committee)
     report: dict[str, Any] = {"task": args.task, "members": committee.size, "steps": args.steps, "net": size}
     rng = np.random.default_rng(0)
@@ -199,6 +205,8 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--retrain", action="store_true")
     p.add_argument("--small", action="store_true", help="descriptor [8,16,32], fitting [32,32] (faster)")
+    p.add_argument("--from-members", action="store_true",
+                   help="no training: a committee of the members already finished in the work folder")
     p.add_argument("--workdir", default=str(REPO / "runs" / "bench"))
     p = sub.add_parser("cost")
     p.add_argument("--task", choices=["dipole", "polar"], default="dipole")

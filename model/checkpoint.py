@@ -50,6 +50,11 @@ def save_checkpoint(path: str | Path, model: TensorModel, *, input_config: dict[
         "train": train_state,
         "metrics": metrics or {},
     }
+    save_payload(path, payload)
+
+
+def save_payload(path: str | Path, payload: dict[str, Any]) -> None:
+    """torch.save atomically (temp file + rename): a crash never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

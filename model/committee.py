@@ -12,8 +12,6 @@ each member can be taken out and used alone (``load_predictor(path, member=i)``)
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from model.checkpoint import model_from_checkpoint, read_checkpoint
+from model.checkpoint import model_from_checkpoint, read_checkpoint, save_payload
 from model.committee_forward import StackedModel
 from model.errors import CheckpointError
 from model.keys import MAX_COMMITTEE_MEMBERS
@@ -178,17 +176,8 @@ def save_committee(path: str | Path, members: Sequence[str | Path | dict[str, An
         "members": [{k: v for k, v in ck.items() if k != "train"} for ck in flat],
         "metadata": metadata or {},
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    save_payload(path, payload)
+    return Path(path)
 
 
 def committee_members(ck: dict[str, Any], source: str | Path = "committee") -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ from kit import Users, tiny_input
 from sqlalchemy import select
 
 from jobs.db import session_scope
+from jobs.settings import Settings
 from jobs.tables import ModelRecord, User
 
 
@@ -17,7 +18,8 @@ def _input(dataset: dict) -> dict:
     return tiny_input(f"dataset:{dataset['id']}/train", f"dataset:{dataset['id']}/valid")
 
 
-def test_committee_training_is_queued_with_the_total_of_its_members(users: Users, dataset: dict, settings) -> None:
+def test_committee_training_is_queued_with_the_total_of_its_members(users: Users, dataset: dict,
+                                                                   settings: Settings) -> None:
     raw = {**_input(dataset), "committee": 3}
     r = users.client.post("/v1/jobs/train", json=raw, headers=users.h("alice"))
     assert r.status_code == 202, r.text
@@ -42,7 +44,7 @@ def test_bad_committee_sizes_are_422_naming_the_field(users: Users, dataset: dic
     assert not check["valid"] and check["problems"][0]["loc"] == "committee"
 
 
-def test_selection_needs_a_committee_model_and_a_window(users: Users, dataset: dict, settings) -> None:
+def test_selection_needs_a_committee_model_and_a_window(users: Users, dataset: dict, settings: Settings) -> None:
     with session_scope(settings.db_url) as session:
         owner = session.scalars(select(User).where(User.name == "alice")).one()
         for mid, size in (("mdl-single", 1), ("mdl-committee", 4)):

@@ -46,6 +46,18 @@ def member(kind: str, seed: int, **fit: Any) -> TensorModel:
     return model.eval()
 
 
+def system_folder(folder: Path, nf: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, Path]:
+    """Random periodic O/H frames written as a DeePMD system (coord, atype, box, folder)."""
+    coord, atype, box = random_frames(nf, 18, 2, box_len=5.0, seed=seed)
+    assert box is not None
+    (folder / "set.000").mkdir(parents=True)
+    np.savetxt(folder / "type.raw", atype, fmt="%d")
+    (folder / "type_map.raw").write_text("O\nH\n")
+    np.save(folder / "set.000" / "coord.npy", coord.reshape(nf, -1))
+    np.save(folder / "set.000" / "box.npy", box.reshape(nf, 9))
+    return coord, atype, box, folder
+
+
 HEADS = [("dipole", {}), ("polar", {"fit_diag": False}), ("polar", {"fit_diag": True})]
 
 
@@ -140,14 +152,7 @@ def test_mismatched_members_and_bad_files_are_clear_errors(tmp_path: Path) -> No
 def test_predict_cli_writes_committee_npz_csv_and_json(tmp_path: Path) -> None:
     for s in range(3):
         save_checkpoint(tmp_path / f"m{s}.pt", member("dipole", s))
-    coord, atype, box = random_frames(4, 18, 2, box_len=5.0, seed=8)
-    sysdir = tmp_path / "sys"
-    (sysdir / "set.000").mkdir(parents=True)
-    np.savetxt(sysdir / "type.raw", atype, fmt="%d")
-    (sysdir / "type_map.raw").write_text("O\nH\n")
-    np.save(sysdir / "set.000" / "coord.npy", coord.reshape(4, -1))
-    assert box is not None
-    np.save(sysdir / "set.000" / "box.npy", box.reshape(4, 9))
+    coord, atype, box, sysdir = system_folder(tmp_path / "sys", 4, seed=8)
     argv = ["predict", "-m", str(tmp_path / "m0.pt"), "-m", str(tmp_path / "m1.pt"), "-m", str(tmp_path / "m2.pt"),
             "-s", str(sysdir), "-o", str(tmp_path / "out.npz"), "--csv", str(tmp_path / "out.csv"),
             "--json", str(tmp_path / "out.json")]
@@ -254,14 +259,7 @@ def test_select_cli_reports_counts_and_needs_a_committee(tmp_path: Path, capsys:
     for s in range(2):
         save_checkpoint(tmp_path / f"m{s}.pt", member("dipole", s))
     save_committee(tmp_path / "c.pt", [tmp_path / "m0.pt", tmp_path / "m1.pt"])
-    coord, atype, box = random_frames(5, 18, 2, box_len=5.0, seed=10)
-    sysdir = tmp_path / "sys"
-    (sysdir / "set.000").mkdir(parents=True)
-    np.savetxt(sysdir / "type.raw", atype, fmt="%d")
-    (sysdir / "type_map.raw").write_text("O\nH\n")
-    np.save(sysdir / "set.000" / "coord.npy", coord.reshape(5, -1))
-    assert box is not None
-    np.save(sysdir / "set.000" / "box.npy", box.reshape(5, 9))
+    _, _, _, sysdir = system_folder(tmp_path / "sys", 5, seed=10)
     assert main(["select", "-m", str(tmp_path / "c.pt"), "-s", str(sysdir), "--lo", "0", "--hi", "1e9",
                  "--max", "3", "-o", str(tmp_path / "cand")]) == 0
     assert "5 frames: 0 accurate (< 0.0), 5 candidates, 0 failed" in capsys.readouterr().out
