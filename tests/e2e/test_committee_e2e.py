@@ -40,7 +40,7 @@ def test_committee_training_prediction_and_spectrum(tmp_path: Path, redis_url: s
     server = dptensor("serve", "--no-worker", env=env, log=tmp_path / "api.log")
     worker = dptensor("worker", "--queues", "train,predict,batch", env=env, log=tmp_path / "worker.log")
     try:
-        wait_for("service ready", lambda: (r if (r := api.ready()) and r["ready"] else None), timeout=120)
+        wait_for("service ready", lambda: (r if (r := api.ready()) and r["ready"] else None), timeout=300)
         r = api.http.post("/v1/datasets", files={"file": ("water.tgz", water_tgz.read_bytes())})
         assert r.status_code == 201, r.text
         ds = r.json()
