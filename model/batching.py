@@ -1,7 +1,8 @@
 """Batches of frames: never mixing systems, systems drawn in proportion to their batches.
 
-The draw for step ``s`` depends only on (seed, s), so a restarted run sees exactly the
-batches the uninterrupted run would have seen.
+The draw for step ``s`` depends only on (seed, s) — and on the rank in a data-parallel run,
+rank 0 drawing what a single process draws — so a restarted run sees exactly the batches
+the uninterrupted run would have seen.
 """
 
 from __future__ import annotations
@@ -69,8 +70,8 @@ class BatchSampler:
             weights = np.array([max(1, s.nframes // b) for s, b in zip(systems, batch_sizes, strict=True)], dtype=float)
         self.probs = weights / weights.sum()
 
-    def batch_at(self, step: int) -> Batch:
-        rng = np.random.default_rng([self.seed, step])
+    def batch_at(self, step: int, rank: int = 0) -> Batch:
+        rng = np.random.default_rng([self.seed, step] if rank == 0 else [self.seed, step, rank])
         k = int(rng.choice(len(self.systems), p=self.probs))
         system = self.systems[k]
         bs = min(self.batch_sizes[k], system.nframes)

@@ -35,6 +35,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         elif tty:
             print("\r" + status, end="", flush=True)
 
+    if args.committee is not None and args.nproc > 1:
+        raise ConfigError("--committee trains members side by side; it does not combine with --nproc",
+                          path="--nproc")
     if args.committee is not None:
         if args.init_model is not None:
             raise ConfigError("--init-model starts one model; it cannot be combined with --committee")
@@ -42,8 +45,33 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         return train_committee_cli(args)
     output = Path(args.output)
-    result = train(args.input, output, restart=args.restart, init_model=args.init_model, device=args.device,
-                   on_progress=show)
+    import torch.distributed as dist
+
+    from model import distributed
+
+    if distributed.launched_by_torchrun():  # torchrun set RANK/WORLD_SIZE: this process is one rank
+        world, dev = distributed.init_world(args.device, args.dist_timeout)
+        try:
+            result = train(args.input, output, restart=args.restart, init_model=args.init_model, device=str(dev),
+                           world=world,
+                           on_progress=show if world.is_main else None)
+        except dist.DistError as exc:
+            raise distributed.DistributedError(f"rank {world.rank} of {world.size}: a collective failed "
+                                               f"(another rank died or timed out): {exc}") from None
+        finally:
+            distributed.close_world(world)
+        if not world.is_main:
+            return 0
+    elif args.nproc > 1:
+        if args.init_model is not None:
+            raise ConfigError("not yet combined with --nproc: start from the model with one process or torchrun",
+                              path="--init-model")
+        result = distributed.train_data_parallel(args.input, output, nproc=args.nproc, restart=args.restart,
+                                                 device=args.device, on_progress=show,
+                                                 timeout_s=args.dist_timeout)
+    else:
+        result = train(args.input, output, restart=args.restart, init_model=args.init_model, device=args.device,
+                       on_progress=show)
     print(f"trained {result.steps_done} steps -> {result.model_path}")
     for key, value in result.metrics.items():
         if key != "steps":
@@ -135,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--committee", type=int, default=None, metavar="K",
                    help="train K members with different seeds -> OUTPUT/committee.pt")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="data-parallel ranks on this host (one per GPU, or N CPU ranks); several hosts: "
+                        "launch with torchrun --nnodes ... --nproc-per-node N dptensor train ...")
+    p.add_argument("--dist-timeout", type=float, default=600.0, metavar="S",
+                   help="seconds a rank waits in a collective before the run fails (default 600)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("test", help="RMSE of a model on labelled systems, like dp test")

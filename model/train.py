@@ -2,6 +2,8 @@
 
 Rows of lcurve.out are written at step 1 and every ``disp_freq`` steps (DeePMD-kit's
 PyTorch convention: row s shows the s-th batch and the learning rate used for it).
+Data-parallel runs pass a ``World`` (model/distributed.py): rank 0 builds the starting
+point and writes every file, each rank trains on its own batches, gradients are averaged.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from model.checkpoint import (
 )
 from model.config import InputConfig, LearningRateConfig, ParsedInput, read_input
 from model.descriptor import EnvPairs
+from model.distributed import World, share_start
 from model.errors import CheckpointError, ConfigError
 from model.init_model import check_same_architecture, fill_from_source
 from model.loss import LossTerms, Metrics, tensor_loss
@@ -194,16 +197,19 @@ def _existing_checkpoints(out: Path, prefix: str) -> list[Path]:
 def train(source: str | Path | dict[str, Any] | ParsedInput, output_dir: str | Path, *,
           restart: str | Path | None = None, init_model: str | Path | None = None, device: str | None = None,
           on_progress: Callable[[TrainProgress], None] | None = None, should_stop: Callable[[], bool] | None = None,
-          progress_every_s: float = 2.0) -> TrainResult:
+          progress_every_s: float = 2.0, world: World | None = None) -> TrainResult:
     """Train a tensor model from an input.json (path, dict, or one already read with
     read_input). ``should_stop`` is polled every step; when it returns True a checkpoint is
     written and training stops. ``init_model`` (a model file of the same architecture) gives
-    the starting weights and statistics instead of fresh ones (``model.init_model``)."""
+    the starting weights and statistics instead of fresh ones (``model.init_model``). In a
+    data-parallel run (``world``) rank 0 reports progress and polls ``should_stop``."""
     if restart is not None and init_model is not None:
         raise ConfigError("give --restart (continue this run) or --init-model (start from a model), not both")
+    world = world or World()
     parsed = read_input(source)
-    for note in parsed.notes:
-        log.warning("%s", note)
+    if world.is_main:
+        for note in parsed.notes:
+            log.warning("%s", note)
     cfg, base, raw_input = parsed.config, parsed.base, parsed.raw
     tr = cfg.training
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -216,23 +222,26 @@ def train(source: str | Path | dict[str, Any] | ParsedInput, output_dir: str | P
     wanted = cfg.model if source_model is None else fill_from_source(cfg.model, source_model.config)
     model_cfg = resolve_model_config(cfg.model_copy(update={"model": wanted}), base)
     data = load_training_data(cfg, model_cfg, base)
-    start_step = 0
-    if source_model is not None:
-        check_same_architecture(resolve_sel(model_cfg, data.train), source_model.config, str(init_model))
-        model = source_model
-    elif restart is not None:
-        ck = read_checkpoint(restart)
-        if not isinstance(ck.get("train"), dict):
-            raise CheckpointError(f"{restart}: has no training state to restart from")
-        model = model_from_checkpoint(ck)
-        start_step = int(ck["train"]["step"])
-    else:
-        model = build_model(resolve_sel(model_cfg, data.train), data)
+    train_state: dict[str, Any] | None = None
+    model: TensorModel | None = None
+    if world.is_main:  # statistics (and the checkpoint read) once, shared with the other ranks
+        if source_model is not None:
+            check_same_architecture(resolve_sel(model_cfg, data.train), source_model.config, str(init_model))
+            model = source_model
+        elif restart is not None:
+            ck = read_checkpoint(restart)
+            if not isinstance(ck.get("train"), dict):
+                raise CheckpointError(f"{restart}: has no training state to restart from")
+            model, train_state = model_from_checkpoint(ck), ck["train"]
+        else:
+            model = build_model(resolve_sel(model_cfg, data.train), data)
+    model, train_state = share_start(world, model, train_state)
+    start_step = int(train_state["step"]) if train_state is not None else 0
     model.to(dev).train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate.start_lr, betas=(0.9, 0.999), eps=1e-8,
                            fused=True)
-    if restart is not None and "optimizer" in ck["train"]:
-        opt.load_state_dict(ck["train"]["optimizer"])
+    if train_state is not None and "optimizer" in train_state:
+        opt.load_state_dict(train_state["optimizer"])
     lr_at = exp_lr(cfg.learning_rate, tr.numb_steps, tr.warmup_steps)
     seed = tr.seed if tr.seed is not None else 0
     sampler = BatchSampler(data.train, data.train_batch, seed=seed, auto_prob=tr.training_data.auto_prob,
@@ -240,8 +249,8 @@ def train(source: str | Path | dict[str, Any] | ParsedInput, output_dir: str | P
     val_sampler = (BatchSampler(data.valid, data.valid_batch, seed=seed + 1, auto_prob=tr.validation_data.auto_prob,
                                 sys_probs=tr.validation_data.sys_probs, device=dev, dtype=model.dtype)
                    if tr.validation_data is not None else None)
-    lcurve = LcurveWriter(out / tr.disp_file, with_val=val_sampler is not None,
-                          resume_after=start_step if restart is not None else None)
+    lcurve = (LcurveWriter(out / tr.disp_file, with_val=val_sampler is not None,
+                           resume_after=start_step if restart is not None else None) if world.is_main else None)
     cache = EnvCache()
     # checkpoints of earlier attempts count towards max_ckpt_keep too
     written = _existing_checkpoints(out, save_prefix)
@@ -254,9 +263,10 @@ def train(source: str | Path | dict[str, Any] | ParsedInput, output_dir: str | P
             lr = lr_at(step - 1)
             for group in opt.param_groups:
                 group["lr"] = lr
-            terms = _loss(model, sampler.batch_at(step), cfg, cache, "train")
+            terms = _loss(model, sampler.batch_at(step, world.rank), cfg, cache, "train")
             opt.zero_grad(set_to_none=True)
             terms.loss.backward()
+            world.average_gradients(model.parameters())
             if tr.gradient_max_norm is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tr.gradient_max_norm)
             opt.step()
@@ -264,7 +274,7 @@ def train(source: str | Path | dict[str, Any] | ParsedInput, output_dir: str | P
             now = time.monotonic()
             display = step == start_step + 1 or step % tr.disp_freq == 0 or step == tr.numb_steps
             rate = (step - start_step) / max(now - t0, 1e-9)
-            if display:
+            if display and lcurve is not None:
                 val = None
                 if val_sampler is not None:
                     n = tr.validation_data.numb_btch if tr.validation_data else 1
@@ -275,8 +285,8 @@ def train(source: str | Path | dict[str, Any] | ParsedInput, output_dir: str | P
                 last_report = now
                 on_progress(TrainProgress(step=step, numb_steps=tr.numb_steps, lr=lr, steps_per_s=rate,
                                           eta_s=(tr.numb_steps - step) / rate, row=row if display else None))
-            stop = should_stop is not None and should_stop()
-            if step % tr.save_freq == 0 or stop:
+            stop = world.agree(should_stop is not None and should_stop(), dev)
+            if world.is_main and (step % tr.save_freq == 0 or stop):
                 name = f"{save_prefix}-{step}.pt"
                 _save(out / name, model, raw_input, step, opt)
                 _link_latest(out, save_prefix, name)
@@ -289,14 +299,17 @@ def train(source: str | Path | dict[str, Any] | ParsedInput, output_dir: str | P
                 cancelled = True
                 break
     finally:
-        lcurve.close()
+        if lcurve is not None:
+            lcurve.close()
 
     # --- final model and metrics -------------------------------------------------------
     metrics: dict[str, float] = {"steps": float(step)}
+    model_path = out / "model.pt"
+    if not world.is_main:  # rank 0 validates and writes model.pt
+        return TrainResult(output_dir=out, model_path=model_path, steps_done=step, cancelled=cancelled)
     if val_sampler is not None:
         full = evaluate(model, list(val_sampler.sequential()), cfg)
         metrics.update(val_rmse=full.rmse, val_rmse_atomic=full.rmse_lc, val_rmse_global=full.rmse_gl_abs,
                        val_rmse_global_per_atom=full.rmse_gl)
-    model_path = out / "model.pt"
     _save(model_path, model, raw_input, step, None, metrics)
     return TrainResult(output_dir=out, model_path=model_path, steps_done=step, cancelled=cancelled, metrics=metrics)
