@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("worker", help="start one worker process (one per GPU)")
     p.add_argument("--queues", default="train,predict,batch", help="comma-separated: train, predict, batch")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, cuda:auto (a GPU no other worker holds; default: cuda when available)")
     p.add_argument("--data-dir")
     p.add_argument("--loglevel", default="INFO")
 

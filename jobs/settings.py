@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     model_inspect_timeout_s: float = Field(60.0, gt=0)
     broker_timeout_s: float = Field(3.0, gt=0, description="an unreachable broker is a 503 after this long")
     max_train_steps: int = Field(10_000_000, ge=1, description="numb_steps of one training")
+    max_train_nproc: int = Field(8, ge=1, description="data-parallel ranks one training may ask for (resources.nproc)")
     max_model_parameters: int = Field(
         50_000_000, ge=1000, description="trainable parameters of one model (training holds ~32 bytes each)")
     # dynamic batching of synchronous predictions (app/batching.py)
@@ -96,7 +97,7 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(3600, ge=10, description="Redis: redeliver unacked messages after")
     embedded_poll_s: float = Field(0.05, gt=0, description="embedded broker polling interval")
 
-    worker_device: str | None = Field(None, description="cpu, cuda, cuda:1; default cuda when available")
+    worker_device: str | None = Field(None, description="cpu, cuda, cuda:1, cuda:auto (the first GPU no other worker holds); default cuda when available")
 
     @field_validator("database_url")
     @classmethod

@@ -165,6 +165,7 @@ class _RankJob:
     nproc: int
     store_port: int
     timeout_s: float
+    progress_every_s: float
 
 
 def _rank_main(rank: int, job: _RankJob, events: Any, stop: Any) -> None:
@@ -176,11 +177,16 @@ def _rank_main(rank: int, job: _RankJob, events: Any, stop: Any) -> None:
     store = dist.TCPStore("127.0.0.1", job.store_port, job.nproc, is_master=False,
                           timeout=timedelta(seconds=job.timeout_s))
     world, dev = init_world(job.device, job.timeout_s, store=store)
+    parent = os.getppid()
+
+    def stop_asked() -> bool:  # also when the launching process is gone (a killed worker): no orphan run
+        return bool(stop.is_set()) or os.getppid() != parent
+
     try:
         main = world.is_main
         result = train(job.source, job.output_dir, restart=job.restart, device=str(dev), world=world,
                        on_progress=(lambda p: events.put(("progress", p))) if main else None,
-                       should_stop=stop.is_set if main else None)
+                       should_stop=stop_asked if main else None, progress_every_s=job.progress_every_s)
         if main:
             events.put(("result", result))
     finally:
@@ -203,7 +209,7 @@ def train_data_parallel(source: str | Path | dict[str, Any] | ParsedInput, outpu
                         restart: str | Path | None = None, device: str | None = None,
                         on_progress: Callable[[Any], None] | None = None,
                         should_stop: Callable[[], bool] | None = None,
-                        timeout_s: float = DEFAULT_TIMEOUT_S) -> Any:
+                        timeout_s: float = DEFAULT_TIMEOUT_S, progress_every_s: float = 2.0) -> Any:
     """Train with ``nproc`` ranks on this host; returns rank 0's TrainResult. Progress and
     stop requests cross to rank 0 through a queue and an event."""
     if nproc < 1:
@@ -220,7 +226,8 @@ def train_data_parallel(source: str | Path | dict[str, Any] | ParsedInput, outpu
     events, stop = ctx.Queue(), ctx.Event()
     src = source if isinstance(source, dict | ParsedInput) else str(Path(source).resolve())
     job = _RankJob(source=src, output_dir=str(out.resolve()), restart=None if restart is None else str(restart),
-                   device=device, nproc=nproc, store_port=store.port, timeout_s=timeout_s)
+                   device=device, nproc=nproc, store_port=store.port, timeout_s=timeout_s,
+                   progress_every_s=progress_every_s)
     procs = tmp.start_processes(_rank_main, args=(job, events, stop), nprocs=nproc, join=False,
                                 start_method="spawn")
     result = None

@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dptensor worker")
     parser.add_argument("--queues", default="train,predict,batch",
                         help=f"comma-separated, from {', '.join(QUEUES)} (default: all)")
-    parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, cuda:auto (a GPU no other worker holds; default: cuda when available)")
     parser.add_argument("--loglevel", default="INFO")
     parser.add_argument("--quiet", action="store_true",
                         help="no Celery banner or root-user warning (dptensor serve without --verbose)")

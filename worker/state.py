@@ -32,7 +32,11 @@ class WorkerState:
         if self._device is None:
             import torch
 
+            from worker.gpus import AUTO, auto_device
+
             name = self.settings.worker_device or ("cuda" if torch.cuda.is_available() else "cpu")
+            if name == AUTO:  # one GPU per worker among replicas that see them all
+                name = auto_device(self.settings.root / "gpu-locks")
             gpu = torch.cuda.get_device_name(torch.device(name)) if name.startswith("cuda") else None
             self._device = (name, gpu)
         return self._device

@@ -17,6 +17,7 @@ from jobs import layout, store
 from jobs.datasets import resolve_refs
 from jobs.errors import answer
 from jobs.queue import EXPORT_TASK, INSPECT_TASK, JOB_TASKS, PREDICT_BATCH_TASK, PREDICT_TASK
+from jobs.resources import split_resources
 from jobs.tables import Job
 from model.committee import Predictor
 from model.inference import committee_size
@@ -43,10 +44,11 @@ log = logging.getLogger("dptensor.worker")
 def _train(job: Job, folder: Path, monitor: JobMonitor, jlog: logging.Logger) -> Outcome:
     from model.checkpoint import read_checkpoint
     from model.config import read_input
+    from model.distributed import train_data_parallel
     from model.train import TrainProgress, train
 
     st = state.current()
-    inputs = dict(job.inputs)
+    inputs, resources = split_resources(job.inputs)
     members = int(inputs.pop("committee", 0) or 0)  # validated by the api
     resolved = resolve_refs(inputs, st.settings.root)
     (folder / "input.resolved.json").write_text(json.dumps(resolved, indent=1))
@@ -68,8 +70,17 @@ def _train(job: Job, folder: Path, monitor: JobMonitor, jlog: logging.Logger) ->
                       "  ".join(f"{k} {v:.3e}" for k, v in row.items() if v is not None))
         report(st.sessions, job.id, st.worker_id, **values)
 
-    result = train(parsed, folder, restart=restart, device=st.device()[0], on_progress=progress,
-                   should_stop=monitor.should_stop, progress_every_s=st.settings.progress_every_s)
+    device = st.device()[0]
+    if resources.nproc > 1:  # the ranks run beside this process; cancel reaches them through rank 0
+        jlog.info("data-parallel training: %d ranks (%s)", resources.nproc,
+                  "one per GPU" if device.startswith("cuda") else "CPU, gloo")
+        result = train_data_parallel(parsed, folder, nproc=resources.nproc, restart=restart,
+                                     device="cuda" if device.startswith("cuda") else device,
+                                     on_progress=progress, should_stop=monitor.should_stop,
+                                     progress_every_s=st.settings.progress_every_s)
+    else:
+        result = train(parsed, folder, restart=restart, device=device, on_progress=progress,
+                       should_stop=monitor.should_stop, progress_every_s=st.settings.progress_every_s)
     metrics = {k: finite(v) for k, v in result.metrics.items()}
     if result.cancelled:
         return Outcome(monitor.stopped(), {"steps_done": result.steps_done, "checkpoint": latest.name})

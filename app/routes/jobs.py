@@ -28,6 +28,7 @@ from app.schemas import (
 )
 from jobs.datasets import check_refs
 from jobs.layout import job_dir
+from jobs.resources import split_resources
 from jobs.settings import Settings
 from jobs.tables import TERMINAL, Dataset, Job, User, utcnow
 from model.config import InputConfig, parse_with_notes
@@ -85,7 +86,9 @@ def committee_size(raw: dict[str, Any]) -> int:
 def validate_train_input(raw: dict[str, Any], session: SessionDep, user: User,
                          settings: Settings) -> tuple[InputConfig, list[str], list[str]]:
     """The library's own schema, the job-size caps and dataset references. Returns (the
-    config, its notes on ignored keys, dataset ids)."""
+    config, its notes on ignored keys, dataset ids). ``resources`` (ranks asked for) is
+    checked here and is not part of the input.json."""
+    raw, _ = split_resources(raw, settings.max_train_nproc)
     cfg, notes = parse_with_notes(raw, InputConfig)
     problems = [(f"training.{key}", "must be a plain file name (it is written in the job folder)")
                 for key in ("disp_file",) if not PLAIN_NAME.match(getattr(cfg.training, key))]
@@ -106,7 +109,8 @@ def submit_training(
     session: SessionDep, settings: SettingsDep, queue: QueueDep, user: CurrentUser, response: Response,
     input_json: Annotated[dict[str, Any], Body(
         description="A DeePMD-kit input.json. training_data/validation_data systems refer to uploaded "
-                    "datasets: 'dataset:<id>' (all its systems) or 'dataset:<id>/<path>'.",
+                    "datasets: 'dataset:<id>' (all its systems) or 'dataset:<id>/<path>'. An extra key "
+                    "'resources': {'nproc': N} trains with N data-parallel ranks on the worker's host.",
         openapi_examples={"water dipole": {"value": TRAIN_EXAMPLE}})],
     name: Annotated[str, Query(max_length=300)] = "",
 ) -> JobPublic:
@@ -119,7 +123,7 @@ def submit_training(
     body = {k: v for k, v in input_json.items() if k != "committee"}
     cfg, notes, used = validate_train_input(body, session, user, settings)
     job = submit(session, queue, settings, user, kind="train", inputs=input_json, name=name,
-                 files={"input.json": body}, warnings=notes, dataset_ids=used,
+                 files={"input.json": split_resources(body)[0]}, warnings=notes, dataset_ids=used,
                  total=cfg.training.numb_steps * (members or 1))
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return job_public(job, user.name)

@@ -78,3 +78,12 @@ def test_dockerfile_targets() -> None:
     installs = [line for line in api.splitlines() if not line.lstrip().startswith("#")]
     assert "torch" not in "\n".join(installs) and "pip install --no-deps ." in api
     assert "download.pytorch.org/whl/cu" in text.split("AS worker", 1)[1]
+
+
+def test_worker_scales_one_per_gpu() -> None:
+    """``--scale worker=N``: no fixed name or host port, every GPU visible, one claimed each."""
+    worker = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["worker"]
+    assert "container_name" not in worker and "ports" not in worker
+    assert worker["command"][-2:] == ["--device", "cuda:auto"]
+    (device,) = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert device["count"] == "all" and device["capabilities"] == ["gpu"]

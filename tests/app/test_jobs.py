@@ -64,6 +64,10 @@ def test_submit_queues_and_lists(users: Users, dataset: dict, settings) -> None:
      "1000000000000 steps: at most 10000000 (DPTENSOR_MAX_TRAIN_STEPS)"),
     (lambda r: r["model"]["fitting_net"].update(neuron=[100000] * 3), "model",
      "20,004,500,104 parameters (~640.1 GB to train): at most 50,000,000 (DPTENSOR_MAX_MODEL_PARAMETERS)"),
+    # resources: ranks of a data-parallel training
+    (lambda r: r.update(resources={"nproc": 0}), "resources.nproc", "greater than or equal to 1"),
+    (lambda r: r.update(resources={"nproc": 64}), "resources.nproc", "at most 8 ranks per training"),
+    (lambda r: r.update(resources={"gpus": 2}), "resources.gpus", "Extra inputs are not permitted"),
 ])
 def test_invalid_input_is_422_with_json_path(users: Users, dataset: dict, mutate, loc: str, msg: str) -> None:
     raw = _input(dataset)
@@ -73,6 +77,15 @@ def test_invalid_input_is_422_with_json_path(users: Users, dataset: dict, mutate
     problems = r.json()["problems"]
     assert any(p["loc"] == loc and msg in p["msg"] for p in problems), problems
     assert users.client.get("/v1/jobs", headers=users.h("alice")).json()["total"] == 0
+
+
+def test_resources_are_kept_on_the_job_but_not_in_its_input_json(users: Users, dataset: dict, settings) -> None:
+    raw = {**_input(dataset), "resources": {"nproc": 2}}
+    r = _submit(users, raw)
+    assert r.status_code == 202, r.text
+    assert r.json()["inputs"]["resources"] == {"nproc": 2}
+    stored = json.loads((settings.root / "jobs" / r.json()["id"] / "input.json").read_text())
+    assert "resources" not in stored and stored["training"] == raw["training"]
 
 
 def test_malformed_json_and_non_object(users: Users) -> None:
