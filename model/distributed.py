@@ -233,16 +233,25 @@ def train_data_parallel(source: str | Path | dict[str, Any] | ParsedInput, outpu
     result = None
 
     def drain() -> None:
+        """Pass on the newest progress (and the newest lcurve row): ``on_progress`` may be
+        slower than rank 0 (a database write per call), and a backlog in the pipe would
+        hold rank 0 at exit until this process read it all."""
         nonlocal result
+        latest = latest_row = None
         while True:
             try:
                 kind, payload = events.get_nowait()
             except queue.Empty:
-                return
+                break
             if kind == "result":
                 result = payload
-            elif on_progress is not None:
-                on_progress(payload)
+            else:
+                latest = payload
+                latest_row = payload if payload.row is not None else latest_row
+        if on_progress is not None:
+            for p in ([latest_row] if latest_row is not None and latest_row is not latest else []) + [latest]:
+                if p is not None:
+                    on_progress(p)
 
     try:
         while not procs.join(timeout=0.25):

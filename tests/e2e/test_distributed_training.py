@@ -28,7 +28,7 @@ def test_train_job_with_two_ranks_reports_progress_and_cancel_stops_every_rank(
         job_id = r.json()["id"]
         running = wait_for("two ranks past step 5", lambda: (j if (j := api.job(job_id))["status"] == "running"
                                                              and (j["progress"]["step"] or 0) >= 5 else None),
-                           timeout=240)
+                           timeout=480)
         assert running["progress"]["total"] == 100000
         ranks = [pid for pid in children(worker.pid) if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()]
         assert len(ranks) >= 2, ranks
@@ -36,7 +36,7 @@ def test_train_job_with_two_ranks_reports_progress_and_cancel_stops_every_rank(
         assert "data-parallel training: 2 ranks (CPU, gloo)" in log
 
         assert api.http.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
-        done = api.wait_job(job_id, timeout=120)
+        done = api.wait_job(job_id, timeout=300)
         assert done["status"] == "cancelled", done
         wait_for("every rank to exit", lambda: not any(alive(pid) for pid in ranks), timeout=60)
         files = {f["name"] for f in api.http.get(f"/v1/jobs/{job_id}/files").json()}

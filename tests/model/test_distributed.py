@@ -1,12 +1,15 @@
-"""Data-parallel training with real gloo ranks (spawned processes) on CPU: the same weights
-as one process averaging the same batches' gradients, a bit-for-bit restart, and a dying
-rank failing the run with a message instead of a hang."""
+"""Data-parallel training with real gloo ranks (spawned processes, and torchrun) on CPU: the
+same weights as one process averaging the same batches' gradients, a bit-for-bit restart,
+and a dying rank failing the run with a message instead of a hang."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -88,9 +91,15 @@ def test_two_gloo_ranks_equal_one_process_averaging_both_batches_and_restart_bit
     assert sorted(p.name for p in (tmp_path / "run").glob("model.ckpt-*.pt")) == ["model.ckpt-2.pt",
                                                                                  "model.ckpt-4.pt"]
 
-    resumed = train_data_parallel(raw, tmp_path / "resumed", nproc=2, device="cpu", timeout_s=120,
-                                  restart=tmp_path / "run" / "model.ckpt-2.pt")
-    again = read_checkpoint(resumed.model_path)["state_dict"]
+    # the restart goes through torchrun (its env:// rendezvous) and the command line
+    (tmp_path / "input.json").write_text(json.dumps(raw))
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "-m", "model.cli", "train", str(tmp_path / "input.json"), "-o", str(tmp_path / "resumed"),
+                           "--restart", str(tmp_path / "run" / "model.ckpt-2.pt"), "--device", "cpu"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count(f"trained {STEPS} steps") == 1  # rank 0 alone reports
+    again = read_checkpoint(tmp_path / "resumed" / "model.pt")["state_dict"]
     for key, value in weights.items():
         assert torch.equal(again[key], value), key
     last = np.genfromtxt(tmp_path / "resumed" / "lcurve.out")
