@@ -20,7 +20,7 @@ from typing import Any
 
 from inputs import Task, prepare_input
 
-from model.distributed import train_data_parallel
+from model.launch import train_data_parallel
 from model.train import train
 
 

@@ -66,9 +66,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.init_model is not None:
             raise ConfigError("not yet combined with --nproc: start from the model with one process or torchrun",
                               path="--init-model")
-        result = distributed.train_data_parallel(args.input, output, nproc=args.nproc, restart=args.restart,
-                                                 device=args.device, on_progress=show,
-                                                 timeout_s=args.dist_timeout)
+        from model.launch import train_data_parallel
+
+        result = train_data_parallel(args.input, output, nproc=args.nproc, restart=args.restart,
+                                     device=args.device, on_progress=show, timeout_s=args.dist_timeout)
     else:
         result = train(args.input, output, restart=args.restart, init_model=args.init_model, device=args.device,
                        on_progress=show)

@@ -44,7 +44,7 @@ log = logging.getLogger("dptensor.worker")
 def _train(job: Job, folder: Path, monitor: JobMonitor, jlog: logging.Logger) -> Outcome:
     from model.checkpoint import read_checkpoint
     from model.config import read_input
-    from model.distributed import train_data_parallel
+    from model.launch import train_data_parallel
     from model.train import TrainProgress, train
 
     st = state.current()

@@ -21,7 +21,8 @@ import torch
 from model.batching import BatchSampler
 from model.checkpoint import read_checkpoint
 from model.config import load_input
-from model.distributed import DistributedError, train_data_parallel
+from model.distributed import DistributedError
+from model.launch import train_data_parallel
 from model.setup import build_model, load_training_data, resolve_model_config, resolve_sel
 from model.train import EnvCache, TrainProgress, _loss, exp_lr, train
 from tests.model.test_train import tiny_input
