@@ -74,7 +74,7 @@ def test_two_gloo_ranks_equal_one_process_averaging_both_batches_and_restart_bit
     raw = tiny_input(steps=STEPS, max_ckpt_keep=5)
     raw["training"].update(disp_freq=2, save_freq=2)
     del raw["training"]["validation_data"]  # rank 0's validation is not what is compared here; it costs time
-    result = train_data_parallel(raw, tmp_path / "run", nproc=2, device="cpu", timeout_s=120)
+    result = train_data_parallel(raw, tmp_path / "run", nproc=2, device="cpu")
     assert result.steps_done == STEPS and result.model_path.is_file()
     weights = read_checkpoint(result.model_path)["state_dict"]
 
@@ -115,18 +115,18 @@ def one_rank_only(raw: dict[str, Any], out: Path) -> dict[str, torch.Tensor]:
 def test_a_rank_that_dies_fails_the_run_with_a_message_and_stops_the_others(tmp_path: Path) -> None:
     raw = tiny_input(steps=100_000)
     raw["training"].update(disp_freq=1, save_freq=100_000)
-    killed: list[int] = []
+    killed_at: list[float] = []
 
     def kill_a_rank(p: TrainProgress) -> None:
-        if not killed:
+        if not killed_at:
             victim = max(multiprocessing.active_children(), key=lambda c: c.pid or 0)
             assert victim.pid is not None
             os.kill(victim.pid, signal.SIGKILL)
-            killed.append(victim.pid)
+            killed_at.append(time.monotonic())
 
-    t0 = time.monotonic()
     with pytest.raises(DistributedError, match=r"rank [01] of 2 (died|failed).*the other ranks were stopped"):
-        train_data_parallel(raw, tmp_path, nproc=2, device="cpu", timeout_s=60, on_progress=kill_a_rank)
-    assert killed
-    assert time.monotonic() - t0 < 120  # not the collective timeout's worth of hanging, and no hang
+        train_data_parallel(raw, tmp_path, nproc=2, device="cpu", on_progress=kill_a_rank)
+    assert killed_at
+    # the launcher notices the death itself: far sooner than the collective timeout (600 s)
+    assert time.monotonic() - killed_at[0] < 120
     assert multiprocessing.active_children() == []
