@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from model.descriptor import EnvPairs
-from model.descriptor_fast import EMBED_BLOCK
+from model.descriptor_fast import block_rows
 from model.nets import ACTIVATIONS, MLP
 from model.tensor_model import Centres, TensorModel
 
@@ -96,7 +96,7 @@ class StackedDescriptor:
             tables[g] = self.nets[self.net_of(g)](s)  # [K, nv, M1]
         for seg in env.segments:
             net, c = self.nets[self.net_of(seg.group)], seg.count
-            step = max(1, EMBED_BLOCK // c)  # centres per block
+            step = max(1, block_rows(rn) // c)  # centres per block
             for b0 in range(seg.block_start, seg.block_stop, step):
                 b1 = min(b0 + step, seg.block_stop)
                 p0 = seg.start + (b0 - seg.block_start) * c

@@ -18,14 +18,21 @@ if TYPE_CHECKING:
     from model.descriptor import DescriptorSeA, EnvPairs
 
 EMBED_BLOCK = 2048
+GPU_BLOCK = 1 << 20  # rows per block on a GPU: there, launches cost more than cache misses
+
+
+def block_rows(x: Tensor) -> int:
+    """Rows per block for tensors on ``x``'s device."""
+    return GPU_BLOCK if x.is_cuda else EMBED_BLOCK
 
 
 def blocked(net: MLP, s: Tensor) -> Tensor:
-    """net(s) in blocks of EMBED_BLOCK rows: the nets are narrow, so whole-array layers
-    would be bound by memory traffic."""
-    if s.shape[0] <= EMBED_BLOCK:
+    """net(s) in blocks of ``block_rows`` rows: the nets are narrow, so on a CPU whole-array
+    layers would be bound by memory traffic."""
+    block = block_rows(s)
+    if s.shape[0] <= block:
         return net(s, differentiable=False)
-    return torch.cat([net(s[c:c + EMBED_BLOCK], differentiable=False) for c in range(0, s.shape[0], EMBED_BLOCK)])
+    return torch.cat([net(s[c:c + block], differentiable=False) for c in range(0, s.shape[0], block)])
 
 
 def scratch(desc: DescriptorSeA, key: int, rows: int, like: Tensor) -> Tensor:
@@ -42,18 +49,18 @@ def scratch(desc: DescriptorSeA, key: int, rows: int, like: Tensor) -> Tensor:
 def contract_blocked(desc: DescriptorSeA, env: EnvPairs, rn: Tensor, mean: Tensor, std: Tensor) -> Tensor:
     """Σ_pairs R̃ᵀ G per centre [nC, 4, M1], computing G in blocks of whole centres of one
     segment."""
-    m1 = desc.m1
+    m1, block = desc.m1, block_rows(rn)
     t = rn.new_zeros(env.n_centres, 4, m1)
     distinct_g = {}
     for g, (values, _) in env.distinct.items():
         table = scratch(desc, g, values.shape[0], rn)
         s = ((values - mean[g, 0]) / std[g, 0])[:, None]
-        for c in range(0, s.shape[0], EMBED_BLOCK):
-            desc.net_of_group(g).forward_into(s[c:c + EMBED_BLOCK], table[c:c + EMBED_BLOCK])
+        for c in range(0, s.shape[0], block):
+            desc.net_of_group(g).forward_into(s[c:c + block], table[c:c + block])
         distinct_g[g] = table
     for seg in env.segments:
         net, c = desc.net_of_group(seg.group), seg.count
-        step = max(1, EMBED_BLOCK // c)  # centres per block
+        step = max(1, block // c)  # centres per block
         for b0 in range(seg.block_start, seg.block_stop, step):
             b1 = min(b0 + step, seg.block_stop)
             p0 = seg.start + (b0 - seg.block_start) * c

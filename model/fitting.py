@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from model.fitting_fast import packed_polar
+from model.fitting_fast import dense_polar, packed_polar
 from model.nets import MLP
 
 
@@ -171,4 +171,6 @@ class TensorFitting(nn.Module):
             out = SymmetricContraction.apply(packed, g, self.scale[t], self.unpack, self.upper, self.upper_weight)
             assert isinstance(out, Tensor)
             return out
+        if g.is_cuda:  # few large launches; the packed row products suit a CPU's caches
+            return dense_polar(hidden, last.matrix, bias, self.scale[t], g, self.unpack)
         return packed_polar(hidden, last.matrix, bias, self.scale[t], g, self.row_offsets, self.pack_diag, chunk)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from model import fitting_fast
 from model.fitting import SymmetricContraction, TensorFitting, pack_symmetric, triu_pack_indices
+from tests.model.conftest import tiny_model
 
 
 def test_pack_keeps_the_symmetric_part() -> None:
@@ -64,3 +67,24 @@ def test_symmetric_contraction_gradcheck() -> None:
     packed, g, scale, unpack, upper, weight = _contraction_inputs(4, n=3)
     assert torch.autograd.gradcheck(lambda p, x: SymmetricContraction.apply(p, x, scale, unpack, upper, weight),
                                     (packed, g))
+
+
+def test_dense_polar_gpu_form_equals_the_packed_cpu_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GPU's unpack-once kernel and the CPU's packed row products are the same α, also
+    across chunk boundaries (both chunk sizes forced small here)."""
+    model = tiny_model("polar", fit_diag=False, scale=[1.5, 0.5])
+    fit = model.fitting
+    m1, h = round(fit.unpack.numel() ** 0.5), 12
+    g_ = torch.Generator().manual_seed(3)
+    n = 37
+    hidden = torch.randn(n, h, generator=g_, dtype=torch.float64)
+    matrix = torch.randn(h, m1 * (m1 + 1) // 2, generator=g_, dtype=torch.float64)
+    bias = torch.randn(m1 * (m1 + 1) // 2, generator=g_, dtype=torch.float64)
+    gr = torch.randn(n, m1, 3, generator=g_, dtype=torch.float64)
+    scale = torch.tensor(1.5, dtype=torch.float64)
+    packed = fitting_fast.packed_polar(hidden, matrix, bias, scale, gr, fit.row_offsets, fit.pack_diag, chunk=8)
+    monkeypatch.setattr(fitting_fast, "DENSE_POLAR_ELEMENTS", 5 * m1 * m1)  # chunks of 5 rows
+    dense = fitting_fast.dense_polar(hidden, matrix, bias, scale, gr, fit.unpack)
+    assert dense.shape == (n, 3, 3)
+    torch.testing.assert_close(dense, packed, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(dense, dense.transpose(1, 2), rtol=0, atol=1e-12)  # α symmetric
