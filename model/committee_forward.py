@@ -80,7 +80,7 @@ class StackedDescriptor:
         self.sel_t = d.sel_t
         self.net_of = d.net_index
         self.nets = [StackedMLP([desc.net(k) for desc in descs]) for k in range(len(d.embeddings))]
-        stats = [desc._group_stats() for desc in descs]
+        stats = [desc.group_stats() for desc in descs]
         self.mean = torch.stack([s[0] for s in stats])  # [K, nt², 4]
         self.std = torch.stack([s[1] for s in stats])  # [K, nt², 4]
 

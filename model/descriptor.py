@@ -222,7 +222,7 @@ class DescriptorSeA(nn.Module):
         nt = self.ntypes
         return sorted(ti + nt * tj for ti in env.present_types for tj in range(nt))
 
-    def _group_stats(self) -> tuple[Tensor, Tensor]:
+    def group_stats(self) -> tuple[Tensor, Tensor]:
         """davg/dstd indexed by group g = ti + nt·tj: [nt², 4]."""
         nt = self.ntypes
         return self.davg.transpose(0, 1).reshape(nt * nt, 4), self.dstd.transpose(0, 1).reshape(nt * nt, 4)
@@ -231,7 +231,7 @@ class DescriptorSeA(nn.Module):
         """Returns D [nC, M1·M2] and the rotation matrix gr [nC, M1, 3]. ``differentiable``
         selects the autograd-ready kernels; False the inference ones (under torch.no_grad)."""
         nt, m1, n_c = self.ntypes, self.m1, env.n_centres
-        mean, std = self._group_stats()  # [nt², 4]
+        mean, std = self.group_stats()  # [nt², 4]
         rn = (env.rij - mean[env.group]) / std[env.group]  # [P, 4]
 
         # T = Σ_pairs R̃ᵀ G over real neighbours. Differentiable or small: all G at once,

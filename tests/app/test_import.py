@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("model", "jobs", "worker", "app")
 
@@ -139,6 +141,36 @@ def _private_imports(packages: tuple[str, ...]) -> list[str]:
     return out
 
 
+def _private_definitions(tree: ast.AST) -> set[str]:
+    """Private names a module defines: functions, methods, classes, attributes set on self."""
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            out.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            out.add(node.attr)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            out.add(node.id)
+    return {n for n in out if n.startswith("_") and not n.startswith("__")}
+
+
+def _private_attribute_uses(packages: tuple[str, ...]) -> list[str]:
+    """``obj._name`` (obj not self/cls) where ``_name`` is defined by another of our modules
+    and not by this one: another module's private method or attribute reached into."""
+    trees = {name: ast.parse(file.read_text()) for name, file in _modules().items()}
+    defined = {name: _private_definitions(tree) for name, tree in trees.items()}
+    everywhere = {n for names in defined.values() for n in names}
+    out = []
+    for name, tree in trees.items():
+        if _top(name) not in packages:
+            continue
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and node.attr in everywhere and node.attr not in defined[name]
+                    and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))):
+                out.append(f"{name}:{node.lineno}: {ast.unparse(node)}")
+    return out
+
+
 def test_layering_holds_in_the_source() -> None:
     forbidden = {"app": {"worker"}, "worker": {"app"}, "jobs": {"app", "worker", "torch"},
                  "model": {"app", "worker", "jobs"}}
@@ -152,8 +184,20 @@ def test_no_import_cycles_in_any_package() -> None:
     assert _cycles(_graph()) == []
 
 
-def test_no_private_names_cross_modules_of_the_service() -> None:
-    assert _private_imports(("jobs", "worker", "app")) == []
+def test_no_private_names_cross_modules() -> None:
+    assert _private_imports(PACKAGES) == []
+    assert _private_attribute_uses(PACKAGES) == []
+
+
+def test_the_private_name_walk_finds_a_reach_into_another_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                 ) -> None:
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "a.py").write_text("class A:\n    def _stats(self):\n        return 1\n")
+    (tmp_path / "model" / "b.py").write_text("from model.a import A, _helper\n\ndef f(a: A):\n    return a._stats()\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGES", ("model",))
+    assert _private_imports(("model",)) == ["model.b: from model.a import _helper"]
+    assert _private_attribute_uses(("model",)) == ["model.b:4: a._stats"]
 
 
 def test_the_cycle_finder_finds_a_cycle() -> None:
