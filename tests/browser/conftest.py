@@ -17,7 +17,6 @@ import contextlib
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tarfile
 from collections.abc import Generator, Iterator
@@ -28,7 +27,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))  # kit.py, shared test helpers
 
-from kit import WATER, Api, dptensor, free_port, service_env, stop, wait_for
+from kit import WATER, Api, create_token, dptensor, free_port, service_env, stop, wait_for
 from pagekit import ConsoleWatch, Page, Service
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,9 +82,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     data = tmp / "data"
     port = free_port()
     env = service_env(data, port=port)
-    out = subprocess.run([sys.executable, "-m", "app.cli", "token", "create", "--user", "alice"], env=env,
-                         capture_output=True, text=True, timeout=60, check=True)
-    token = out.stdout.strip()
+    token = create_token(env, "alice")
     api = Api(f"http://127.0.0.1:{port}", token)
     proc = dptensor("serve", env=env, log=tmp / "serve.log")
     try:

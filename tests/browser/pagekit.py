@@ -78,3 +78,35 @@ class Page:
             self.page.evaluate("window.scrollTo(0, 0)")
         self.page.screenshot(path=str(path), full_page=full_page)
         return path
+
+
+def stub_spectrum_job(job_id: str, *, name: str, kind: str, frames: int, dt_fs: float = 0.5) -> dict[str, Any]:
+    """A succeeded spectrum job as GET /v1/jobs/{id} answers it (for page.route stubs)."""
+    t = "2026-01-01T10:00:00"
+    return {"id": job_id, "kind": "spectrum", "status": "succeeded", "name": name, "owner": "alice",
+            "queue": "batch", "created_at": t, "started_at": t, "finished_at": "2026-01-01T10:00:42",
+            "progress": {"step": frames, "total": frames, "unit": "frames", "rate": 50.0, "eta_s": 0.0},
+            "lcurve": None, "attempt": 1, "max_attempts": 3, "cancel_requested": False, "model_id": "mdl-stub",
+            "result": {}, "error": None, "warnings": [],
+            "inputs": {"model_id": "mdl-stub", "kind": kind, "dt_fs": dt_fs}}
+
+
+def route_job(page: Any, job: dict[str, Any], answers: dict[str, dict[str, Any]]) -> None:
+    """Answer /v1/jobs/{id} and its sub-paths in the browser (page.route): the job itself,
+    ``answers[sub-path]`` (keyword arguments of route.fulfill, e.g. {"json": ...}), an empty
+    file list and a one-line log unless given; anything else 404 (so a test sees an
+    unexpected request fail)."""
+    job_id = job["id"]
+    known = {"files": {"json": []}, "logs": {"body": "succeeded\n", "content_type": "text/plain"}, **answers}
+
+    def answer(route: Any) -> None:
+        path = route.request.url.split("/v1/jobs/", 1)[1].split("?")[0]
+        sub = path[len(job_id) + 1:] if path.startswith(job_id + "/") else None
+        if path == job_id:
+            route.fulfill(json=job)
+        elif sub in known:
+            route.fulfill(**known[sub])
+        else:
+            route.fulfill(status=404, json={"detail": "not stubbed", "problems": []})
+
+    page.route(re.compile(rf".*/v1/jobs/{re.escape(job_id)}(/.*)?(\?.*)?$"), answer)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pagekit import Page, Service
+from pagekit import Page, Service, route_job, stub_spectrum_job
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
@@ -356,16 +356,6 @@ def test_models_list_with_metrics(signed_in: Page, service: Service) -> None:
 # --- spectra -------------------------------------------------------------------------------------
 
 
-def _stub_job(job_id: str) -> dict[str, Any]:
-    t = "2026-01-01T10:00:00"
-    return {"id": job_id, "kind": "spectrum", "status": "succeeded", "name": "water Raman (stub)", "owner": "alice",
-            "queue": "batch", "created_at": t, "started_at": t, "finished_at": "2026-01-01T10:00:42",
-            "progress": {"step": 2000, "total": 2000, "unit": "frames", "rate": 50.0, "eta_s": 0.0},
-            "lcurve": None, "attempt": 1, "max_attempts": 3, "cancel_requested": False, "model_id": "mdl-stub",
-            "result": {}, "error": None, "warnings": [],
-            "inputs": {"model_id": "mdl-stub", "kind": "raman", "dt_fs": 0.5}}
-
-
 def _png_size(data: bytes) -> tuple[int, int]:
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", data[16:24])
@@ -383,22 +373,9 @@ def test_spectrum_view_on_a_stubbed_spectrum(signed_in: Page) -> None:
         f"{x},{','.join(str(spectrum['intensities'][k][i]) for k in ('iso', 'aniso', 'vv', 'vh'))}\n"
         for i, x in enumerate(spectrum["wavenumber_cm"]))
 
-    def answer(route: Any) -> None:
-        path = route.request.url.split("/v1/jobs/", 1)[1].split("?")[0]
-        if path == job_id:
-            route.fulfill(json=_stub_job(job_id))
-        elif path.endswith("/spectrum"):
-            route.fulfill(json=spectrum)
-        elif path.endswith("/spectrum.csv"):
-            route.fulfill(body=csv, content_type="text/csv")
-        elif path.endswith("/files"):
-            route.fulfill(json=[])
-        elif path.endswith("/logs"):
-            route.fulfill(body="spectrum of 2000 frames\nsucceeded\n", content_type="text/plain")
-        else:
-            route.fulfill(status=404, json={"detail": "not stubbed", "problems": []})
-
-    page.route(re.compile(rf".*/v1/jobs/{job_id}(/.*)?(\?.*)?$"), answer)
+    route_job(page, stub_spectrum_job(job_id, name="water Raman (stub)", kind="raman", frames=2000),
+              {"spectrum": {"json": spectrum}, "spectrum.csv": {"body": csv, "content_type": "text/csv"},
+               "logs": {"body": "spectrum of 2000 frames\nsucceeded\n", "content_type": "text/plain"}})
     signed_in.goto(f"#/jobs/{job_id}")
     plot = page.locator(".spectrum-panel figure.plot")
     ex(plot).to_have_attribute("data-points", str(4 * n))

@@ -6,13 +6,12 @@ a spectrum the library computed, so no worker is needed."""
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from pagekit import Page
+from pagekit import Page, route_job, stub_spectrum_job
 
 pytestmark = pytest.mark.browser
 
@@ -35,34 +34,14 @@ def _ir_spectrum() -> dict[str, Any]:
     return ir_spectrum(list(m), opts).to_dict()
 
 
-def _job(job_id: str) -> dict[str, Any]:
-    t = "2026-01-01T10:00:00"
-    return {"id": job_id, "kind": "spectrum", "status": "succeeded", "name": "IR (stub)", "owner": "alice",
-            "queue": "batch", "created_at": t, "started_at": t, "finished_at": "2026-01-01T10:00:42",
-            "progress": {"step": 800, "total": 800, "unit": "frames", "rate": 50.0, "eta_s": 0.0},
-            "result": {}, "error": None, "warnings": [], "inputs": {"model_id": "mdl-stub", "kind": "ir", "dt_fs": 0.5}}
-
-
 def test_units_band_table_and_reference_overlay(signed_in: Page, tmp_path: Path) -> None:
     ex, page = _expect(), signed_in.page
     job_id = "job-stuboverlay1"
     spectrum = _ir_spectrum()
     n = len(spectrum["wavenumber_cm"])
 
-    def answer(route: Any) -> None:
-        path = route.request.url.split("/v1/jobs/", 1)[1].split("?")[0]
-        if path == job_id:
-            route.fulfill(json=_job(job_id))
-        elif path.endswith("/spectrum"):
-            route.fulfill(json=spectrum)
-        elif path.endswith("/files"):
-            route.fulfill(json=[])
-        elif path.endswith("/logs"):
-            route.fulfill(body="succeeded\n", content_type="text/plain")
-        else:
-            route.fulfill(status=404, json={"detail": "not stubbed", "problems": []})
-
-    page.route(re.compile(rf".*/v1/jobs/{job_id}(/.*)?(\?.*)?$"), answer)
+    route_job(page, stub_spectrum_job(job_id, name="IR (stub)", kind="ir", frames=800),
+              {"spectrum": {"json": spectrum}})
     signed_in.goto(f"#/jobs/{job_id}")
     plot = page.locator(".spectrum-panel figure.plot")
     ex(plot).to_have_attribute("data-series", "ir")

@@ -12,7 +12,9 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -94,6 +96,13 @@ def service_env(data_dir: Path, **values: Any) -> dict[str, str]:
 def dptensor(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     out = open(log, "ab")  # noqa: SIM115 - owned by the child process
     return subprocess.Popen([sys.executable, "-m", "app.cli", *args], env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def create_token(env: dict[str, str], user: str) -> str:
+    """A bearer token for ``user`` (``dptensor token create``, the admin's command)."""
+    out = subprocess.run([sys.executable, "-m", "app.cli", "token", "create", "--user", user], env=env,
+                         capture_output=True, text=True, timeout=60, check=True)
+    return out.stdout.strip()
 
 
 def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
@@ -207,6 +216,45 @@ class Api:
                  timeout: float = 180.0) -> dict[str, Any]:
         return wait_for(f"job {job_id} to reach {statuses}",
                         lambda: (j if (j := self.job(job_id))["status"] in statuses else None), timeout)
+
+
+@dataclass
+class Running:
+    """An api process and one worker process (``api_and_worker``); ``server`` may be
+    replaced (a restarted api): the one held at the end is stopped."""
+
+    api: Api
+    env: dict[str, str]
+    data: Path
+    ready: dict[str, Any]
+    server: subprocess.Popen[bytes]
+    worker: subprocess.Popen[bytes]
+
+
+@contextmanager
+def api_and_worker(tmp_path: Path, queues: str, *, user: str | None = "alice", ready_timeout: float = 300.0,
+                   **settings: Any) -> Iterator[Running]:
+    """``dptensor serve --no-worker`` and ``dptensor worker --queues QUEUES`` on a free port,
+    data in tmp_path/data, logs api.log / worker.log; DPTENSOR_* from ``settings`` (e.g.
+    broker_url=...). A token for ``user``, or no auth with user=None. Yields once the
+    service is ready (a deadline, not a pause: imports take minutes on a loaded machine)."""
+    data = tmp_path / "data"
+    port = free_port()
+    if user is None:
+        settings.setdefault("auth", "none")
+    env = service_env(data, port=port, **settings)
+    api = Api(f"http://127.0.0.1:{port}", create_token(env, user) if user else None)
+    server = dptensor("serve", "--no-worker", env=env, log=tmp_path / "api.log")
+    worker = dptensor("worker", "--queues", queues, env=env, log=tmp_path / "worker.log")
+    run = None
+    try:
+        ready = wait_for("service ready", lambda: (r if (r := api.ready()) and r["ready"] else None),
+                         timeout=ready_timeout)
+        run = Running(api, env, data, ready, server, worker)
+        yield run
+    finally:
+        stop(run.server if run else server)
+        stop(worker)
 
 
 def upload_and_train(api: Api, archive: Path, **kw: Any) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -5,23 +5,12 @@ predictions with std and deviations (sync, job on a system: npz + CSV) → a sel
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from kit import (
-    Api,
-    dptensor,
-    free_port,
-    rotating_water_xyz,
-    service_env,
-    stop,
-    tiny_input,
-    wait_for,
-)
+from kit import api_and_worker, rotating_water_xyz, tiny_input
 
 pytestmark = pytest.mark.e2e
 
@@ -31,16 +20,8 @@ def test_committee_training_prediction_and_spectrum(tmp_path: Path, redis_url: s
     from model.data import load_system
     from model.inference import predict
 
-    data = tmp_path / "data"
-    port = free_port()
-    env = service_env(data, broker_url=redis_url, port=port)
-    token = subprocess.run([sys.executable, "-m", "app.cli", "token", "create", "--user", "alice"], env=env,
-                           capture_output=True, text=True, timeout=60, check=True).stdout.strip()
-    api = Api(f"http://127.0.0.1:{port}", token)
-    server = dptensor("serve", "--no-worker", env=env, log=tmp_path / "api.log")
-    worker = dptensor("worker", "--queues", "train,predict,batch", env=env, log=tmp_path / "worker.log")
-    try:
-        wait_for("service ready", lambda: (r if (r := api.ready()) and r["ready"] else None), timeout=300)
+    with api_and_worker(tmp_path, "train,predict,batch", broker_url=redis_url) as run:
+        api, data = run.api, run.data
         r = api.http.post("/v1/datasets", files={"file": ("water.tgz", water_tgz.read_bytes())})
         assert r.status_code == 201, r.text
         ds = r.json()
@@ -110,6 +91,3 @@ def test_committee_training_prediction_and_spectrum(tmp_path: Path, redis_url: s
         assert std.shape == (len(spectrum["wavenumber_cm"]),) and std.max() > 0
         header = api.http.get(f"/v1/jobs/{sjob['id']}/spectrum.csv").text.splitlines()[0]
         assert header == "wavenumber_cm,ir,ir_std"
-    finally:
-        stop(server)
-        stop(worker)

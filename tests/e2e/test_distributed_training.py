@@ -6,20 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from kit import Api, alive, children, dptensor, free_port, service_env, stop, tiny_input, wait_for
+from kit import alive, api_and_worker, children, tiny_input, wait_for
 
 pytestmark = pytest.mark.e2e
 
 
 def test_train_job_with_two_ranks_reports_progress_and_cancel_stops_every_rank(
         tmp_path: Path, redis_url: str, water_tgz: Path) -> None:
-    port = free_port()
-    env = service_env(tmp_path / "data", broker_url=redis_url, port=port, auth="none")
-    api = Api(f"http://127.0.0.1:{port}")
-    server = dptensor("serve", "--no-worker", env=env, log=tmp_path / "api.log")
-    worker = dptensor("worker", "--queues", "train", env=env, log=tmp_path / "worker.log")
-    try:
-        wait_for("service ready", api.ready, timeout=90)
+    with api_and_worker(tmp_path, "train", user=None, broker_url=redis_url) as run:
+        api, worker = run.api, run.worker
         ds = api.http.post("/v1/datasets", files={"file": ("water.tgz", water_tgz.read_bytes())}).json()
         body = {**tiny_input(f"dataset:{ds['id']}/train", f"dataset:{ds['id']}/valid", numb_steps=100000,
                              save_freq=100000), "resources": {"nproc": 2}}
@@ -41,6 +36,3 @@ def test_train_job_with_two_ranks_reports_progress_and_cancel_stops_every_rank(
         wait_for("every rank to exit", lambda: not any(alive(pid) for pid in ranks), timeout=60)
         files = {f["name"] for f in api.http.get(f"/v1/jobs/{job_id}/files").json()}
         assert any(name.startswith("model.ckpt-") for name in files), files  # rank 0 saved on the way out
-    finally:
-        stop(server)
-        stop(worker)

@@ -16,6 +16,7 @@ from kit import (
     DEEPMD_REF,
     Api,
     alive,
+    api_and_worker,
     children,
     dptensor,
     free_port,
@@ -27,12 +28,6 @@ from kit import (
 
 pytestmark = pytest.mark.e2e
 WATER_MOLECULE = {"symbols": ["O", "H", "H"], "positions": [[0, 0, 0], [0.757, 0.586, 0], [-0.757, 0.586, 0]]}
-
-
-def _token(env: dict[str, str], user: str) -> str:
-    out = subprocess.run([sys.executable, "-m", "app.cli", "token", "create", "--user", user], env=env,
-                         capture_output=True, text=True, timeout=60, check=True)
-    return out.stdout.strip()
 
 
 def _frames(data_dir: Path, ds: dict[str, Any], n: int) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
@@ -87,15 +82,9 @@ def _check_model_and_predict(api: Api, data_dir: Path, ds: dict[str, Any], job: 
 
 
 def test_redis_broker_and_worker_process(tmp_path: Path, redis_url: str, water_tgz: Path) -> None:
-    data = tmp_path / "data"
-    port = free_port()
-    env = service_env(data, broker_url=redis_url, port=port)
-    api = Api(f"http://127.0.0.1:{port}", _token(env, "alice"))
-    server = dptensor("serve", "--no-worker", env=env, log=tmp_path / "api.log")
-    worker = dptensor("worker", "--queues", "train,predict,batch", env=env, log=tmp_path / "worker.log")
-    try:
-        ready = wait_for("service ready", api.ready, timeout=90)
-        assert ready["broker"]["detail"] == "redis" and ready["queues_without_worker"] == []
+    with api_and_worker(tmp_path, "train,predict,batch", broker_url=redis_url) as run:
+        api, data, env = run.api, run.data, run.env
+        assert run.ready["broker"]["detail"] == "redis" and run.ready["queues_without_worker"] == []
         ds, job = upload_and_train(api, water_tgz)
         job = api.wait_job(job["id"])
         ckpt, answer = _check_model_and_predict(api, data, ds, job, tmp_path)
@@ -151,14 +140,11 @@ def test_redis_broker_and_worker_process(tmp_path: Path, redis_url: str, water_t
 
         # restart the api: every job is still there, with its status
         before = {j["id"]: j["status"] for j in api.http.get("/v1/jobs").json()["items"]}
-        assert stop(server) == 0
-        server = dptensor("serve", "--no-worker", env=env, log=tmp_path / "api.log")
+        assert stop(run.server) == 0
+        run.server = dptensor("serve", "--no-worker", env=env, log=tmp_path / "api.log")
         wait_for("api back", api.ready, timeout=60)
         after = {j["id"]: j["status"] for j in api.http.get("/v1/jobs").json()["items"]}
         assert after == before and len(after) == 2
-    finally:
-        stop(server)
-        stop(worker)
 
 
 def test_embedded_default_one_command(tmp_path: Path, water_tgz: Path) -> None:

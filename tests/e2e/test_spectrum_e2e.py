@@ -7,38 +7,19 @@ molecule and the IR spectrum must peak at 1000 cm⁻¹ (within one grid step).""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from kit import (
-    DEEPMD_REF,
-    Api,
-    dptensor,
-    free_port,
-    rotating_water_xyz,
-    service_env,
-    stop,
-    wait_for,
-)
+from kit import DEEPMD_REF, api_and_worker, rotating_water_xyz
 
 pytestmark = pytest.mark.e2e
 NU_CM, DT_FS, FRAMES = 1000.0, 2.0, 400
 
 
 def test_trajectory_upload_to_spectrum(tmp_path: Path, redis_url: str) -> None:
-    data = tmp_path / "data"
-    port = free_port()
-    env = service_env(data, broker_url=redis_url, port=port)
-    token = subprocess.run([sys.executable, "-m", "app.cli", "token", "create", "--user", "alice"], env=env,
-                           capture_output=True, text=True, timeout=60, check=True).stdout.strip()
-    api = Api(f"http://127.0.0.1:{port}", token)
-    server = dptensor("serve", "--no-worker", env=env, log=tmp_path / "api.log")
-    worker = dptensor("worker", "--queues", "predict,batch", env=env, log=tmp_path / "worker.log")
-    try:
-        wait_for("service ready", lambda: (r if (r := api.ready()) and r["ready"] else None), timeout=90)
+    with api_and_worker(tmp_path, "predict,batch", broker_url=redis_url) as run:
+        api = run.api
         r = api.http.post("/v1/models", files={"file": ("dipole.pt", (DEEPMD_REF / "dipole" / "model_slim.pt")
                                                         .read_bytes())})
         assert r.status_code == 201, r.text
@@ -72,6 +53,3 @@ def test_trajectory_upload_to_spectrum(tmp_path: Path, redis_url: str) -> None:
             assert npz["global"].shape == (FRAMES, 3) and npz["atomic"].shape == (FRAMES, 3, 3)
             turn = np.linalg.norm(npz["global"], axis=1)
             assert turn.std() < 1e-6 * turn.mean()  # a rigid rotor: |dipole| is constant
-    finally:
-        stop(server)
-        stop(worker)
