@@ -165,6 +165,10 @@ class JobList(Public):
 class LcurvePublic(Public):
     columns: list[str]
     rows: list[dict[str, int | float | None]] = Field(description="one object per displayed step; NaN as null")
+    file: str | None = Field(None, description="the file the training writes the curve to (training.disp_file); "
+                                               "null until it exists")
+    download: str | None = Field(None, description="where to GET that file itself (text, as written); null until "
+                                                   "it exists")
 
 
 class FileInfo(Public):

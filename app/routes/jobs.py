@@ -4,6 +4,7 @@ cancel it, download its files."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query, Response, status
@@ -194,24 +195,51 @@ def cancel_job(job_id: str, session: SessionDep, user: CurrentUser) -> CancelPub
     return CancelPublic(id=job.id, status=job.status, cancel_requested=job.cancel_requested)
 
 
+def _lcurve_path(settings: Settings, job: Job, member: int | None) -> Path | None:
+    """The learning-curve file of a training (a committee's: member ``member``, default 0);
+    404 for a member the training does not have."""
+    members = int(job.inputs.get("committee") or 0) if job.kind == "train" else 0
+    if member is not None and member >= max(members, 1):
+        raise NotFound(f"job {job.id} has no member {member}" + (f" (it trains {members})" if members else
+                                                                 " (not a committee training)"))
+    return lcurve_file(settings.root, job, member)
+
+
+MEMBER = Query(ge=0, description="a committee training's member (default 0)")
+
+
 @router.get("/{job_id}/lcurve", response_model=LcurvePublic)
 def get_lcurve(
     job_id: str, session: SessionDep, settings: SettingsDep, user: CurrentUser,
     after: Annotated[int | None, Query(ge=-1, description="only the rows of later steps (a follower "
                                                          "sends the last step it has)")] = None,
-    member: Annotated[int | None, Query(ge=0, description="a committee training's member (default 0)")] = None,
+    member: Annotated[int | None, MEMBER] = None,
 ) -> LcurvePublic:
     """The learning curve (lcurve.out) as JSON; grows while the training runs. A committee
-    training has one per member (`member`)."""
+    training has one per member (`member`). `file` and `download` name the file itself."""
     job = owned(session, Job, job_id, user)
-    members = int(job.inputs.get("committee") or 0) if job.kind == "train" else 0
-    if member is not None and member >= max(members, 1):
-        raise NotFound(f"job {job.id} has no member {member}" + (f" (it trains {members})" if members else
-                                                                 " (not a committee training)"))
-    curve = read_lcurve(lcurve_file(settings.root, job, member))
+    path = _lcurve_path(settings, job, member)
+    curve = read_lcurve(path)
     if after is not None:
         curve.rows = [r for r in curve.rows if (r["step"] or 0) > after]
+    if path is not None and path.is_file():
+        curve.file = path.name
+        curve.download = f"/v1/jobs/{job.id}/lcurve/file" + (f"?member={member}" if member is not None else "")
     return curve
+
+
+@router.get("/{job_id}/lcurve/file", response_class=FileResponse,
+            responses={200: {"content": {"text/plain": {}}, "description": "the learning-curve file as written"}})
+def download_lcurve(job_id: str, session: SessionDep, settings: SettingsDep, user: CurrentUser,
+                    member: Annotated[int | None, MEMBER] = None) -> FileResponse:
+    """The learning-curve file itself (training.disp_file), a committee's per member."""
+    job = owned(session, Job, job_id, user)
+    path = _lcurve_path(settings, job, member)
+    if path is None or not path.is_file():
+        what = "is not a training" if job.kind != "train" else "has written no learning curve yet"
+        raise NotFound(f"job {job.id} {what}")
+    name = f"{job.id}-{'' if member is None else f'member-{member}-'}{path.name}"
+    return FileResponse(path, media_type="text/plain", filename=name)
 
 
 @router.get("/{job_id}/logs", response_class=PlainTextResponse,

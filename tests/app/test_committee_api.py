@@ -33,6 +33,16 @@ def test_committee_training_is_queued_with_the_total_of_its_members(users: Users
     assert lc["rows"] == [{"step": 5, "rmse_val": 0.2}]
     missing = users.client.get(f"/v1/jobs/{job['id']}/lcurve?member=3", headers=users.h("alice"))
     assert missing.status_code == 404 and "trains 3" in missing.text
+    # each member's file where its curve says; member 0 has written none yet
+    assert lc["download"] == f"/v1/jobs/{job['id']}/lcurve/file?member=2"
+    r = users.client.get(lc["download"], headers=users.h("alice"))
+    assert r.status_code == 200 and r.content == (folder / "member-2" / "lcurve.out").read_bytes()
+    assert f"{job['id']}-member-2-lcurve.out" in r.headers["content-disposition"]
+    first = users.client.get(f"/v1/jobs/{job['id']}/lcurve", headers=users.h("alice")).json()
+    assert first["download"] is None and first["rows"] == []
+    assert users.client.get(f"/v1/jobs/{job['id']}/lcurve/file", headers=users.h("alice")).status_code == 404
+    r = users.client.get(f"/v1/jobs/{job['id']}/lcurve/file?member=3", headers=users.h("alice"))
+    assert r.status_code == 404 and "trains 3" in r.text
 
 
 @pytest.mark.parametrize("value", [0, -1, 65, 2.5, "4", True])

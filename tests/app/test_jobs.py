@@ -118,7 +118,10 @@ def test_job_ownership_cancel_and_files(users: Users, dataset: dict, settings) -
     assert files == {"input.json"}
     assert c.get(f"/v1/jobs/{jid}/files/input.json", headers=users.h("alice")).json()["training"]["numb_steps"] == 20
     assert c.get(f"/v1/jobs/{jid}/files/..%2F..%2Fdptensor.sqlite", headers=users.h("alice")).status_code == 404
-    assert c.get(f"/v1/jobs/{jid}/lcurve", headers=users.h("alice")).json() == {"columns": [], "rows": []}
+    assert c.get(f"/v1/jobs/{jid}/lcurve", headers=users.h("alice")).json() == {
+        "columns": [], "rows": [], "file": None, "download": None}
+    r = c.get(f"/v1/jobs/{jid}/lcurve/file", headers=users.h("alice"))
+    assert r.status_code == 404 and "has written no learning curve yet" in r.json()["detail"]
 
     r = c.post(f"/v1/jobs/{jid}/cancel", headers=users.h("alice"))
     assert r.status_code == 202 and r.json()["status"] == "cancelled"
@@ -150,8 +153,25 @@ def test_lcurve_and_logs_are_served(users: Users, dataset: dict, settings) -> No
                           {"step": 5, "rmse_val": 0.5, "rmse_trn": 0.4, "lr": 9e-4}]
     # a follower asks only for the rows after the last step it has
     later = users.client.get(f"/v1/jobs/{jid}/lcurve?after=1", headers=users.h("alice")).json()
-    assert later == {"columns": lc["columns"], "rows": lc["rows"][1:]}
+    assert later == {**lc, "rows": lc["rows"][1:]}
     done = users.client.get(f"/v1/jobs/{jid}/lcurve?after=5", headers=users.h("alice")).json()
-    assert done == {"columns": lc["columns"], "rows": []}
+    assert done == {**lc, "rows": []}
+    # the file itself, where the answer says
+    assert (lc["file"], lc["download"]) == ("lcurve.out", f"/v1/jobs/{jid}/lcurve/file")
+    r = users.client.get(lc["download"], headers=users.h("alice"))
+    assert r.status_code == 200 and r.content == (folder / "lcurve.out").read_bytes()
+    assert r.headers["content-type"].startswith("text/plain") and f"{jid}-lcurve.out" in r.headers["content-disposition"]
+    assert users.client.get(lc["download"], headers=users.h("bob")).status_code == 404
     r = users.client.get(f"/v1/jobs/{jid}/logs?tail=2", headers=users.h("alice"))
     assert r.text == "line 2\nline 3\n" and r.headers["content-type"].startswith("text/plain")
+
+
+def test_the_lcurve_file_is_the_one_the_input_names(users: Users, dataset: dict, settings) -> None:
+    raw = _input(dataset)
+    raw["training"]["disp_file"] = "curve.txt"
+    jid = _submit(users, raw).json()["id"]
+    (settings.root / "jobs" / jid / "curve.txt").write_text("#  step     rmse_val\n       5    2.0e-01\n")
+    lc = users.client.get(f"/v1/jobs/{jid}/lcurve", headers=users.h("alice")).json()
+    assert lc["rows"] == [{"step": 5, "rmse_val": 0.2}] and lc["file"] == "curve.txt"
+    r = users.client.get(lc["download"], headers=users.h("alice"))
+    assert r.status_code == 200 and r.text.startswith("#  step") and f"{jid}-curve.txt" in r.headers["content-disposition"]

@@ -226,7 +226,7 @@ def test_learning_curve_grows_from_zero_rows(signed_in: Page, service: Service) 
     try:
         with page.expect_response(lambda r: "/lcurve" in r.url) as first:
             signed_in.goto(f"#/jobs/{job_id}")
-        assert first.value.json() == {"columns": [], "rows": []}
+        assert first.value.json() == {"columns": [], "rows": [], "file": None, "download": None}
         plot = page.locator("#lcurve-plot")
         ex(page.locator("#job-status")).to_have_attribute("data-status", "queued")
         ex(plot).to_have_attribute("data-points", "0")
@@ -476,3 +476,31 @@ def test_spectrum_job_through_the_form(signed_in: Page, service: Service) -> Non
         page.click("#spectrum-csv")
     assert Path(dl.value.path()).read_bytes() == service.api.http.get(f"/v1/jobs/{job_id}/spectrum.csv").content
     signed_in.shot("13-spectrum-job")
+
+
+def test_learning_curve_download_is_the_file_the_api_names(signed_in: Page, service: Service) -> None:
+    """The plot's download button takes the file where GET …/lcurve says it is: a committee
+    training keeps its curves in member-<i>/, under the input's disp_file name."""
+    need(service, "dataset")
+    ex, page = expect(), signed_in.page
+    ds = service.state["dataset"]
+    raw = example_input(10)
+    raw["training"]["training_data"]["systems"] = [f"dataset:{ds['id']}/training_data_reformat/global_system"]
+    raw["training"]["validation_data"]["systems"] = [f"dataset:{ds['id']}/validation_data_reformat/global_system"]
+    raw["training"]["disp_file"] = "curve.txt"
+    r = service.api.http.post("/v1/jobs/train", json={**raw, "committee": 2}, params={"name": "committee curve"})
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+    assert wait_for_status(service, job_id, {"succeeded", "failed", "cancelled"}, timeout=300) == "succeeded"
+    lcurve = service.api.http.get(f"/v1/jobs/{job_id}/lcurve").json()
+    assert lcurve["file"] == "curve.txt" and lcurve["rows"][-1]["step"] == 10
+
+    signed_in.goto(f"#/jobs/{job_id}")
+    button = page.locator("#lcurve-plot #lcurve-download")
+    ex(button).to_have_text("curve.txt")
+    with page.expect_download() as dl:
+        button.click()
+    assert dl.value.suggested_filename == f"{job_id}-curve.txt"
+    assert Path(dl.value.path()).read_bytes() == service.api.http.get(lcurve["download"]).content
+    assert Path(dl.value.path()).read_text().lstrip("# ").startswith("step")
+    ex(page.locator(".view-message")).to_be_empty()  # no failed download

@@ -69,6 +69,8 @@ export function jobView(main, { params }) {
   let lcurveAttempt = null;
   let lcurveAtStep;  // job.progress.step at the last fetch (undefined: never fetched)
   const latestRow = h('p', { class: 'latest-row mono small', id: 'lcurve-latest' });
+  let lcurveButton = null;
+  let lcurveFile = null;  // {file, download} as the lcurve answer gives them; null until the file exists
   let spectrum = null;
   let lastFiles = 0;
   let logsAt = 0;
@@ -141,8 +143,10 @@ export function jobView(main, { params }) {
       lcurveSection.hidden = false;
       plot = new Plot({ label: 'Learning curve', xLabel: 'step', yLabel: 'RMSE (log scale)', yLog: true, height: 340,
         formatX: v => String(v), emptyText: 'No learning-curve rows yet (one every disp_freq steps).' });
-      const dl = h('button', { type: 'button', class: 'btn btn-small', onclick: () => download(`${path}/files/${encodeURIComponent(job.inputs?.training?.disp_file || 'lcurve.out')}`, `${id}-lcurve.out`).catch(err => replace(message, errorNote(err))) }, 'lcurve.out');
-      plot.addTool(dl);
+      // the file as the API names it (training.disp_file; a committee's member 0): shown once it exists
+      lcurveButton = h('button', { type: 'button', class: 'btn btn-small', id: 'lcurve-download', hidden: true,
+        onclick: () => download(lcurveFile.download, `${id}-${lcurveFile.file}`).catch(err => replace(message, errorNote(err))) });
+      plot.addTool(lcurveButton);
       plot.el.id = 'lcurve-plot';
       replace(lcurveSection, h('h2', { id: 'lcurve-h' }, 'Learning curve'), plot.el, latestRow);
     }
@@ -153,6 +157,10 @@ export function jobView(main, { params }) {
     }
     const have = lcurve.rows[lcurve.rows.length - 1];
     const fresh = await api(`${path}/lcurve`, { query: { after: have ? have.step : undefined } });
+    lcurveFile = fresh.download ? { file: fresh.file, download: fresh.download } : null;
+    lcurveButton.hidden = !lcurveFile;
+    lcurveButton.textContent = lcurveFile ? lcurveFile.file : '';
+    lcurveButton.setAttribute('aria-label', lcurveFile ? `Download ${lcurveFile.file}` : 'Download the learning curve');
     if (have && !fresh.rows.length) return;
     lcurve = { columns: fresh.columns.length ? fresh.columns : lcurve.columns, rows: lcurve.rows.concat(fresh.rows) };
     plot.setData(lcurveSeries(lcurve));
@@ -172,7 +180,8 @@ export function jobView(main, { params }) {
     const files = await api(`${path}/files`);
     files.sort((a, b) => fileRank(a.name) - fileRank(b.name) || a.name.localeCompare(b.name));
     const rows = files.map(f => ({ name: f.name, size: f.size_bytes, url: `${path}/files/${encodeURIComponent(f.name)}`,
-      save: `${id}-${f.name}`, what: FILE_NOTES[f.name] || (/^model\.ckpt-\d+\.pt$/.test(f.name) ? 'checkpoint' : '') }));
+      save: `${id}-${f.name}`, what: FILE_NOTES[f.name] || (f.name === lcurveFile?.file ? 'learning curve' : '')
+        || (/^model\.ckpt-\d+\.pt$/.test(f.name) ? 'checkpoint' : '') }));
     if (job.kind === 'spectrum' && job.status === 'succeeded' && !files.some(f => f.name === 'spectrum.csv')) {
       rows.unshift({ name: 'spectrum.csv', size: null, url: `${path}/spectrum.csv`, save: `${id}-spectrum.csv`, what: 'spectrum' });
     }
