@@ -87,14 +87,14 @@ def summarize_system(path: str, root: Path) -> dict[str, Any]:
     }
 
 
-def summarize(root: Path) -> list[dict[str, Any]]:
-    """Every DeePMD system below ``root`` (the extracted archive): folders and HDF5 groups.
-    DataError messages and paths are made relative to the archive."""
-    found = find_systems(root)
-    if not found:
-        raise DataError("no DeePMD system found in the archive (a system is a folder with type.raw "
-                        "and set.*/coord.npy, or the same as an HDF5 group in a .hdf5 file)")
+def summarize(root: Path, what: str = "the archive") -> list[dict[str, Any]]:
+    """Every DeePMD system below ``root`` (the extracted upload): folders and HDF5 groups.
+    DataError messages and paths are made relative to the upload."""
     try:
+        found = find_systems(root)
+        if not found:
+            raise DataError(f"no DeePMD system found in {what} (a system is a folder with type.raw "
+                            "and set.*/coord.npy, or the same as an HDF5 group in a .hdf5 file)")
         return [summarize_system(f, root) for f in found]
     except DataError as exc:
         path = shown_inside(exc.path, root) if exc.path else None

@@ -20,6 +20,8 @@ from model.errors import DataError
 
 HDF5_SUFFIXES = (".hdf5", ".h5")
 MAX_HDF5_ARRAY_BYTES = 16 * 1024**3  # one dataset read into memory
+OUTSIDE_THE_FILE = ("soft and external links, datasets stored in external files and virtual datasets are "
+                    "not read (every object must be stored in the HDF5 file itself, under one name)")
 
 
 def split_hdf5(path: str | Path) -> tuple[Path, str] | None:
@@ -93,6 +95,19 @@ class FolderStore(SystemStore):
         return (self.folder / name).read_text().split()
 
 
+def _local(root: Any, rel: str) -> Any | None:
+    """The object at ``rel`` below ``root`` when every step of the way is a hard link of this
+    file, else None: a soft or external link is never followed (it could lead to another file)."""
+    import h5py
+
+    node = root
+    for part in (p for p in rel.split("/") if p):
+        if not isinstance(node, h5py.Group) or not isinstance(node.get(part, getlink=True), h5py.HardLink):
+            return None
+        node = node[part]
+    return node
+
+
 class HDF5Store(SystemStore):
     def __init__(self, file: Path, group: str) -> None:
         import h5py
@@ -104,7 +119,7 @@ class HDF5Store(SystemStore):
         except OSError as exc:
             raise DataError(f"cannot open as HDF5 ({exc})", path=str(file)) from None
         self.path = f"{file}#/{group}" if group else str(file)
-        node = self.file.get(group) if group else self.file
+        node = _local(self.file, group)
         if not isinstance(node, h5py.Group):
             self.file.close()
             raise DataError("no such group in the HDF5 file", path=self.path)
@@ -116,18 +131,20 @@ class HDF5Store(SystemStore):
     def _dataset(self, *parts: str) -> Any:
         import h5py
 
-        ds = self.group.get("/".join(parts))
+        ds = _local(self.group, "/".join(parts))
         if not isinstance(ds, h5py.Dataset):
             raise DataError("not a dataset", path=self.name(*parts))
+        if ds.external or ds.is_virtual:
+            raise DataError(OUTSIDE_THE_FILE, path=self.name(*parts))
         return ds
 
     def has(self, *parts: str) -> bool:
-        return "/".join(parts) in self.group
+        return _local(self.group, "/".join(parts)) is not None
 
     def sets(self) -> list[str]:
         import h5py
 
-        return sorted(k for k in self.group if k.startswith("set.") and isinstance(self.group[k], h5py.Group))
+        return sorted(k for k in self.group if k.startswith("set.") and isinstance(_local(self.group, k), h5py.Group))
 
     def read_array(self, *parts: str) -> np.ndarray:
         ds = self._dataset(*parts)
@@ -172,9 +189,37 @@ def is_system_dir(path: str | Path) -> bool:
         return False
 
 
+def check_self_contained(file: Path) -> None:
+    """DataError unless every object of the HDF5 file is stored in it and reached by hard
+    links: external (and soft) links, datasets kept in external files and virtual datasets
+    would make the reader open other files (an uploaded file could name any file on the server)."""
+    import h5py
+
+    try:
+        f = h5py.File(file, "r")
+    except OSError as exc:
+        raise DataError(f"cannot open as HDF5 ({exc})", path=str(file)) from None
+    bad: list[str] = []
+
+    def visit(name: str, link: Any) -> None:
+        if not isinstance(link, h5py.HardLink):
+            bad.append(name)
+        else:
+            node = f.get(name)
+            if isinstance(node, h5py.Dataset) and (node.external or node.is_virtual):
+                bad.append(name)
+
+    with f:
+        f.visititems_links(visit)
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise DataError(f"{OUTSIDE_THE_FILE}: {shown}", path=str(file))
+
+
 def _hdf5_systems(file: Path, group: str) -> list[str]:
     import h5py
 
+    check_self_contained(file)
     found: list[str] = []
     with open_store(f"{file}#/{group}") as store:
         assert isinstance(store, HDF5Store)

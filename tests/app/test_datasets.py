@@ -214,3 +214,46 @@ def test_archive_with_an_hdf5_file_of_systems(users: Users, tmp_path: Path) -> N
     for ref in ("data/water.hdf5", "data/water.hdf5#/atomic_system", "data"):
         raw = {"training": {"training_data": {"systems": [f"dataset:{ds['id']}/{ref}"]}}}
         assert check_refs(raw, "dipole", ["O", "H"], lambda _: ds["systems"]) == [ds["id"]]
+
+
+def _hdf5_of_water(path: Path, **file_options: int) -> bytes:
+    """The water dipole example's two training systems as groups of one HDF5 file."""
+    from model.data import load_system
+    from model.system_writer import write_system
+
+    if file_options:  # e.g. a user block before HDF5's superblock
+        import h5py
+
+        h5py.File(path, "w", **file_options).close()
+    for name in ("atomic_system", "global_system"):
+        src = WATER / "dipole" / "training_data_reformat" / name
+        write_system(f"{path}#/{name}", load_system(src, kind="dipole", sel_type=[0]), kind="dipole", sel_type=[0])
+    return path.read_bytes()
+
+
+def _hdf5_reading_a_server_file(path: Path, secret: Path) -> bytes:
+    """A system whose type.raw is stored in another file (HDF5 external storage)."""
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        g = f.create_group("sys")
+        g.create_dataset("type.raw", shape=(16,), dtype="u1", external=[(str(secret), 0, 16)])
+        g.create_dataset("type_map.raw", data=np.array(["O", "H"], dtype="S"))
+        g.create_group("set.000").create_dataset("coord.npy", data=np.zeros((1, 48)))
+    return path.read_bytes()
+
+
+def test_hdf5_reaching_outside_itself_is_refused_in_an_archive(users: Users, settings, tmp_path: Path) -> None:
+    secret = settings.root / "secret"
+    secret.write_bytes(b"TOKEN-0123456789")
+    _hdf5_reading_a_server_file(tmp_path / "evil.hdf5", secret)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        tar.add(tmp_path / "evil.hdf5", arcname="data/evil.hdf5")
+    r = _upload(users, buf.getvalue())
+    assert r.status_code == 422, r.text
+    body = r.json()
+    assert body["problems"] == [{"loc": "data/evil.hdf5", "msg": body["problems"][0]["msg"]}]
+    assert "external files" in body["detail"] and "sys/type.raw" in body["detail"]
+    assert "TOKEN" not in r.text and str(settings.root) not in r.text
+    assert users.client.get("/v1/datasets", headers=users.h("alice")).json() == []

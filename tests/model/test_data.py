@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -174,3 +175,43 @@ def test_malformed_hdf5_systems_name_the_dataset(tmp_path: Path) -> None:
     (tmp_path / "junk.hdf5").write_bytes(b"not hdf5")
     with pytest.raises(DataError, match="cannot open as HDF5"):
         load_system(f"{tmp_path / 'junk.hdf5'}#/sys")
+
+
+@pytest.mark.parametrize("case", ["external storage", "external link", "soft link", "virtual"])
+def test_hdf5_objects_kept_outside_the_file_are_refused(tmp_path: Path, case: str) -> None:
+    """An HDF5 file could make the reader open other files (an upload naming any file on
+    the server): external links and storage, soft links and virtual datasets are refused
+    by find_systems (what an upload is checked with) and by the reader itself."""
+    import h5py
+
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"TOKEN-0123456789")
+    h5 = tmp_path / "data" / "x.hdf5"
+    h5.parent.mkdir()
+    with h5py.File(h5, "w") as f:
+        g = f.create_group("sys")
+        g.create_dataset("type_map.raw", data=np.array(["O", "H"], dtype="S"))
+        g.create_group("set.000").create_dataset("coord.npy", data=np.zeros((1, 9)))
+        if case == "external storage":
+            g.create_dataset("type.raw", shape=(16,), dtype="u1", external=[(str(secret), 0, 16)])
+        else:
+            g.create_dataset("type.raw", data=np.array([0, 1, 1]))
+        if case == "external link":
+            f["other"] = h5py.ExternalLink(str(tmp_path / "other.hdf5"), "/")
+        elif case == "soft link":
+            f["again"] = h5py.SoftLink("/sys")
+        elif case == "virtual":
+            layout = h5py.VirtualLayout(shape=(3,), dtype="i8")
+            layout[:] = h5py.VirtualSource(str(tmp_path / "other.hdf5"), "types", shape=(3,))
+            f.create_virtual_dataset("sys/set.000/extra.npy", layout)
+    name = {"external storage": "sys/type.raw", "external link": "other", "soft link": "again",
+            "virtual": "sys/set.000/extra.npy"}[case]
+    with pytest.raises(DataError, match=f"x.hdf5: soft and external links.*not read.*: {re.escape(name)}$"):
+        find_systems(tmp_path / "data")
+    if case == "external storage":
+        with pytest.raises(DataError, match=r"sys/type\.raw: soft and external links") as err:
+            load_system(f"{h5}#/sys")
+        assert "TOKEN" not in str(err.value)
+    if case == "soft link":  # a group reached through a soft link is not opened either
+        with pytest.raises(DataError, match="no such group"):
+            load_system(f"{h5}#/again")
