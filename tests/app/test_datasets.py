@@ -4,6 +4,7 @@ destroys what is already stored."""
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import tarfile
 import zipfile
@@ -257,3 +258,68 @@ def test_hdf5_reaching_outside_itself_is_refused_in_an_archive(users: Users, set
     assert "external files" in body["detail"] and "sys/type.raw" in body["detail"]
     assert "TOKEN" not in r.text and str(settings.root) not in r.text
     assert users.client.get("/v1/datasets", headers=users.h("alice")).json() == []
+
+
+def test_a_bare_hdf5_file_is_a_dataset(users: Users, settings, tmp_path: Path) -> None:
+    """One .hdf5 file of DeePMD systems (deepmd/hdf5 layout) is accepted as it is, like the
+    same file inside an archive; its name is kept (in plain characters, no folders)."""
+    from jobs.datasets import check_refs
+
+    data = _hdf5_of_water(tmp_path / "w.hdf5")
+    r = _upload(users, data, name="../my water.hdf5")
+    assert r.status_code == 201, r.text
+    ds = r.json()
+    assert [s["path"] for s in ds["systems"]] == ["my_water.hdf5#/atomic_system", "my_water.hdf5#/global_system"]
+    assert [s["frames"] for s in ds["systems"]] == [80, 80] and (ds["n_files"], ds["size_bytes"]) == (1, len(data))
+    stored = settings.root / "datasets" / ds["id"] / "files" / "my_water.hdf5"
+    assert stored.read_bytes() == data
+    for ref in ("my_water.hdf5", "my_water.hdf5#/global_system"):
+        raw = {"training": {"training_data": {"systems": [f"dataset:{ds['id']}/{ref}"]}}}
+        assert check_refs(raw, "dipole", ["O", "H"], lambda _: ds["systems"]) == [ds["id"]]
+    # told by its content, not its name; a user block before the superblock is still HDF5
+    r = _upload(users, _hdf5_of_water(tmp_path / "u.h5", userblock_size=512), name="upload.bin")
+    assert r.status_code == 201, r.text
+    assert r.json()["systems"][0]["path"] == "upload.bin.hdf5#/atomic_system"
+
+
+def test_bad_bare_hdf5_files_are_4xx_naming_the_file(users: Users, settings, tmp_path: Path) -> None:
+    import h5py
+
+    def rejected(content: bytes, name: str, status: int = 422) -> dict:
+        r = _upload(users, content, name=name)
+        assert r.status_code == status, r.text
+        assert str(settings.root) not in r.text and "Traceback" not in r.text
+        return r.json()
+
+    body = rejected(b"just text, not HDF5", "x.hdf5")
+    assert "'x.hdf5' is not an HDF5 file" in body["detail"] and body["problems"][0]["loc"] == "file"
+    good = _hdf5_of_water(tmp_path / "w.hdf5")
+    body = rejected(good[:4000], "cut.h5")  # the signature, then cut short
+    assert "cannot open as HDF5" in body["detail"] and body["problems"][0]["loc"] == "cut.h5"
+    h5py.File(tmp_path / "empty.hdf5", "w").close()
+    body = rejected((tmp_path / "empty.hdf5").read_bytes(), "empty.hdf5")
+    assert "no DeePMD system found in the HDF5 file" in body["detail"]
+    secret = settings.root / "secret"
+    secret.write_bytes(b"TOKEN-0123456789")
+    body = rejected(_hdf5_reading_a_server_file(tmp_path / "evil.hdf5", secret), "evil.hdf5")
+    assert "external files" in body["detail"] and body["problems"][0]["loc"] == "evil.hdf5"
+    assert "TOKEN" not in json.dumps(body)
+    assert users.client.get("/v1/datasets", headers=users.h("alice")).json() == []
+    assert list((settings.root / "tmp").glob("*")) == []  # nothing left in staging
+
+
+def test_a_bare_hdf5_file_over_the_file_limit_is_413(settings, tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from app.auth import create_token
+    from app.main import create_app
+    from jobs.db import session_scope
+
+    small = settings.model_copy(update={"max_archive_file_bytes": 4096})
+    data = _hdf5_of_water(tmp_path / "w.hdf5")
+    with TestClient(create_app(small)) as client:
+        with session_scope(small.db_url) as s:
+            token = create_token(s, "alice")
+        r = client.post("/v1/datasets", files={"file": ("big.hdf5", data)}, headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 413, r.text
+    assert r.json()["detail"] == f"'big.hdf5' is {len(data)} bytes; one file of a dataset may have at most 4096 bytes"

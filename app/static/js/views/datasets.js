@@ -40,12 +40,12 @@ export function systemsTable(ds, { caption } = {}) {
  */
 export function uploadForm({ onUploaded, idPrefix = 'ds' } = {}) {
   const file = h('input', { type: 'file', name: 'file', id: `${idPrefix}-file`, required: true,
-    accept: '.tar.gz,.tgz,.tar,.zip,application/gzip,application/x-tar,application/zip' });
+    accept: '.tar.gz,.tgz,.tar,.zip,.hdf5,.h5,application/gzip,application/x-tar,application/zip,application/x-hdf5' });
   const name = h('input', { type: 'text', name: 'name', id: `${idPrefix}-name`, maxlength: 300, placeholder: 'optional' });
   const submit = h('button', { type: 'submit', class: 'btn btn-primary' }, 'Upload and check');
   const progress = h('div', { class: 'upload-progress' });
   const result = h('div', { class: 'upload-result', 'aria-live': 'polite' });
-  const fileField = field('Archive', file, { hint: '.tar.gz, .tgz, .tar or .zip with one or more DeePMD systems (type.raw, set.*/)', loc: 'file' });
+  const fileField = field('Archive', file, { hint: '.tar.gz, .tgz, .tar or .zip with one or more DeePMD systems (type.raw, set.*/), or one .hdf5 / .h5 file of them', loc: 'file' });
   const form = h('form', { class: 'form upload-form', id: `${idPrefix}-upload-form`, onsubmit: onSubmit },
     h('div', { class: 'form-row' }, fileField, field('Name', name)),
     h('div', { class: 'form-actions' }, submit, progress),
