@@ -263,7 +263,10 @@ class TensorResult(Public):
                                                    "a committee's mean")
     atomic_tensor: list[list[float]] = Field(description="[n_atoms, 3|9]; zeros for atoms outside sel_type")
     born_charges: list[list[list[float]]] | None = Field(
-        None, description="with derivatives=true: [n_atoms, 3, 3], Z[i][a][b] = ∂M_a/∂r_{i,b} (e)")
+        None, description="with derivatives=true: [n_atoms, 3, 3], Z[i][a][b] = ∂M_a/∂r_{i,b} (e); "
+                          "a committee's mean over members")
+    born_charges_std: list[list[list[float]]] | None = Field(
+        None, description="committee, with derivatives=true: [n_atoms, 3, 3] std over members (ddof 0)")
     sum_rule_violation: float | None = Field(None, description="max |Σ_i Z*_i| (0 for a neutral frame)")
     global_std: list[float] | None = Field(None, description="committee: std over members per component")
     atomic_std: list[list[float]] | None = Field(None, description="committee: [n_atoms, 3|9] std over members")

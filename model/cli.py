@@ -132,11 +132,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"wrote the frames with the predictions as {model.kind} labels -> {written} (a DeePMD system)")
     if args.derivatives:
         from model.derivatives_cli import write_derivatives
-        from model.tensor_model import TensorModel
 
-        if not isinstance(model, TensorModel):
-            raise ConfigError("Born charges are per model: pick one committee member with --member",
-                              path="--derivatives")
         write_derivatives(args, model, coord, atype, box)
     return 0
 

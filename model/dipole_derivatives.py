@@ -15,12 +15,18 @@ Total dipoles (``dipole_mode``):
   Σᵢ Z*ᵢ = 0 — the acoustic sum rule of a neutral system — to rounding;
 - ``wannier``: M = Σ_a Z_a r_a + q_W Σ_sel (r_i + Δ_i), so Z*ᵢ = (Z_i + q_W [i ∈ sel])·1 +
   q_W ∂(Σ Δ)/∂rᵢ and Σᵢ Z*ᵢ = (Σ Z_a + q_W n_sel)·1 = total charge × 1.
+
+A committee (model.committee): every member's Z* by its own autograd pass; Z* is their mean
+(the derivative of the committee's mean dipole, so the sum rule holds as for one model),
+``z_std`` the population std over members per element (ddof = 0, as the other committee
+outputs), ``member_z`` each member's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -32,6 +38,9 @@ from model.errors import ConfigError
 from model.neighbor import NeighborList, build_neighbor_list
 from model.tensor_model import TensorModel
 
+if TYPE_CHECKING:
+    from model.committee import Predictor
+
 F64 = NDArray[np.float64]
 FRAME_ATOMS = 256  # atoms per autograd chunk
 
@@ -42,6 +51,16 @@ class BornCharges:
     dipole: F64  # [nf, 3] the total dipole that was differentiated, e·Å
     total_charge: float  # e: what Σᵢ Z*ᵢ must equal (× 1)
     dipole_mode: str
+    member_z: F64 | None = None  # [K, nf, nat, 3, 3] a committee's members (z is their mean)
+
+    @property
+    def committee_size(self) -> int:
+        return 1 if self.member_z is None else int(self.member_z.shape[0])
+
+    @property
+    def z_std(self) -> F64 | None:
+        """[nf, nat, 3, 3] std over a committee's members (ddof = 0); None for one model."""
+        return None if self.member_z is None else self.member_z.std(axis=0)
 
     @property
     def sum_rule(self) -> F64:
@@ -54,10 +73,14 @@ class BornCharges:
         return np.abs(self.sum_rule - self.total_charge * np.eye(3)).reshape(len(self.z), -1).max(axis=1)
 
     def report(self) -> dict[str, object]:
-        return {"convention": "Z[i, a, b] = ∂M_a/∂r_{i,b} (e)", "dipole_mode": self.dipole_mode,
-                "total_charge": self.total_charge,
-                "acoustic_sum_rule": "Σ_i Z*_i = total charge × 1",
-                "sum_rule_max_violation": float(self.sum_rule_violation.max())}
+        out: dict[str, object] = {
+            "convention": "Z[i, a, b] = ∂M_a/∂r_{i,b} (e)", "dipole_mode": self.dipole_mode,
+            "total_charge": self.total_charge, "acoustic_sum_rule": "Σ_i Z*_i = total charge × 1",
+            "sum_rule_max_violation": float(self.sum_rule_violation.max())}
+        if self.z_std is not None:
+            out.update(committee_size=self.committee_size, z_std_max=float(self.z_std.max()),
+                       committee="Z* is the members' mean, z_std their std (ddof 0)")
+        return out
 
 
 def _pair_atoms(nl: NeighborList, coord: Tensor, box: Tensor | None, centre_atoms: Tensor
@@ -115,29 +138,41 @@ def model_dipole_jacobian(model: TensorModel, coord: F64, atype: Sequence[int], 
     return dipole.detach().double().cpu().numpy(), jac.double().cpu().numpy()
 
 
-def born_charges(model: TensorModel, coord: F64, atype: Sequence[int], box: F64 | None = None, *,
-                 dipole_mode: str = "global", charges: Sequence[float] | None = None,
-                 q_w: float | None = None) -> BornCharges:
-    """Born charges of frames [nf, nat, 3] (Å) for the model's dipole (``global``) or the
-    Wannier-centroid total dipole (``wannier``: per-atom ionic ``charges`` and ``q_w``)."""
-    coord = np.asarray(coord, dtype=np.float64).reshape(len(coord), -1, 3)
+def _jacobian(model: TensorModel, coord: F64, atype: Sequence[int], box: F64 | None) -> tuple[F64, F64]:
+    """model_dipole_jacobian over all frames, a few at a time."""
     step = max(1, FRAME_ATOMS // coord.shape[1])  # bounds the pair-matching memory (pairs × atoms)
     parts = [model_dipole_jacobian(model, coord[f:f + step], atype, None if box is None else box[f:f + step])
              for f in range(0, coord.shape[0], step)]
-    m_model = np.concatenate([p[0] for p in parts])
-    jac = np.concatenate([p[1] for p in parts])
-    if dipole_mode == "global":
-        return BornCharges(jac, m_model, 0.0, "global")
-    if dipole_mode != "wannier":
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def born_charges(model: Predictor, coord: F64, atype: Sequence[int], box: F64 | None = None, *,
+                 dipole_mode: str = "global", charges: Sequence[float] | None = None,
+                 q_w: float | None = None) -> BornCharges:
+    """Born charges of frames [nf, nat, 3] (Å) for the model's dipole (``global``) or the
+    Wannier-centroid total dipole (``wannier``: per-atom ionic ``charges`` and ``q_w``). A
+    committee gives its members' mean and keeps each member's (``member_z``, ``z_std``)."""
+    from model.committee import Committee
+
+    if dipole_mode not in ("global", "wannier"):
         raise ConfigError(f"must be 'global' or 'wannier', got {dipole_mode!r}", path="dipole_mode")
-    if charges is None or q_w is None:
+    if dipole_mode == "wannier" and (charges is None or q_w is None):
         raise ConfigError("the Wannier dipole needs the ionic charges and q_w", path="ionic_charges")
+    coord = np.asarray(coord, dtype=np.float64).reshape(len(coord), -1, 3)
+    members = [model.member(i) for i in range(model.size)] if isinstance(model, Committee) else [model]
+    per = [_jacobian(m, coord, atype, box) for m in members]
+    member_dipole = np.stack([p[0] for p in per])  # [K, nf, 3]
+    member_jac = np.stack([p[1] for p in per])  # [K, nf, nat, 3, 3]
+    keep = isinstance(model, Committee)  # a committee of one still reports its spread (zero)
+    if dipole_mode == "global":
+        return BornCharges(member_jac.mean(0), member_dipole.mean(0), 0.0, "global", member_jac if keep else None)
+    assert charges is not None and q_w is not None
     z_ion = np.asarray(charges, dtype=np.float64)
     sel = np.isin(np.asarray(atype), model.sel_type)
     diag = z_ion + q_w * sel  # [nat]
-    z = q_w * jac + diag[None, :, None, None] * np.eye(3)
-    dipole = np.einsum("i,fib->fb", diag, coord) + q_w * m_model
-    return BornCharges(z, dipole, float(diag.sum()), "wannier")
+    member_z = q_w * member_jac + diag[None, None, :, None, None] * np.eye(3)  # [K, nf, nat, 3, 3]
+    dipole = np.einsum("i,fib->fb", diag, coord) + q_w * member_dipole.mean(0)
+    return BornCharges(member_z.mean(0), dipole, float(diag.sum()), "wannier", member_z if keep else None)
 
 
 def charges_per_atom(symbols: Sequence[str], by_element: Mapping[str, float]) -> list[float]:

@@ -129,19 +129,20 @@ def predict_requests(model: Predictor, requests: list[list[dict[str, Any]]]) -> 
 
 
 def born_structures(model: Predictor, structures: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Born charges of each structure (model.dipole_derivatives), batched like the predictions."""
+    """Born charges of each structure (model.dipole_derivatives), batched like the predictions;
+    a committee's with their std over members (``z_std``)."""
     from model.dipole_derivatives import born_charges
 
-    if isinstance(model, Committee):
-        raise CheckpointError("Born charges (derivatives) of a committee model are not available; "
-                              "use a single model")
     out: list[dict[str, Any]] = [{} for _ in structures]
     for index in _groups(structures):
         chunk = [structures[i] for i in index]
         coord, box = _arrays(chunk)
         born = born_charges(model, coord, list(chunk[0]["types"]), box)
-        for i, z, v in zip(index, born.z, born.sum_rule_violation, strict=True):
+        std = born.z_std  # a committee's spread over members (its z is their mean)
+        for k, (i, z, v) in enumerate(zip(index, born.z, born.sum_rule_violation, strict=True)):
             out[i] = {"z": z.tolist(), "sum_rule_violation": float(v)}
+            if std is not None:
+                out[i]["z_std"] = std[k].tolist()
     return out
 
 

@@ -169,6 +169,8 @@ def _predict_job(job: Job, folder: Path, monitor: JobMonitor, jlog: logging.Logg
         if job.inputs.get("derivatives"):
             for row, z in zip(out, born_structures(model, structures), strict=True):
                 row["born_charges"], row["sum_rule_violation"] = z["z"], z["sum_rule_violation"]
+                if "z_std" in z:  # a committee's
+                    row["born_charges_std"] = z["z_std"]
         metrics.FRAMES.labels("job").inc(len(out))
         (folder / "predictions.json").write_text(json.dumps({"model_id": job.inputs["model_id"], "kind": model.kind,
                                                              "committee_size": committee_size(model),

@@ -169,7 +169,8 @@ def predict(
     born = answer.get("born") or [None] * len(answer["global"])
     committee = answer.get("committee") or [{}] * len(answer["global"])  # std and deviations of a committee
     results = [TensorResult(global_tensor=g, atomic_tensor=a, born_charges=z and z["z"],
-                            sum_rule_violation=z and z["sum_rule_violation"], **c)
+                            born_charges_std=z and z.get("z_std"), sum_rule_violation=z and z["sum_rule_violation"],
+                            **c)
                for g, a, z, c in zip(answer["global"], answer["atomic"], born, committee, strict=True)]
     return PredictResponse(model_id=m.id, kind=m.kind, components=COMPONENTS[m.kind], units=units(m.kind),
                            committee_size=answer.get("committee_size", 1), results=results)

@@ -1,6 +1,7 @@
 """A committee through the service, real processes (api, worker, Redis): training with
 "committee": 2 → one registered committee model with per-member learning curves →
-predictions with std and deviations (sync, job on a system: npz + CSV) → a selection job
+predictions with std and deviations (sync, job on a system: npz + CSV), Born charges with
+their spread → a selection job
 (candidates as a DeePMD system) → a spectrum job whose spectrum carries the members' std band."""
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ pytestmark = pytest.mark.e2e
 def test_committee_training_prediction_and_spectrum(tmp_path: Path, redis_url: str, water_tgz: Path) -> None:
     from model.committee import Committee, load_predictor
     from model.data import load_system
+    from model.dipole_derivatives import born_charges
     from model.inference import predict
 
     with api_and_worker(tmp_path, "train,predict,batch", broker_url=redis_url) as run:
@@ -56,6 +58,14 @@ def test_committee_training_prediction_and_spectrum(tmp_path: Path, redis_url: s
         np.testing.assert_allclose([g["global_tensor"] for g in got], ref.global_tensor, atol=1e-10)
         np.testing.assert_allclose([g["global_std"] for g in got], ref.member_global.std(axis=0), atol=1e-10)
         assert all(g["devi_global"] > 0 and g["devi_atomic_max"] > 0 for g in got)
+        # Born charges: the members' mean and their spread
+        r = api.http.post(f"/v1/models/{model['id']}/predict", json={"structures": structures[:1], "derivatives": True})
+        assert r.status_code == 200, r.text
+        born = born_charges(committee, system.coord[:1], system.atype.tolist())
+        assert born.z_std is not None
+        [row] = r.json()["results"]
+        np.testing.assert_allclose(row["born_charges"], born.z[0], rtol=0, atol=1e-10)
+        np.testing.assert_allclose(row["born_charges_std"], born.z_std[0], rtol=0, atol=1e-10)
 
         r = api.http.post(f"/v1/models/{model['id']}/predict", json={"system": f"dataset:{ds['id']}/valid/global_system"})
         assert r.status_code == 202, r.text

@@ -12,6 +12,7 @@ import torch
 
 from model.checkpoint import save_checkpoint
 from model.cli import main
+from model.committee import Committee
 from model.dipole_derivatives import born_charges
 from model.errors import ConfigError
 from model.inference import predict
@@ -174,3 +175,75 @@ def test_predict_derivatives_cli(tmp_path: Path, capsys: pytest.CaptureFixture[s
     again = harmonic_ir(z0, ase_masses, read_modes(tmp_path / "modes.npz", ase_masses))
     np.testing.assert_allclose(sticks["intensity_km_mol"], again["intensity_km_mol"], rtol=1e-12)
     assert main([*argv[:7], "--modes", str(tmp_path / "modes.npz")]) == 2  # --modes needs --derivatives
+
+
+def _committee(k: int = 3) -> Committee:
+    return Committee([tiny_model("dipole", seed=s, sel_type=[0]) for s in range(k)])
+
+
+def test_committee_born_charges_are_the_members_mean_with_their_spread() -> None:
+    """Each member differentiated alone; the committee's Z* is their mean — the derivative
+    of the committee's mean dipole (finite differences of its predictions) — and z_std
+    their population std; the sum rule holds for the mean as for each member."""
+    committee = _committee()
+    coord, atype, box = random_frames(2, 6, 2, pbc=True, box_len=5.0)
+    born = born_charges(committee, coord, atype, box)
+    members = np.stack([born_charges(committee.member(i), coord, atype, box).z for i in range(3)])
+    assert born.committee_size == 3 and born.member_z is not None and born.z_std is not None
+    np.testing.assert_allclose(born.member_z, members, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(born.z, members.mean(0), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(born.z_std, members.std(0), rtol=0, atol=1e-12)
+    assert born.z_std.max() > 1e-3  # the members disagree
+    h = 1e-5
+    i, b = 1, 2
+    plus, minus = coord.copy(), coord.copy()
+    plus[:, i, b] += h
+    minus[:, i, b] -= h
+    fd = (predict(committee, plus, atype, box).global_tensor - predict(committee, minus, atype, box).global_tensor)
+    np.testing.assert_allclose(born.z[:, i, :, b], fd / (2 * h), atol=1e-6)
+    np.testing.assert_allclose(born.dipole, predict(committee, coord, atype, box).global_tensor, atol=1e-12)
+    assert born.sum_rule_violation.max() < 1e-10
+    report = born.report()
+    assert report["committee_size"] == 3 and report["z_std_max"] == pytest.approx(float(born.z_std.max()))
+    # the Wannier dipole: the same mean and, scaled by |q_W|, the same spread
+    charges = np.where(atype == 0, 6.0, 1.0)
+    wannier = born_charges(committee, coord, atype, box, dipole_mode="wannier", charges=charges, q_w=-8.0)
+    assert wannier.z_std is not None
+    np.testing.assert_allclose(wannier.z_std, 8.0 * born.z_std, atol=1e-10)
+    np.testing.assert_allclose(wannier.sum_rule[0], wannier.total_charge * np.eye(3), atol=1e-10)
+    # one model: no spread reported
+    assert born_charges(committee.member(0), coord, atype, box).z_std is None
+
+
+def test_predict_derivatives_cli_with_a_committee(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ase import Atoms
+    from ase.io import write
+
+    from model.committee import save_committee
+
+    paths = []
+    for seed in range(2):
+        paths.append(tmp_path / f"m{seed}.pt")
+        save_checkpoint(paths[-1], tiny_model("dipole", seed=seed, sel_type=[0]))
+    save_committee(tmp_path / "c.pt", paths)
+    coord, atype, _ = random_frames(2, 3, 2, pbc=False)
+    write(tmp_path / "s.xyz", [Atoms([["O", "H"][t] for t in atype], positions=c) for c in coord])
+    _modes_npz(tmp_path / "modes.npz", True)
+    out = tmp_path / "pred.npz"
+    assert main(["predict", "-m", str(tmp_path / "c.pt"), "-s", str(tmp_path / "s.xyz"), "-o", str(out),
+                 "--derivatives", "--modes", str(tmp_path / "modes.npz")]) == 0
+    assert "committee of 2" in capsys.readouterr().out
+    from ase.data import atomic_masses
+
+    masses = np.array([atomic_masses[8] if t == 0 else atomic_masses[1] for t in atype])
+    modes = read_modes(tmp_path / "modes.npz", masses)
+    with np.load(tmp_path / "pred_born.npz") as data:
+        member_z = data["member_born_charges"]  # [2, nf, nat, 3, 3]
+        assert member_z.shape == (2, 2, 3, 3, 3)
+        np.testing.assert_allclose(data["born_charges"], member_z.mean(0), atol=1e-12)
+        np.testing.assert_allclose(data["born_charges_std"], member_z.std(0), atol=1e-12)
+    sticks = json.loads((tmp_path / "pred_ir.json").read_text())
+    each = np.array([harmonic_ir(z[0], masses, modes)["intensity_km_mol"] for z in member_z])
+    np.testing.assert_allclose(sticks["intensity_km_mol"], each.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(sticks["intensity_km_mol_std"], each.std(0), rtol=1e-12, atol=1e-15)
+    assert sticks["committee_size"] == 2
