@@ -5,8 +5,8 @@ output goes to log files in the work dir):
 
   train  --input IN --workdir DIR --steps N [--seed S] [--disp-freq F] [--save-freq F]
   test   --model M --system SYS [-n N] --workdir DIR
-  infer  --model M --task dipole|polar --frames N [--repeats R] [--precision P] --workdir DIR
-         [--save PRED.npy]
+  modes  --model M --task dipole|polar --system SYS [--frames N] [--batches 1,4,16,all]
+         [--outputs global,atomic] [--min-seconds S] [--precision P] --workdir DIR [--save OUT.npz]
 
 Started by the orchestrators through ``common.deepmd_runner``; usable by hand with the
 environment of ``deepmd_env.deepmd_run_env``.
@@ -17,14 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import statistics
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from inputs import inference_frames, prepare_input
+from inputs import prepare_input, read_system
+from timing import parse_batches, throughput
 
 BIN_DIR = Path(sys.executable).parent
 GLOBAL_LABELS = ("dipole", "polarizability")
@@ -155,39 +156,56 @@ def _loadable_model(model: Path, precision: str, workdir: Path) -> Path:
     return out
 
 
-def cmd_infer(ns: argparse.Namespace) -> dict[str, Any]:
+def cmd_modes(ns: argparse.Namespace) -> dict[str, Any]:
+    """DeepDipole/DeepPolar.eval in every (output, batch) mode on the first --frames frames
+    of --system, each mode timed for at least --min-seconds after one warm-up pass; the
+    threads and DP_INFER_BATCH_SIZE are this process's environment (one process per
+    setting). Start-up (imports, reading the frames, building the evaluator) is reported
+    apart from the steady-state frames/s."""
+    t_start = time.time()
     import numpy as np
 
     if ns.task == "dipole":
         from deepmd.infer.deep_dipole import DeepDipole as Evaluator
     else:
         from deepmd.infer.deep_polar import DeepPolar as Evaluator
+    t_import = time.time()
+    frames = read_system(Path(ns.system))
+    t_read = time.time()
     workdir = Path(ns.workdir).resolve()
-    path = _loadable_model(Path(ns.model).resolve(), ns.precision, workdir)
-    dp = Evaluator(str(path))
-    frames = inference_frames(ns.task, ns.frames)
-    box = frames.box
-    warm = min(ns.warmup_frames, frames.nframes)
-    dp.eval(frames.coord[:warm], None if box is None else box[:warm], frames.atype, atomic=True)
-    seconds = []
-    for _ in range(ns.repeats):
-        start = time.perf_counter()
-        out = dp.eval(frames.coord, box, frames.atype, atomic=True)
-        seconds.append(time.perf_counter() - start)
-    if not np.all(np.isfinite(out)):
+    dp = Evaluator(str(_loadable_model(Path(ns.model).resolve(), ns.precision, workdir)))
+    t_ready = time.time()
+    n = min(ns.frames, frames.nframes)
+    coord, box, atype = frames.coord[:n], None if frames.box is None else frames.box[:n], frames.atype
+
+    def evaluate(atomic: bool, f0: int, f1: int) -> Any:
+        return dp.eval(coord[f0:f1], None if box is None else box[f0:f1], atype, atomic=atomic)
+
+    modes = [(out, b) for out in ns.outputs.split(",") for b in sorted({min(b or n, n) for b in parse_batches(ns.batches)})]
+    rot = ns.rotate % len(modes)  # repeats start at different modes: no mode is always first
+    modes = modes[rot:] + modes[:rot]
+    for out in {m[0] for m in modes}:  # warm-up: first-call costs, both call shapes
+        evaluate(out == "atomic", 0, 1)
+        evaluate(out == "atomic", 0, min(4, n))
+    results = []
+    for out, b in modes:
+        res = throughput(partial(evaluate, out == "atomic"), n, b, ns.min_seconds)
+        results.append({"output": out, "batch": b, "all": b == n, **res})
+    sample = min(n, ns.check_frames)
+    glob = np.asarray(evaluate(False, 0, sample)).reshape(sample, -1)
+    atomic = np.asarray(evaluate(True, 0, sample)).reshape(sample, atype.size, -1)
+    if not (np.all(np.isfinite(glob)) and np.all(np.isfinite(atomic))):
         raise RunnerError("DeePMD-kit returned non-finite predictions")
     if ns.save:
-        np.save(ns.save, np.asarray(out).reshape(frames.nframes, frames.atype.size, -1))
-    med = statistics.median(seconds)
+        np.savez(ns.save, global_=glob, atomic=atomic)
     return {
-        "frames": frames.nframes,
-        "natoms": int(frames.atype.size),
+        "frames": n,
+        "natoms": int(atype.size),
         "pbc": box is not None,
         "precision": ns.precision,
-        "seconds": seconds,
-        "frames_per_s": frames.nframes / med,
-        "best_frames_per_s": frames.nframes / min(seconds),
-        "model": str(path),
+        "startup": {"import_s": t_import - t_start, "read_s": t_read - t_import, "load_s": t_ready - t_read,
+                    "ready_epoch": t_ready},
+        "modes": results,
     }
 
 
@@ -206,21 +224,25 @@ def _parser() -> argparse.ArgumentParser:
     te.add_argument("--system", required=True)
     te.add_argument("-n", "--numb-test", type=int, default=0, help="0 = all frames")
     te.add_argument("--workdir", required=True)
-    inf = sub.add_parser("infer", help="DeepDipole/DeepPolar.eval throughput")
-    inf.add_argument("--model", required=True)
-    inf.add_argument("--task", choices=["dipole", "polar"], required=True)
-    inf.add_argument("--frames", type=int, default=50)
-    inf.add_argument("--warmup-frames", type=int, default=5)
-    inf.add_argument("--repeats", type=int, default=3)
-    inf.add_argument("--precision", choices=["float64", "float32"], default="float64")
-    inf.add_argument("--workdir", required=True)
-    inf.add_argument("--save", help="write the atomic predictions (.npy) here")
+    md = sub.add_parser("modes", help="DeepDipole/DeepPolar.eval frames/s in every output and batch mode")
+    md.add_argument("--model", required=True)
+    md.add_argument("--task", choices=["dipole", "polar"], required=True)
+    md.add_argument("--system", required=True, help="npy system to read the frames from")
+    md.add_argument("--frames", type=int, default=16, help="the first N frames of the system")
+    md.add_argument("--batches", default="1,4,16,all", help="frames per eval call; all = --frames")
+    md.add_argument("--outputs", default="global,atomic", help="eval(atomic=False) / eval(atomic=True)")
+    md.add_argument("--min-seconds", type=float, default=1.5, help="time each mode at least this long")
+    md.add_argument("--rotate", type=int, default=0, help="start with the k-th mode")
+    md.add_argument("--check-frames", type=int, default=2, help="frames whose outputs are saved")
+    md.add_argument("--precision", choices=["float64", "float32"], default="float64")
+    md.add_argument("--workdir", required=True)
+    md.add_argument("--save", help="write the outputs of the check frames (.npz: global_, atomic)")
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     ns = _parser().parse_args(argv)
-    handlers = {"train": cmd_train, "test": cmd_test, "infer": cmd_infer}
+    handlers = {"train": cmd_train, "test": cmd_test, "modes": cmd_modes}
     try:
         result = handlers[ns.cmd](ns)
     except RunnerError as exc:

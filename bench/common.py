@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import deepmd_env
-from inputs import TASKS, Frames
+from inputs import TASKS
 
 REPO = Path(__file__).resolve().parent.parent
 RUNNER = Path(__file__).resolve().parent / "_deepmd_runner.py"
@@ -142,50 +142,6 @@ def ours_test(
     if numb_test > 0:
         cmd += ["-n", str(numb_test)]
     return run_json(cmd, subprocess_env(threads), log)
-
-
-def import_ours() -> tuple[Callable[..., Any], Callable[..., Any]]:
-    """``model.load_model`` and ``model.predict`` (the repo root is put on sys.path)."""
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    try:
-        from model import load_model, predict
-    except ImportError as exc:
-        raise BenchError(f"cannot import load_model/predict from model: {exc}") from exc
-    return load_model, predict
-
-
-def ours_infer(
-    model_path: Path, frames: Frames, precision: str, warmup: int, repeats: int, threads: int | None
-) -> tuple[dict[str, Any], Any]:
-    """Time ``predict`` in-process over ``frames``; returns (result, last atomic output)."""
-    import numpy as np
-    import torch
-
-    if threads is not None:
-        torch.set_num_threads(threads)
-    load_model, predict = import_ours()
-    from model.runtime import tune_allocator
-
-    tune_allocator()  # as `dptensor predict` and the workers do
-    m = load_model(str(model_path), device="cpu", precision=precision)
-    box = frames.box
-    w = min(warmup, frames.nframes)
-    predict(m, frames.coord[:w], frames.atype, None if box is None else box[:w])
-    seconds: list[float] = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        res = predict(m, frames.coord, frames.atype, box)
-        seconds.append(time.perf_counter() - start)
-    atomic = np.asarray(res.atomic_tensor)
-    if atomic.shape[:2] != frames.coord.shape[:2] or not np.all(np.isfinite(atomic)):
-        raise BenchError(f"predict returned atomic_tensor of shape {atomic.shape} or non-finite")
-    med = sorted(seconds)[len(seconds) // 2]
-    return {
-        "seconds": seconds,
-        "frames_per_s": frames.nframes / med,
-        "best_frames_per_s": frames.nframes / min(seconds),
-    }, atomic
 
 
 # ---------------------------------------------------------------- measurement helpers

@@ -122,3 +122,27 @@ def inference_frames(task: str, nframes: int) -> Frames:
         parts[0].atype,
         None if box is None else np.ascontiguousarray(box[idx]),
     )
+
+
+def write_system(frames: Frames, dest: Path, type_map: list[str]) -> Path:
+    """Write ``frames`` as a DeePMD npy system (one set, float64) at ``dest``, so that both
+    tools read their frames from the same file. Kept when already complete."""
+    coord_file = dest / "set.000" / "coord.npy"
+    if coord_file.exists() and np.load(coord_file, mmap_mode="r").shape[0] == frames.nframes:
+        return dest
+    (dest / "set.000").mkdir(parents=True, exist_ok=True)
+    (dest / "type.raw").write_text("\n".join(str(int(t)) for t in frames.atype) + "\n")
+    (dest / "type_map.raw").write_text("\n".join(type_map) + "\n")
+    if frames.box is None:
+        (dest / "nopbc").touch()
+    else:
+        np.save(dest / "set.000" / "box.npy", frames.box.reshape(frames.nframes, 9))
+    tmp = dest / "set.000" / "coord.tmp.npy"
+    np.save(tmp, frames.coord.reshape(frames.nframes, -1))
+    tmp.replace(coord_file)  # last, so an interrupted write is redone
+    return dest
+
+
+def read_system(path: Path) -> Frames:
+    """The frames of a system written by :func:`write_system` (plain numpy reads)."""
+    return _load_system(path)
