@@ -6,8 +6,10 @@ left orphaned."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -24,7 +26,7 @@ from jobs.settings import Settings
 # training or a batch job.
 DEFAULT_WORKERS = ("train,batch", "predict")
 STOP_GRACE_S = 60.0
-SUPERVISE_EVERY_S = 5.0  # a crashed worker is restarted within this; idle wake-ups are CPU
+SUPERVISE_EVERY_S = 5.0  # without pidfds (not Linux): a crashed worker is restarted within this
 
 
 def _die_with_parent() -> Callable[[], None] | None:
@@ -61,6 +63,7 @@ class Workers:
             self.env["DPTENSOR_WORKER_DEVICE"] = device
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.stopping = threading.Event()
+        self._stop_r, self._stop_w = os.pipe()  # wakes the supervisor when stopping
         self._watch = threading.Thread(target=self._supervise, name="worker-supervisor", daemon=True)
 
     def _spawn(self, queues: str) -> None:
@@ -73,9 +76,28 @@ class Workers:
             self._spawn(group)
         self._watch.start()
 
+    def _wait_for_an_exit(self) -> None:
+        """Block until a worker exits or stop() is called: a pidfd per worker becomes readable
+        when it exits, so an idle service has no supervisor wake-ups. Without pidfds, poll."""
+        pidfds: list[int] = []
+        try:
+            for proc in self.procs.values():
+                pidfds.append(os.pidfd_open(proc.pid))
+        except (AttributeError, OSError):  # not Linux ≥ 5.3
+            for fd in pidfds:
+                os.close(fd)
+            select.select([self._stop_r], [], [], SUPERVISE_EVERY_S)
+            return
+        try:
+            select.select([*pidfds, self._stop_r], [], [])
+        finally:
+            for fd in pidfds:
+                os.close(fd)
+
     def _supervise(self) -> None:
         restarts: list[float] = []
-        while not self.stopping.wait(SUPERVISE_EVERY_S):
+        while not self.stopping.is_set():
+            self._wait_for_an_exit()
             for queues, proc in list(self.procs.items()):
                 if proc.poll() is None or self.stopping.is_set():
                     continue
@@ -91,6 +113,8 @@ class Workers:
 
     def stop(self, grace_s: float = STOP_GRACE_S) -> None:
         self.stopping.set()
+        with contextlib.suppress(OSError):
+            os.write(self._stop_w, b"x")
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -156,25 +180,51 @@ def serve(settings: Settings, *, workers: list[str], device: str | None = None, 
 
 def _quiet_server_class() -> type:
     import asyncio
-    import contextlib
+    from email.utils import formatdate
 
     import uvicorn
 
-    class QuietServer(uvicorn.Server):
-        """uvicorn's server, woken once a second instead of ten times while idle (its loop
-        polls for a stop request; a signal wakes this one at once). Idle is idle: the
-        serve tree stays under 1% of a core with nothing to do."""
+    class Connections(set[Any]):
+        """uvicorn's set of open connections, calling back when one opens."""
 
+        def __init__(self, on_open: Callable[[], None]) -> None:
+            super().__init__()
+            self.on_open = on_open
+
+        def add(self, connection: Any) -> None:
+            super().add(connection)
+            self.on_open()
+
+    class QuietServer(uvicorn.Server):
+        """uvicorn's server without its idle wake-ups. Its loop polls ten times a second for
+        a stop request and refreshes the Date header; this one ticks once a second while
+        connections are open and otherwise sleeps until a connection opens (the header is
+        refreshed then) or a stop is asked for (a signal wakes it), at most IDLE_TICK_S.
+        Idle is idle: the serve tree stays under 1% of a core with nothing to do."""
+
+        IDLE_TICK_S = 60.0
         _wake: asyncio.Event | None = None
         _loop: asyncio.AbstractEventLoop | None = None
+
+        def __init__(self, config: uvicorn.Config) -> None:
+            super().__init__(config)
+            self.server_state.connections = Connections(self._connection_opened)
+
+        def _connection_opened(self) -> None:  # in the event loop (the protocol's connection_made)
+            date = [(b"date", formatdate(usegmt=True).encode())] if self.config.date_header else []
+            self.server_state.default_headers = date + self.config.encoded_headers
+            if self._wake is not None:
+                self._wake.set()
 
         async def main_loop(self) -> None:
             self._wake, self._loop = asyncio.Event(), asyncio.get_running_loop()
             counter = 0
             while not await self.on_tick(counter):
                 counter = (counter + 10) % 864000  # on_tick refreshes the Date header at multiples of 10
+                tick = 1.0 if self.server_state.connections else self.IDLE_TICK_S
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), 1.0)
+                    await asyncio.wait_for(self._wake.wait(), tick)
+                self._wake.clear()
 
         def handle_exit(self, sig: int, frame: Any) -> None:
             super().handle_exit(sig, frame)

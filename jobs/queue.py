@@ -95,11 +95,17 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
     conf["broker_connection_timeout"] = settings.broker_timeout_s
     if not settings.sqlite_broker:
-        # BRPOP returns as soon as a message arrives; its time-out (polling_interval) only
-        # sets how often an idle worker wakes up for nothing (kombu's default: every second)
+        # Idle is idle: each of these wakes an idle worker. BRPOP returns as soon as a message
+        # arrives; its time-out (polling_interval) sets how often it is sent again (kombu's
+        # default: every second) and how long a stopping worker waits for its reply (a popped
+        # message must not be lost): 10 s. Unacknowledged messages are redelivered after
+        # visibility_timeout; looking for them once a minute delays that by a minute at most.
+        # Re-authentication is for streaming credential providers, which are not used here.
         conf["broker_transport_options"] = {"visibility_timeout": settings.visibility_timeout_s,
                                             "socket_connect_timeout": settings.broker_timeout_s,
-                                            "polling_interval": 10}
+                                            "polling_interval": 10,
+                                            "unacked_restore_interval": min(60, settings.visibility_timeout_s),
+                                            "reauth_check_interval": 300}
         conf["redis_socket_connect_timeout"] = settings.broker_timeout_s
         conf["result_backend_transport_options"] = {"retry_policy": {"timeout": settings.broker_timeout_s}}
     return conf

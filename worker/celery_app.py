@@ -24,6 +24,7 @@ from jobs.queue import make_celery
 from jobs.settings import Settings
 from jobs.tables import WorkerMetrics, WorkerRecord, utcnow
 from worker import metrics, state
+from worker.quiet import QuietLoop
 
 log = logging.getLogger("dptensor.worker")
 
@@ -32,18 +33,25 @@ TASK_MODULES = ["worker.tasks", "worker.spectrum", "worker.select"]
 
 def create_celery(settings: Settings) -> Celery:
     celery = make_celery(settings, include=TASK_MODULES)
-    if settings.sqlite_broker:
-        # the SQLite transport has no broadcast: remote control and events cannot work on it
-        celery.conf.worker_enable_remote_control = False
+    # Celery's remote control (inspect, revoke, ping) is not used: cancelling is the job row,
+    # liveness the workers table. Off, a worker holds no mailbox queue nor its pub/sub
+    # connection, and the SQLite transport (no broadcast) could not carry it anyway.
+    celery.conf.worker_enable_remote_control = False
+    celery.steps["consumer"].add(QuietLoop)  # an idle worker sleeps (worker/quiet.py)
     return celery
 
 
-def _beat(st: state.WorkerState) -> None:
+def _beat(st: state.WorkerState, pushed: str) -> None:
+    """Every heartbeat_interval_s: the heartbeat, and this worker's metrics when they changed
+    since the last push (an idle worker's do not; /metrics lags by at most one beat)."""
     while not st.beat_stop.wait(st.settings.heartbeat_interval_s):
         try:
+            text = metrics.exposition()
             with st.sessions() as session:
                 store.upsert_worker(session, st.worker_id, heartbeat_at=utcnow())
-                store.save_worker_metrics(session, st.worker_id, metrics.exposition())
+                if text != pushed:
+                    store.save_worker_metrics(session, st.worker_id, text)
+                    pushed = text
         except Exception:  # database blip: try again next beat
             log.exception("worker heartbeat failed")
 
@@ -58,8 +66,9 @@ def _announce(sender: Any = None, **_: Any) -> None:
     with st.sessions() as session:
         store.upsert_worker(session, st.worker_id, queues=queues, device=dev, gpu=gpu, pid=os.getpid(),
                             started_at=utcnow(), heartbeat_at=utcnow())
-        store.save_worker_metrics(session, st.worker_id, metrics.exposition())
-    threading.Thread(target=_beat, args=(st,), name="worker-heartbeat", daemon=True).start()
+        pushed = metrics.exposition()
+        store.save_worker_metrics(session, st.worker_id, pushed)
+    threading.Thread(target=_beat, args=(st, pushed), name="worker-heartbeat", daemon=True).start()
     log.info("worker %s ready: queues %s, device %s%s", st.worker_id, queues, dev, f" ({gpu})" if gpu else "")
 
 
