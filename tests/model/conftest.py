@@ -33,6 +33,13 @@ def random_frames(nf: int, nat: int, ntypes: int, *, box_len: float = 6.0, seed:
     return coords, atype, (np.array(boxes) if pbc else None)
 
 
+def random_rotation(seed: int) -> np.ndarray:
+    """A proper rotation (det +1) drawn from the seed."""
+    q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))
+    return q if np.linalg.det(q) > 0 else -q
+
+
 def tiny_config(kind: str = "dipole", **overrides: Any) -> ModelConfig:
     """A small model: fast enough to evaluate the naive reference on it."""
     desc = {"type": "se_e2_a", "sel": [24, 24], "rcut": 3.2, "rcut_smth": 1.5, "neuron": [4, 8, 16],

@@ -18,7 +18,8 @@ from model.checkpoint import load_model
 from model.data import load_system
 from model.loss import tensor_loss
 from model.tensor_model import TensorModel
-from tests.model.conftest import random_frames, tiny_model
+from tests.model.conftest import random_frames, random_rotation, tiny_model
+from tests.model.test_physics import VARIANTS as PHYSICS_VARIANTS
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device visible")
 
@@ -36,12 +37,9 @@ def reference_models() -> dict[str, tuple[Path, tuple[np.ndarray, np.ndarray, np
         box = None if system.box is None else system.box[:4]
         out[kind] = (DATA / "deepmd_reference" / kind / "model_slim.pt", (system.coord[:4], system.atype, box))
     return out
-VARIANTS = [
-    pytest.param("dipole", {}, id="dipole"),
-    pytest.param("dipole", {"type_one_side": False, "resnet_dt_desc": True}, id="dipole-two-side-resnet"),
-    pytest.param("polar", {"fit_diag": False, "scale": [1.5, 0.5]}, id="polar-full-scale"),
-    pytest.param("polar", {"fit_diag": True, "scale": [2.0, 0.5]}, id="polar-diag-scale"),
-]
+
+
+VARIANTS = PHYSICS_VARIANTS[:4]  # dipole one- and two-side, polar full and diagonal
 
 
 def _on(device: torch.device, coord: np.ndarray, atype: np.ndarray, box: np.ndarray | None,
@@ -97,18 +95,12 @@ def test_float32_on_cuda_close_to_float64(kind: str, reference_models: dict) -> 
     np.testing.assert_allclose(g32, g64, rtol=0, atol=2e-4 * np.abs(g64).max())
 
 
-def _rotation(seed: int) -> np.ndarray:
-    q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
-    q = q * np.sign(np.diag(r))
-    return q if np.linalg.det(q) > 0 else -q
-
-
 @pytest.mark.parametrize(("kind", "over"), VARIANTS)
 def test_rotation_equivariance_on_cuda(kind: str, over: dict) -> None:
     model = tiny_model(kind, **over).to(CUDA)
     coord, atype, box = random_frames(2, 16, 2, box_len=5.0, seed=12)
     assert box is not None
-    q = _rotation(1)
+    q = random_rotation(1)
     g0, a0 = _predict(model, coord, atype, box, False)
     g1, a1 = _predict(model, coord @ q.T, atype, box @ q.T, False)
     if kind == "dipole":

@@ -19,13 +19,7 @@ from model.inference import predict
 from model.normal_modes import THZ_TO_CM, harmonic_ir, read_modes
 from model.spectra_units import harmonic_intensity_km_mol
 from tests.model import harmonic
-from tests.model.conftest import random_frames, tiny_model
-
-
-def _rotation(seed: int) -> np.ndarray:
-    q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
-    q = q * np.sign(np.diag(r))
-    return q if np.linalg.det(q) > 0 else -q
+from tests.model.conftest import random_frames, random_rotation, tiny_model
 
 
 @pytest.mark.parametrize(("pbc", "triclinic"), [(False, False), (True, False), (True, True)])
@@ -66,7 +60,7 @@ def test_wannier_sum_rule_is_the_total_charge() -> None:
 def test_born_charges_rotate_as_rank_two_tensors() -> None:
     model = tiny_model("dipole")
     coord, atype, _ = random_frames(1, 6, 2, pbc=False)
-    r = _rotation(3)
+    r = random_rotation(3)
     z = born_charges(model, coord, atype).z[0]
     z_rot = born_charges(model, coord @ r.T, atype).z[0]
     np.testing.assert_allclose(z_rot, np.einsum("ab,ibc,dc->iad", r, z, r), atol=1e-10)
@@ -79,7 +73,7 @@ def test_trained_point_charge_model_approaches_the_charges() -> None:
     torch.manual_seed(0)
 
     def frames(n: int) -> np.ndarray:
-        return np.array([(harmonic.POSITIONS + 0.15 * rng.normal(size=(3, 3))) @ _rotation(k).T
+        return np.array([(harmonic.POSITIONS + 0.15 * rng.normal(size=(3, 3))) @ random_rotation(k).T
                          for k in rng.integers(0, 10**6, n)])
 
     x = frames(96)

@@ -9,7 +9,7 @@ import torch
 
 from model import descriptor, descriptor_fast, reference
 from model.tensor_model import TensorModel
-from tests.model.conftest import random_frames, tiny_model
+from tests.model.conftest import random_frames, random_rotation, tiny_model
 
 VARIANTS = [
     pytest.param("dipole", {}, id="dipole"),
@@ -25,12 +25,6 @@ def _run(model: TensorModel, coord: np.ndarray, atype: np.ndarray, box: np.ndarr
     out = model(torch.as_tensor(coord), torch.as_tensor(atype), None if box is None else torch.as_tensor(box),
                 differentiable=differentiable)
     return out.global_.detach().numpy(), out.atomic.detach().numpy()
-
-
-def _random_rotation(seed: int) -> np.ndarray:
-    q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
-    q = q * np.sign(np.diag(r))
-    return q if np.linalg.det(q) > 0 else -q
 
 
 @pytest.mark.parametrize(("kind", "over"), VARIANTS)
@@ -81,7 +75,7 @@ def test_rotation_equivariance(kind: str, over: dict) -> None:
     model = tiny_model(kind, **over)
     coord, atype, box = random_frames(2, 16, 2, box_len=5.0, seed=12)
     assert box is not None
-    q = _random_rotation(1)
+    q = random_rotation(1)
     g0, a0 = _run(model, coord, atype, box)
     g1, a1 = _run(model, coord @ q.T, atype, box @ q.T)
     if kind == "dipole":
