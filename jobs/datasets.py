@@ -115,6 +115,23 @@ def parse_ref(text: str) -> tuple[str, str]:
     return m.group(1), "/".join(p for p in parts if p != ".")
 
 
+def chosen_systems(systems: list[dict[str, Any]], sub: str) -> list[dict[str, Any]]:
+    """The summaries of a dataset's systems that a reference's sub path selects."""
+    return [s for s in systems if not sub or s["path"] == sub
+            or s["path"].startswith((sub + "/", sub + "#"))]  # "#": the groups of an HDF5 file
+
+
+def training_systems(raw: dict[str, Any], lookup: Callable[[str], list[dict[str, Any]] | None]
+                     ) -> list[dict[str, Any]]:
+    """The summaries of the systems training_data refers to (references already checked)."""
+    section = (raw.get("training") or {}).get("training_data")
+    out: list[dict[str, Any]] = []
+    for _, text in _entries(section, "") if isinstance(section, dict) else []:
+        ds_id, sub = parse_ref(text)
+        out += chosen_systems(lookup(ds_id) or [], sub)
+    return out
+
+
 def _sections(raw: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     training = raw.get("training") or {}
     return [(f"training.{key}", training[key]) for key in ("training_data", "validation_data")
@@ -147,8 +164,7 @@ def check_refs(raw: dict[str, Any], kind: str, type_map: list[str] | None,
                 problems.append((path, f"dataset {ds_id} not found"))
                 continue
             used.append(ds_id)
-            chosen = [s for s in systems if not sub or s["path"] == sub
-                      or s["path"].startswith((sub + "/", sub + "#"))]  # "#": the groups of an HDF5 file
+            chosen = chosen_systems(systems, sub)
             if not chosen:
                 have = ", ".join(s["path"] for s in systems[:10])
                 problems.append((path, f"no system at {sub!r} in dataset {ds_id} (it has: {have})"))

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     max_train_nproc: int = Field(8, ge=1, description="data-parallel ranks one training may ask for (resources.nproc)")
     max_model_parameters: int = Field(
         50_000_000, ge=1000, description="trainable parameters of one model (training holds ~32 bytes each)")
+    max_train_activation_bytes: int = Field(
+        32 << 30, ge=1 << 20, description="estimated activations of one training step (batch atoms × sel × "
+                                          "embedding sizes, model/sizing.py); about the workers' memory")
     # dynamic batching of synchronous predictions (app/batching.py)
     predict_batching: bool = Field(True, description="coalesce concurrent predictions of one model")
     predict_batch_wait_ms: float = Field(2.0, ge=0, le=1000, description="longest a batch waits for more "

@@ -3,6 +3,7 @@ cancel it, download its files."""
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -27,7 +28,7 @@ from app.schemas import (
     Problem,
     TrainCheck,
 )
-from jobs.datasets import check_refs
+from jobs.datasets import check_refs, training_systems
 from jobs.layout import job_dir
 from jobs.resources import split_resources
 from jobs.settings import Settings
@@ -35,7 +36,7 @@ from jobs.tables import TERMINAL, Dataset, Job, User, utcnow
 from model.config import InputConfig, parse_with_notes
 from model.errors import ConfigError
 from model.keys import MAX_COMMITTEE_MEMBERS as MAX_MEMBERS
-from model.sizing import TRAINING_BYTES_PER_PARAMETER, count_parameters
+from model.sizing import TRAINING_BYTES_PER_PARAMETER, count_parameters, training_activation_bytes
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=ERRORS)
 
@@ -73,6 +74,30 @@ def _size_problems(cfg: InputConfig, settings: Settings) -> list[tuple[str, str]
     return problems
 
 
+def _activation_problem(cfg: InputConfig, systems: list[dict[str, Any]], settings: Settings
+                        ) -> tuple[str, str] | None:
+    """A training step's activations (model/sizing.py) over the cap, for the largest batch of
+    the training systems; not checked for sel "auto" (the neighbours come from the data)."""
+    sel, spec = cfg.model.descriptor.sel, cfg.training.training_data.batch_size
+    if not isinstance(sel, list) or not systems:
+        return None
+    if isinstance(spec, str):  # "auto[:N]": frames of at least N atoms (model/batching.py)
+        target = int(spec.split(":", 1)[1]) if ":" in spec else 32
+        sizes = [max(1, math.ceil(target / s["atoms"])) * s["atoms"] for s in systems]
+    else:  # one size for all, or per system: the largest for each (an upper estimate)
+        frames = spec if isinstance(spec, int) else max(spec)
+        sizes = [frames * s["atoms"] for s in systems]
+    atoms = max(sizes)
+    need = training_activation_bytes(cfg.model, sum(sel), atoms)
+    if need <= settings.max_train_activation_bytes:
+        return None
+    return ("training.training_data.batch_size",
+            f"a batch of {atoms:,} atoms with sel {sel} (up to {sum(sel):,} neighbours each) and embedding "
+            f"{cfg.model.descriptor.neuron} needs ~{need / 2**30:,.1f} GiB of activations per training step: "
+            f"at most {settings.max_train_activation_bytes / 2**30:,.1f} GiB (DPTENSOR_MAX_TRAIN_ACTIVATION_BYTES); "
+            "use a smaller batch_size, sel or neuron")
+
+
 def committee_size(raw: dict[str, Any]) -> int:
     """The optional top-level "committee": K of a training request (0 when absent)."""
     value = raw.get("committee")
@@ -102,6 +127,9 @@ def validate_train_input(raw: dict[str, Any], session: SessionDep, user: User,
         return ds.systems if ds is not None and (user.is_admin or ds.owner_id == user.id) else None
 
     used = check_refs(raw, cfg.model.fitting_net.type, cfg.model.type_map, lookup)
+    problem = _activation_problem(cfg, training_systems(raw, lookup), settings)
+    if problem is not None:
+        raise ConfigError.from_problems([problem])
     return cfg, notes, used
 
 

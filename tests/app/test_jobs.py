@@ -64,6 +64,12 @@ def test_submit_queues_and_lists(users: Users, dataset: dict, settings) -> None:
      "1000000000000 steps: at most 10000000 (DPTENSOR_MAX_TRAIN_STEPS)"),
     (lambda r: r["model"]["fitting_net"].update(neuron=[100000] * 3), "model",
      "20,004,500,104 parameters (~640.1 GB to train): at most 50,000,000 (DPTENSOR_MAX_MODEL_PARAMETERS)"),
+    # activations of one training step (batch atoms × sel × embedding), checked against the datasets' atoms
+    (lambda r: r["training"]["training_data"].update(batch_size=100_000), "training.training_data.batch_size",
+     "a batch of 19,200,000 atoms with sel [20, 40] (up to 60 neighbours each) and embedding [4, 8] needs "
+     "~147.6 GiB of activations per training step: at most 32.0 GiB (DPTENSOR_MAX_TRAIN_ACTIVATION_BYTES)"),
+    (lambda r: r["model"]["descriptor"].update(sel=[2_000_000, 4_000_000]), "training.training_data.batch_size",
+     "(DPTENSOR_MAX_TRAIN_ACTIVATION_BYTES)"),
     # resources: ranks of a data-parallel training
     (lambda r: r.update(resources={"nproc": 0}), "resources.nproc", "greater than or equal to 1"),
     (lambda r: r.update(resources={"nproc": 64}), "resources.nproc", "at most 8 ranks per training"),
