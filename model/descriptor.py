@@ -20,7 +20,7 @@ from functools import cached_property
 import torch
 from torch import Tensor, nn
 
-from model.descriptor_fast import blocked, contract_blocked, pad_embeddings
+from model.descriptor_fast import ZNet, blocked, contract_blocked, pad_embeddings
 from model.neighbor import NeighborList
 from model.nets import MLP
 
@@ -167,6 +167,8 @@ class DescriptorSeA(nn.Module):
         self.register_buffer("dstd", torch.ones(ntypes, ntypes, 4, dtype=dtype))
         self.register_buffer("sel_t", torch.tensor(sel, dtype=dtype), persistent=False)
         self.scratch = threading.local()  # per thread: predict runs chunks concurrently (descriptor_fast)
+        # net index → (weights' versions, the net in z-space) for the blocked contraction
+        self.znet_cache: dict[int, tuple[tuple[tuple[int, int], ...], ZNet]] = {}
 
     @property
     def dim_out(self) -> int:

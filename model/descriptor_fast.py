@@ -3,16 +3,24 @@
 ``DescriptorSeA.forward(env, differentiable=False)``, always under ``torch.no_grad``: the
 embedding nets run block by block so each layer's activations stay in cache, and
 T = Σ R̃ᵀ G is contracted block by block, never holding the full [P, M1] G.
+
+The blocked contraction runs tanh nets in *z-space* (``ZNet``): every layer's output is
+y = α − 2z with α a constant vector, since tanh(a) = 1 − 2σ(−2a) and the residuals add
+whole layers. The constants fold into the next layer's weights, so a layer is one matmul,
+one in-place sigmoid and the in-place residual: no 1 − 2u pass. At the end
+T = (Σ R̃)ᵀ α − 2 Σ R̃ᵀ z, with Σ R̃ one small sum per centre.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from model.nets import MLP
+from model.tanh_mlp import add_residual_
 
 if TYPE_CHECKING:
     from model.descriptor import DescriptorSeA, EnvPairs
@@ -46,21 +54,91 @@ def scratch(desc: DescriptorSeA, key: int, rows: int, like: Tensor) -> Tensor:
     return buf[:rows]
 
 
+@dataclass(frozen=True)
+class ZLayer:
+    matrix: Tensor  # [in, out] folded: z_prev (or the net's input) → −2·(pre-activation)
+    bias: Tensor  # [out]
+    idt: Tensor | None  # [out]
+    residual: bool
+
+
+@dataclass(frozen=True)
+class ZNet:
+    """A tanh MLP without output layer in z-space: output y = alpha − 2·z."""
+
+    layers: list[ZLayer]
+    alpha: Tensor  # [M1]
+
+    def forward_into(self, x: Tensor, out: Tensor) -> Tensor:
+        """z of the rows x [rows, 1], written into ``out`` [rows, M1]."""
+        for i, layer in enumerate(self.layers):
+            dest = out if i == len(self.layers) - 1 else None
+            if x.shape[1] == 1:  # 1-wide input: an outer product, no GEMM
+                a = torch.addcmul(layer.bias, x, layer.matrix, out=dest)
+            else:
+                a = torch.addmm(layer.bias, x, layer.matrix, out=dest)
+            a = torch.sigmoid_(a)  # u = σ(−2·pre-activation)
+            if layer.idt is not None:
+                a.mul_(layer.idt)
+            if layer.residual:
+                add_residual_(a, x)
+            x = a
+        return x
+
+
+def z_net(net: MLP) -> ZNet:
+    """Fold y_prev = α − 2 z_prev into each layer: −2(y_prev W + b) = z_prev (4W) − 2(b + αW);
+    the layer's z = σ(·)[·idt] [+ z_prev | (z_prev, z_prev)], its α = [idt | 1] [+ α_prev]."""
+    layers, alpha = [], None
+    for dense in net.layers:
+        w, b = dense.matrix.detach(), dense.bias.detach()
+        if alpha is None:  # the net's input itself
+            mat, bias = -2.0 * w, -2.0 * b
+        else:
+            mat, bias = 4.0 * w, -2.0 * (b + alpha @ w)
+        residual = dense.residual and alpha is not None
+        idt = None if dense.idt is None else dense.idt.detach()
+        own = torch.ones_like(b) if idt is None else idt
+        if residual:
+            assert alpha is not None
+            own = own + (alpha if w.shape[1] == w.shape[0] else torch.cat([alpha, alpha]))
+        layers.append(ZLayer(mat.contiguous(), bias.contiguous(), idt, residual))
+        alpha = own
+    assert alpha is not None
+    return ZNet(layers, alpha)
+
+
+def z_net_of(desc: DescriptorSeA, k: int) -> ZNet:
+    """Net k in z-space, rebuilt when its weights change (an optimizer step or a load bumps
+    their version; a cast moves their storage)."""
+    net = desc.net(k)
+    key = tuple((p._version, p.data_ptr()) for p in net.parameters())
+    cached = desc.znet_cache.get(k)
+    if cached is None or cached[0] != key:
+        with torch.no_grad():
+            cached = (key, z_net(net))
+        desc.znet_cache[k] = cached
+    return cached[1]
+
+
 def contract_blocked(desc: DescriptorSeA, env: EnvPairs, rn: Tensor, mean: Tensor, std: Tensor) -> Tensor:
     """Σ_pairs R̃ᵀ G per centre [nC, 4, M1], computing G in blocks of whole centres of one
-    segment."""
-    m1, block = desc.m1, block_rows(rn)
+    segment (tanh nets in z-space: Σ R̃ᵀ z, then (Σ R̃)ᵀ α − 2·that)."""
+    m1 = desc.m1
     t = rn.new_zeros(env.n_centres, 4, m1)
+    use_z = desc.activation == "tanh"
+    nets = {g: z_net_of(desc, desc.net_index(g)) if use_z else desc.net_of_group(g)
+            for g in range(desc.ntypes * desc.ntypes) if env.offsets[g + 1] > env.offsets[g]}
     distinct_g = {}
     for g, (values, _) in env.distinct.items():
         table = scratch(desc, g, values.shape[0], rn)
         s = ((values - mean[g, 0]) / std[g, 0])[:, None]
-        for c in range(0, s.shape[0], block):
-            desc.net_of_group(g).forward_into(s[c:c + block], table[c:c + block])
+        for c in range(0, s.shape[0], EMBED_BLOCK):
+            nets[g].forward_into(s[c:c + EMBED_BLOCK], table[c:c + EMBED_BLOCK])
         distinct_g[g] = table
     for seg in env.segments:
-        net, c = desc.net_of_group(seg.group), seg.count
-        step = max(1, block // c)  # centres per block
+        net, c = nets[seg.group], seg.count
+        step = max(1, EMBED_BLOCK // c)  # centres per block
         for b0 in range(seg.block_start, seg.block_stop, step):
             b1 = min(b0 + step, seg.block_stop)
             p0 = seg.start + (b0 - seg.block_start) * c
@@ -68,11 +146,22 @@ def contract_blocked(desc: DescriptorSeA, env: EnvPairs, rn: Tensor, mean: Tenso
             if seg.group in distinct_g:
                 first = env.offsets[seg.group]
                 emb = distinct_g[seg.group].index_select(0, env.distinct[seg.group][1][p0 - first:p1 - first])
+            elif isinstance(net, ZNet):
+                emb = net.forward_into(rn[p0:p1, :1], scratch(desc, -1, p1 - p0, rn))
             else:
                 emb = net(rn[p0:p1, :1], differentiable=False)
             part = torch.bmm(rn[p0:p1].view(b1 - b0, c, 4).transpose(1, 2), emb.view(b1 - b0, c, m1))
             t.index_add_(0, env.block_centre[b0:b1], part)
-    return t
+    if not use_z:
+        return t
+    # T = Σ R̃ᵀ (α − 2z): the α part per net is (Σ R̃ over its pairs)ᵀ α
+    alpha_term = rn.new_zeros(env.n_centres, 4, m1)
+    for g, net in nets.items():
+        assert isinstance(net, ZNet)
+        a, b = env.offsets[g], env.offsets[g + 1]
+        rsum = rn.new_zeros(env.n_centres, 4).index_add_(0, env.centre[a:b], rn[a:b])  # [nC, 4]
+        alpha_term.addcmul_(rsum[:, :, None], net.alpha[None, None, :])
+    return alpha_term.add_(t, alpha=-2.0)
 
 
 def pad_embeddings(desc: DescriptorSeA, pad_r: Tensor, env: EnvPairs) -> Tensor:

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from model.fitting_fast import dense_polar, packed_polar
+from model.fitting_fast import PolarBlocks, blocked_polar, dense_polar, polar_blocks
 from model.nets import MLP
 
 
@@ -111,6 +111,8 @@ class TensorFitting(nn.Module):
         unpack[iu[1], iu[0]] = torch.arange(iu.shape[1])
         self.register_buffer("unpack", unpack.reshape(-1), persistent=False)
         self.register_buffer("upper", triu_pack_indices(m1)[0], persistent=False)
+        # type → (weights' versions, block layout) of the CPU inference kernel (fitting_fast)
+        self.block_cache: dict[int, tuple[tuple[tuple[int, int], ...], PolarBlocks]] = {}
         weight = torch.full((iu.shape[1],), 2.0, dtype=dtype)
         weight[self.row_offsets[:-1]] = 1.0
         self.register_buffer("upper_weight", weight, persistent=False)
@@ -173,4 +175,15 @@ class TensorFitting(nn.Module):
             return out
         if g.is_cuda:  # few large launches; the packed row products suit a CPU's caches
             return dense_polar(hidden, last.matrix, bias, self.scale[t], g, self.unpack)
-        return packed_polar(hidden, last.matrix, bias, self.scale[t], g, self.row_offsets, self.pack_diag, chunk)
+        return blocked_polar(hidden, self._polar_blocks(t, last.matrix, last.bias), self.scale[t], g, chunk)
+
+    def _polar_blocks(self, t: int, matrix: Tensor, bias: Tensor) -> PolarBlocks:
+        """The block layout of type t's output layer, rebuilt when the weights change
+        (an optimizer step or a load bumps their version; a cast moves their storage)."""
+        key = tuple((x._version, x.data_ptr()) for x in (matrix, bias, self.bias_atom_e))
+        cached = self.block_cache.get(t)
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                cached = (key, polar_blocks(matrix, bias + self.bias_atom_e[t], self.unpack))
+            self.block_cache[t] = cached
+        return cached[1]

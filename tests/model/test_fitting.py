@@ -69,22 +69,76 @@ def test_symmetric_contraction_gradcheck() -> None:
                                     (packed, g))
 
 
-def test_dense_polar_gpu_form_equals_the_packed_cpu_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The GPU's unpack-once kernel and the CPU's packed row products are the same α, also
-    across chunk boundaries (both chunk sizes forced small here)."""
-    model = tiny_model("polar", fit_diag=False, scale=[1.5, 0.5])
-    fit = model.fitting
-    m1, h = round(fit.unpack.numel() ** 0.5), 12
-    g_ = torch.Generator().manual_seed(3)
-    n = 37
+def _polar_inputs(m1: int, h: int = 12, n: int = 37, seed: int = 3) -> tuple[torch.Tensor, ...]:
+    g_ = torch.Generator().manual_seed(seed)
     hidden = torch.randn(n, h, generator=g_, dtype=torch.float64)
     matrix = torch.randn(h, m1 * (m1 + 1) // 2, generator=g_, dtype=torch.float64)
     bias = torch.randn(m1 * (m1 + 1) // 2, generator=g_, dtype=torch.float64)
     gr = torch.randn(n, m1, 3, generator=g_, dtype=torch.float64)
-    scale = torch.tensor(1.5, dtype=torch.float64)
-    packed = fitting_fast.packed_polar(hidden, matrix, bias, scale, gr, fit.row_offsets, fit.pack_diag, chunk=8)
+    return hidden, matrix, bias, gr, torch.tensor(1.5, dtype=torch.float64)
+
+
+def _polar_formula(hidden: torch.Tensor, matrix: torch.Tensor, bias: torch.Tensor, gr: torch.Tensor,
+                   scale: torch.Tensor) -> torch.Tensor:
+    """scale · grᵀ A gr with A the whole symmetric matrix: the readable formula."""
+    m1 = gr.shape[1]
+    mn, nm = triu_pack_indices(m1)
+    packed = hidden @ matrix + bias
+    full = packed.new_zeros(packed.shape[0], m1 * m1).index_copy(1, mn, packed).index_copy(1, nm, packed)
+    return scale * gr.transpose(1, 2) @ full.view(-1, m1, m1) @ gr
+
+
+@pytest.mark.parametrize(("m1", "size"), [(100, None), (12, None), (12, 1), (12, 12), (7, None), (1, None)])
+def test_blocked_polar_equals_the_formula(m1: int, size: int | None) -> None:
+    """The CPU kernel's block layout (off-diagonal blocks whole, diagonal blocks halved) is
+    the same α as grᵀ A gr on the whole matrix, for any block size dividing M1, across
+    chunk boundaries (chunks of 8 rows of 37)."""
+    hidden, matrix, bias, gr, scale = _polar_inputs(m1)
+    blocks = fitting_fast.polar_blocks(matrix, bias, TensorFitting(
+        kind="polar", ntypes=1, sel_type=[0], dim_descrpt=4, m1=m1, neuron=[4], resnet_dt=False,
+        activation="tanh", dtype=torch.float64, fit_diag=False).unpack, size)
+    assert blocks.w_off.shape[1] + blocks.w_diag.shape[1] == matrix.shape[1]  # no more columns than packed
+    out = fitting_fast.blocked_polar(hidden, blocks, scale, gr, chunk=8)
+    ref = _polar_formula(hidden, matrix, bias, gr, scale)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12 * float(ref.abs().max()))
+
+
+def test_block_size_divides_m1_near_the_target() -> None:
+    assert fitting_fast.block_size(100) == 20
+    assert fitting_fast.block_size(7) == 7
+    assert all(m % fitting_fast.block_size(m) == 0 for m in range(1, 130))
+
+
+def test_block_layout_follows_the_weights() -> None:
+    """The fitting caches the block layout; a change of the weights (in place, as an
+    optimizer step) rebuilds it, so predictions never use stale weights."""
+    model = tiny_model("polar", fit_diag=False)
+    fit = model.fitting
+    m1 = fit.m1
+    n = 5
+    d = torch.randn(1, n, fit.nets["0"].layers[0].matrix.shape[0], dtype=torch.float64)
+    gr = torch.randn(1, n, m1, 3, dtype=torch.float64)
+    slices = [(0, 0, n)]
+    with torch.no_grad():
+        first = fit(d, gr, slices, differentiable=False)
+        fit.nets["0"].layers[-1].matrix.mul_(2.0)
+        second = fit(d, gr, slices, differentiable=False)
+    torch.testing.assert_close(second, fit(d, gr, slices, differentiable=True).detach(), rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(first, second)
+
+
+def test_dense_polar_gpu_form_equals_the_blocked_cpu_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GPU's unpack-once kernel and the CPU's block kernel are the same α, also across
+    chunk boundaries (both chunk sizes forced small here)."""
+    model = tiny_model("polar", fit_diag=False, scale=[1.5, 0.5])
+    fit = model.fitting
+    m1 = round(fit.unpack.numel() ** 0.5)
+    hidden, matrix, bias, gr, scale = _polar_inputs(m1)
+    n = hidden.shape[0]
+    blocked = fitting_fast.blocked_polar(hidden, fitting_fast.polar_blocks(matrix, bias, fit.unpack), scale, gr,
+                                         chunk=8)
     monkeypatch.setattr(fitting_fast, "DENSE_POLAR_ELEMENTS", 5 * m1 * m1)  # chunks of 5 rows
     dense = fitting_fast.dense_polar(hidden, matrix, bias, scale, gr, fit.unpack)
     assert dense.shape == (n, 3, 3)
-    torch.testing.assert_close(dense, packed, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(dense, blocked, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(dense, dense.transpose(1, 2), rtol=0, atol=1e-12)  # α symmetric
