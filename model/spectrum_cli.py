@@ -124,7 +124,8 @@ def _write_outputs(args: argparse.Namespace, spectrum: Spectrum, title: str) -> 
 
 def cmd_spectrum(args: argparse.Namespace) -> int:
     from model.spectrum_labels import run_labels_spectrum
-    from model.spectrum_pipeline import parse_request, run_spectrum
+    from model.spectrum_parts import run_spectrum
+    from model.spectrum_pipeline import parse_request
 
     request = parse_request(args.kind, args.dt, options_from_args(args), prefix="")
     names = ", ".join(Path(t).name for t in args.trajectory)

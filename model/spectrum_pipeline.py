@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -351,39 +350,6 @@ def _predict_into(model: TensorModel, traj: System, request: SpectrumRequest, si
 # ---- spectrum ----------------------------------------------------------------------------------
 
 
-def spectrum_metadata(request: SpectrumRequest, model: TensorModel, trajectories: Sequence[System],
-                      model_id: str | None = None) -> dict[str, Any]:
-    """What the spectrum module does not know: the model, the source and how M(t) was formed."""
-    first = trajectories[0]
-    elements = {s: first.symbols.count(s) for s in dict.fromkeys(first.symbols)}
-    meta: dict[str, Any] = {
-        "model_id": model_id, "model_kind": model.kind, "type_map": list(model.type_map),
-        "sel_type": list(model.sel_type), "sources": [Path(t.path).name for t in trajectories],
-        "n_atoms": first.natoms, "elements": elements, "pbc": list(first.pbc),
-        "frame_index": request.index,
-    }
-    if request.kind == "ir":
-        meta["dipole_mode"] = request.dipole_mode
-        meta["dipole"] = ("the model's global dipole (sum of atomic dipoles)" if request.dipole_mode == "global"
-                          else "M = Σ_a Z_a r_a + q_W Σ_sel (r_i + Δ_i), unwrapped positions, Δ_i predicted")
-        if request.dipole_mode == "wannier":
-            meta["ionic_charges"], meta["q_w"] = request.ionic_charges, request.q_w
-        if request.spectrum.correction in ("harmonic", "none"):
-            meta["correction_note"] = IR_HARMONIC_NOTE
-    return meta
-
-
-def _volume(request: SpectrumRequest, trajectories: Sequence[System]) -> float | None:
-    """The volume for absolute units: given, or the mean cell volume ('cell', or by default
-    when every trajectory is periodic with a cell)."""
-    if request.volume_a3 not in (None, "cell"):
-        return float(request.volume_a3)
-    volumes = [t.volumes_a3() if any(t.pbc) else None for t in trajectories]
-    if any(v is None for v in volumes):
-        return None  # 'cell' was checked by load_frames
-    return float(np.mean(np.concatenate([v for v in volumes if v is not None])))
-
-
 def transform(request: SpectrumRequest, series: Sequence[NDArray[np.float64]],
               metadata: Mapping[str, Any], volume_a3: float | None = None) -> Spectrum:
     """The spectrum of the series (a pure function of them: committees call it per member)."""
@@ -398,76 +364,3 @@ def transform(request: SpectrumRequest, series: Sequence[NDArray[np.float64]],
     if request.kind == "ir":
         return ir_spectrum(data, request.spectrum, volume_a3=volume_a3, metadata=metadata)
     return raman_spectrum(data, request.spectrum, metadata=metadata)
-
-
-@dataclass
-class SpectrumResult:
-    spectrum: Spectrum
-    series: list[NDArray[np.float64]]  # per trajectory: the M(t) / α(t) that was transformed
-    frames: int
-    atoms: int
-    predict_s: float  # wall time of the predictions (reading excluded)
-    batch_size: int  # frames per chunk
-    member_spectra: list[Spectrum] | None = None  # a committee's: each member's spectrum
-
-    @property
-    def frames_per_s(self) -> float:
-        return self.frames / max(self.predict_s, 1e-9)
-
-
-def run_spectrum(model: TensorModel, sources: Sequence[str | Path], request: SpectrumRequest, *,
-                 model_id: str | None = None, predictions: Sequence[str | Path | None] | None = None,
-                 batch_size: int | None = None, progress: Progress | None = None,
-                 should_stop: Callable[[], bool] | None = None,
-                 on_loaded: Callable[[System], None] | None = None) -> SpectrumResult:
-    """Read each trajectory, predict its series in chunks, pool them into one spectrum.
-    ``batch_size`` None: sized for the model's device (``device_batch_size``)."""
-    outputs = list(predictions) if predictions is not None else [None] * len(sources)
-    if len(outputs) != len(sources):
-        raise ConfigError(f"{len(outputs)} predictions files for {len(sources)} trajectories")
-    from model.inference import committee_size
-
-    members = committee_size(model) if _is_committee(model) else 0
-    trajectories: list[System] = []
-    series: list[NDArray[np.float64]] = []
-    member_series: list[list[NDArray[np.float64]]] = []  # per trajectory, per member
-    seconds, chunk = 0.0, batch_size
-    for source, out in zip(sources, outputs, strict=True):
-        traj = load_frames(source, request)
-        if trajectories and traj.natoms != trajectories[0].natoms:
-            raise DataError(f"{traj.natoms} atoms, the first trajectory has {trajectories[0].natoms}",
-                            path=str(source))
-        check_plan(request, traj.nframes)
-        if on_loaded is not None:
-            on_loaded(traj)
-        if chunk is None:
-            chunk = device_batch_size(model, traj, check_elements(request, traj.symbols, model.type_map))
-        t0 = time.monotonic()
-        if members:
-            member_series.append(predict_member_series(model, traj, request, predictions=out, batch_size=chunk,
-                                                       progress=progress, should_stop=should_stop))
-            series.append(np.mean(member_series[-1], axis=0))
-        else:
-            series.append(predict_series(model, traj, request, predictions=out, batch_size=chunk,
-                                         progress=progress, should_stop=should_stop))
-        seconds += time.monotonic() - t0
-        trajectories.append(traj)
-    from model.inference import chunk_frames
-
-    meta = spectrum_metadata(request, model, trajectories, model_id)
-    volume = _volume(request, trajectories)
-    frames, atoms = sum(t.nframes for t in trajectories), trajectories[0].natoms
-    if not members:
-        spectrum = transform(request, series, meta, volume)
-        return SpectrumResult(spectrum, series, frames, atoms, seconds, chunk_frames(atoms, chunk))
-    from model.committee_spectra import committee_spectrum
-
-    spectra = [transform(request, [per_traj[k] for per_traj in member_series], meta, volume) for k in range(members)]
-    return SpectrumResult(committee_spectrum(spectra), series, frames, atoms, seconds,
-                          chunk_frames(atoms, chunk, members), member_spectra=spectra)
-
-
-def _is_committee(model: TensorModel) -> bool:
-    from model.committee import Committee
-
-    return isinstance(model, Committee)

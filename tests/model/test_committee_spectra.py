@@ -14,7 +14,8 @@ from model.cli import main
 from model.committee import Committee
 from model.committee_spectra import committee_spectrum
 from model.spectrum_options import Spectrum
-from model.spectrum_pipeline import parse_request, run_spectrum
+from model.spectrum_parts import run_spectrum
+from model.spectrum_pipeline import parse_request
 from tests.model.test_committee import member
 from tests.model.test_spectrum_pipeline import WANNIER, rotating, write_xyz
 

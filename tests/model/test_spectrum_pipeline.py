@@ -16,11 +16,11 @@ from model.checkpoint import save_checkpoint  # noqa: E402
 from model.cli import main  # noqa: E402
 from model.errors import ConfigError, DataError  # noqa: E402
 from model.inference import predict  # noqa: E402
+from model.spectrum_parts import run_spectrum  # noqa: E402
 from model.spectrum_pipeline import (  # noqa: E402
     chunk_frames_for_memory,
     parse_request,
     predict_series,
-    run_spectrum,
 )
 from model.system import System  # noqa: E402
 from tests.model.conftest import random_frames, tiny_model  # noqa: E402
