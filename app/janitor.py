@@ -1,6 +1,7 @@
 """The janitor: jobs whose worker stopped heartbeating are re-sent (the next worker
 resumes from the last checkpoint) or, after max_attempts, failed with the reason; queued
-jobs whose message was never sent or was lost by the broker are (re-)sent.
+jobs whose message was never sent or was lost by the broker are (re-)sent; chunks of a
+fanned-out job whose worker was lost are sent again (jobs/chunks.py).
 Runs as a thread of every api process; the compare-and-set in store.sweep_stale makes
 several api replicas safe."""
 
@@ -11,6 +12,7 @@ import threading
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from jobs import chunks
 from jobs.queue import BrokerUnavailable, TaskQueue
 from jobs.settings import Settings
 from jobs.store import mark_sent, mark_unsent, sweep_stale, take_unsent
@@ -38,7 +40,32 @@ def sweep_once(sessions: sessionmaker[Session], queue: TaskQueue, settings: Sett
                 break
             mark_sent(session, job.id, task_id)
             log.info("job %s: (re)sent to the %s queue", job.id, job.queue)
+    sweep_chunks(sessions, queue, settings)
     return len(requeued), len(failed), len(unsent)
+
+
+def sweep_chunks(sessions: sessionmaker[Session], queue: TaskQueue, settings: Settings) -> None:
+    """Chunks of fanned-out jobs whose worker was lost: their message is sent again (another
+    worker redoes that chunk alone); jobs whose chunks all ended without a fan-in get one."""
+    with sessions() as session:
+        sweep = chunks.sweep_stale(session, settings.stale_after_s)
+        for message in sweep.resend:
+            job_id, index = message["args"]
+            try:
+                queue.resend(message)
+            except BrokerUnavailable:
+                chunks.unsent(session, job_id, index)
+                log.warning("broker unavailable: chunk %d of job %s waits for the next sweep", index, job_id)
+                continue
+            log.warning("job %s: chunk %d lost its worker (no heartbeat for %.0f s): sent again", job_id, index,
+                        settings.stale_after_s)
+        for job_id in sweep.fanin:
+            try:
+                queue.send_fanin(job_id)
+            except BrokerUnavailable:
+                log.warning("broker unavailable: job %s's fan-in waits for the next sweep", job_id)
+                continue
+            log.info("job %s: its chunks have ended: fan-in sent", job_id)
 
 
 class Janitor(threading.Thread):

@@ -176,6 +176,22 @@ class FileInfo(Public):
     size_bytes: int
 
 
+class ChunkPublic(Public):
+    """One chunk of a job that runs in chunks over the batch workers (a trajectory of a
+    spectrum, a range of frames of a prediction)."""
+
+    index: int = Field(description="0-based; results are joined in this order")
+    label: str = Field(description="the trajectory as you named it, or 'frames a-b'")
+    status: Literal["pending", "running", "done", "failed", "cancelled"]
+    attempt: int = Field(description="deliveries that started it (a lost worker's chunk runs again)")
+    worker_id: str | None
+    progress: Progress
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
+    result: dict[str, Any] | None
+    error: JobError | None
+
+
 class CancelPublic(Public):
     id: str
     status: str

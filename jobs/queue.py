@@ -38,6 +38,9 @@ PREDICT_TASK = "dptensor.predict"
 PREDICT_BATCH_TASK = "dptensor.predict_batch"  # coalesced synchronous predictions (app/batching.py)
 INSPECT_TASK = "dptensor.inspect_model"
 EXPORT_TASK = "dptensor.export_model"  # a model as DeePMD-kit's serialized model (.dp / .yaml)
+# a fanned-out job (worker/fanout.py): its chunks, and the chord's callback that combines them
+CHUNK_TASK = "dptensor.chunk"
+FANIN_TASK = "dptensor.fanin"
 
 
 class TaskTimeout(Exception):
@@ -152,6 +155,25 @@ class TaskQueue:
     def enqueue_job(self, job_id: str, kind: str) -> str:
         name, queue = JOB_TASKS[kind]
         return str(self._send(name, [job_id], queue, ignore_result=True).id)
+
+    def resend(self, message: dict[str, Any]) -> None:
+        """Send a chunk's message again as its worker received it (jobs.chunks: the same task
+        id and chord membership, so the chord completes when it does)."""
+        self._send(message["task"], message["args"], message["queue"], **message["options"])
+
+    def send_fanin(self, job_id: str) -> None:
+        self._send(FANIN_TASK, [job_id], "batch", ignore_result=True)
+
+    def revoke(self, task_ids: list[str]) -> bool:
+        """Tell every worker to drop these messages (a cancelled job's chunks still queued).
+        Best effort: the chunks also read the job's cancel flag. False when not sent."""
+        if not task_ids or self.settings.sqlite_broker:  # no broadcast on the SQLite transport
+            return False
+        try:
+            self.celery.control.revoke(task_ids)
+        except BROKER_ERRORS:
+            return False
+        return True
 
     def call(self, name: str, payload: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         """Send a task to the ``predict`` queue and wait for its answer (jobs.errors.answer):

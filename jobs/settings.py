@@ -100,6 +100,16 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(3600, ge=10, description="Redis: redeliver unacked messages after")
     embedded_poll_s: float = Field(0.05, gt=0, description="embedded broker polling interval")
 
+    # --- fan-out of batch jobs over the workers (jobs/chunks.py, worker/fanout.py) --------
+    fanout: bool = Field(True, description="split prediction and spectrum jobs into chunks that every batch "
+                                           "worker runs (Celery chord); false: one worker runs them in turn")
+    chunk_frames: int = Field(20_000, ge=1, description="frames per chunk of a prediction job")
+    max_chunks: int = Field(256, ge=1, description="chunks of one job at most (longer jobs get larger chunks)")
+    chunk_retries: int = Field(2, ge=0, description="retries of a chunk that failed with an internal error")
+    max_spectrum_trajectories: int = Field(256, ge=1, description="trajectories of one spectrum job")
+    max_spectrum_frames: int = Field(10_000_000, ge=1, description="frames of one spectrum job, all "
+                                                                   "trajectories together")
+
     worker_device: str | None = Field(None, description="cpu, cuda, cuda:1, cuda:auto (the first GPU no other worker holds); default cuda when available")
 
     @field_validator("database_url")

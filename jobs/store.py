@@ -20,7 +20,16 @@ from sqlalchemy.orm import Session
 
 from jobs import layout
 from jobs.errors import ErrorPayload, payload
-from jobs.tables import TERMINAL, Job, ModelRecord, WorkerMetrics, WorkerRecord, new_id, utcnow
+from jobs.tables import (
+    FANOUT,
+    TERMINAL,
+    Job,
+    ModelRecord,
+    WorkerMetrics,
+    WorkerRecord,
+    new_id,
+    utcnow,
+)
 
 
 @dataclass(frozen=True)
@@ -42,6 +51,8 @@ def claim(session: Session, job_id: str, worker_id: str, stale_after_s: float) -
         fresh = job.heartbeat_at is not None and now - job.heartbeat_at < timedelta(seconds=stale_after_s)
         if job.status == "running" and fresh:
             return Claim(False, reason=f"job is running on {job.worker_id} (fresh heartbeat)")
+        if job.status == "running" and job.worker_id == FANOUT:  # its chunks have it (jobs/chunks.py)
+            return Claim(False, reason="job is running in chunks")
         if job.attempt >= job.max_attempts:
             _fail_exhausted(session, job, worker_lost=job.status == "running")
             return Claim(False, reason="attempts exhausted")
@@ -122,9 +133,11 @@ def release(session: Session, job_id: str, worker_id: str) -> bool:
 def sweep_stale(session: Session, stale_after_s: float) -> tuple[list[Job], list[Job]]:
     """Running jobs whose worker stopped heartbeating: requeue them while attempts remain,
     else fail them with the reason. Returns (requeued, failed); the caller re-sends the
-    requeued ones. Never leaves a job 'running' without a live worker."""
+    requeued ones. Never leaves a job 'running' without a live worker. A job running in
+    chunks has no worker of its own: its chunks are swept (jobs.chunks.sweep_stale)."""
     cutoff = utcnow() - timedelta(seconds=stale_after_s)
-    stale = session.scalars(select(Job).where(Job.status == "running", Job.heartbeat_at < cutoff)).all()
+    stale = session.scalars(select(Job).where(Job.status == "running", Job.heartbeat_at < cutoff,
+                                              Job.worker_id.is_distinct_from(FANOUT))).all()
     requeued, failed = [], []
     for job in stale:
         if job.attempt >= job.max_attempts:

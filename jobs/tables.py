@@ -13,6 +13,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 JOB_KINDS = ("train", "predict", "spectrum", "select")
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+FANOUT = "fan-out"  # jobs.worker_id of a running job while its chunks run (jobs/chunks.py)
 
 
 def utcnow() -> datetime:
@@ -87,6 +88,34 @@ class Job(Base):
     # sends it (transactional outbox: the row is committed first, the send may be lost)
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class JobChunk(Base):
+    """One piece of a fanned-out job (a trajectory of a spectrum, a range of frames of a
+    prediction): run by any batch worker as a Celery chord member, with its own claim,
+    heartbeat and attempts (jobs/chunks.py). Its results live in the job's folder; the row
+    says which are complete, so a chunk is never computed twice. A table of its own:
+    init_db creates it on an existing database."""
+
+    __tablename__ = "job_chunks"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    index: Mapped[int] = mapped_column(Integer, primary_key=True)  # 0-based, the order of the results
+    label: Mapped[str] = mapped_column(String(300), default="")  # e.g. the trajectory, "frames 0-999"
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # what to compute (kind-specific)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|running|done|failed|cancelled
+    attempt: Mapped[int] = mapped_column(Integer, default=0)  # deliveries that started it
+    worker_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    task_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # how to send its message again (task, args, chord membership) when its worker is lost
+    message: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    total: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    rate: Mapped[float | None] = mapped_column(Float, nullable=True)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 

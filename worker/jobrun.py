@@ -14,8 +14,8 @@ from typing import Any
 
 from celery import Task
 
-from jobs import layout, store
-from jobs.errors import error_payload
+from jobs import chunks, layout, store
+from jobs.errors import RemoteError, error_payload
 from jobs.layout import shown_as_refs
 from jobs.tables import Job
 from worker import state
@@ -26,7 +26,7 @@ log = logging.getLogger("dptensor.worker")
 
 @dataclass
 class Outcome:
-    status: str  # succeeded | cancelled | interrupted (worker shutting down)
+    status: str  # succeeded | cancelled | interrupted (worker shutting down) | fanned_out (worker/fanout.py)
     result: dict[str, Any] = field(default_factory=dict)
     model_id: str | None = None
 
@@ -34,7 +34,9 @@ class Outcome:
 JobBody = Callable[[Job, Path, JobMonitor, logging.Logger], Outcome]
 
 
-def run_job(task: Task, job_id: str, body: JobBody) -> str:
+def run_job(task: Task, job_id: str, body: JobBody, *, resume: bool = False) -> str:
+    """``resume``: a fanned-out job's fan-in, which takes the job back from its chunks
+    (jobs.chunks.claim_fanin) instead of claiming a queued one."""
     st = state.current()
     settings, worker_id = st.settings, st.worker_id
     if st.shutdown.is_set():  # a stopping worker takes no new work: the janitor sends it again
@@ -44,7 +46,11 @@ def run_job(task: Task, job_id: str, body: JobBody) -> str:
         return "dropped: worker stopping"
     try:
         with st.sessions() as session:
-            claim = store.claim(session, job_id, worker_id, settings.stale_after_s)
+            if resume:
+                run, reason = chunks.claim_fanin(session, job_id, worker_id)
+                claim = store.Claim(run, reason=reason)
+            else:
+                claim = store.claim(session, job_id, worker_id, settings.stale_after_s)
             job = session.get(Job, job_id)
     except Exception as exc:  # database unreachable: try the message again later, do not lose it
         raise task.retry(exc=exc, countdown=5, max_retries=None) from None
@@ -57,16 +63,22 @@ def run_job(task: Task, job_id: str, body: JobBody) -> str:
                                                          heartbeat_s=settings.heartbeat_interval_s,
                                                          shutdown=st.shutdown) as monitor:
         dev, gpu = st.device()
-        jlog.info("attempt %d/%d on worker %s, device %s%s", claim.attempt, job.max_attempts, worker_id, dev,
-                  f" ({gpu})" if gpu else "")
+        if resume:
+            jlog.info("chunks returned: gathering them on worker %s", worker_id)
+        else:
+            jlog.info("attempt %d/%d on worker %s, device %s%s", claim.attempt, job.max_attempts, worker_id, dev,
+                      f" ({gpu})" if gpu else "")
         try:
             outcome = body(job, folder, monitor, jlog)
         except Exception as exc:  # every failure is kept on the job: message, traceback, inputs
             jlog.error("failed: %s: %s\n%s", type(exc).__name__, exc, traceback.format_exc())
             with st.sessions() as session:
-                error = error_payload(exc, with_traceback=True, shown=lambda text: shown_as_refs(text, settings.root))
+                error = exc.error if isinstance(exc, RemoteError) else error_payload(  # a chunk's own error
+                    exc, with_traceback=True, shown=lambda text: shown_as_refs(text, settings.root))
                 store.finish(session, job_id, worker_id, "failed", error=error)
             return "failed"
+        if outcome.status == "fanned_out":  # the chunks have the job now (monitor sees it as lost)
+            return outcome.status
         if monitor.lost.is_set():
             jlog.warning("another worker took this job over; this attempt stops here")
             return "lost"

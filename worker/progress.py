@@ -10,11 +10,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from jobs import store
+
+if TYPE_CHECKING:
+    from worker.state import WorkerState
 
 log = logging.getLogger("dptensor.worker")
 
@@ -41,15 +44,22 @@ class JobMonitor(threading.Thread):
                 with self.sessions() as session:
                     if time.monotonic() - last_beat >= self.heartbeat_s:
                         last_beat = time.monotonic()
-                        if not store.heartbeat(session, self.job_id, self.worker_id):
+                        if not self._heartbeat(session):
                             self.lost.set()
-                    owned, cancel = store.poll(session, self.job_id, self.worker_id)
+                    owned, cancel = self._poll(session)
                 if not owned:
                     self.lost.set()
                 if cancel:
                     self.cancel.set()
             except Exception:  # the database may blip; the next round retries
                 log.exception("job %s: heartbeat failed", self.job_id)
+
+    def _heartbeat(self, session: Session) -> bool:
+        return store.heartbeat(session, self.job_id, self.worker_id)
+
+    def _poll(self, session: Session) -> tuple[bool, bool]:
+        """(this worker still owns the job, the job is to stop)"""
+        return store.poll(session, self.job_id, self.worker_id)
 
     def should_stop(self) -> bool:
         return self.cancel.is_set() or self.lost.is_set() or self.shutdown.is_set()
@@ -105,3 +115,24 @@ def job_log(path: Path) -> Iterator[logging.Logger]:
 def report(sessions: sessionmaker[Session], job_id: str, worker_id: str, **values: Any) -> None:
     with sessions() as session:
         store.report_progress(session, job_id, worker_id, **values)
+
+
+class FrameProgress:
+    """Frames done / total and frames/s into the job row, at most every progress_every_s."""
+
+    def __init__(self, st: WorkerState, job_id: str, jlog: logging.Logger) -> None:
+        self.state, self.job_id, self.jlog = st, job_id, jlog
+        self.start = self.last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done == 0:
+            self.start = now
+        elif done < total and now - self.last < self.state.settings.progress_every_s:
+            return
+        self.last = now
+        rate = done / (now - self.start) if done and now > self.start else None
+        eta = (total - done) / rate if rate else None
+        report(self.state.sessions, self.job_id, self.state.worker_id, step=done, total=total, rate=rate, eta_s=eta)
+        if done:
+            self.jlog.info("predicted %d/%d frames, %.1f frames/s", done, total, rate or 0.0)

@@ -21,8 +21,7 @@ from model.errors import CheckpointError
 from worker import state
 from worker.jobrun import Outcome, run_job
 from worker.predict import Stopped, load_cached
-from worker.progress import JobMonitor
-from worker.spectrum import FrameProgress
+from worker.progress import FrameProgress, JobMonitor
 
 RESULT_FILES = ("selection.json", "histogram.csv", "deviation.txt")
 

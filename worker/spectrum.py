@@ -1,6 +1,8 @@
-"""``dptensor.spectrum`` (batch queue): a spectrum job is model.spectrum_pipeline.run_spectrum
-with the job's inputs, progress in frames and frames/s, cancel between chunks, and the
-results in the job folder: predictions.npz, spectrum.json, spectrum.csv."""
+"""``dptensor.spectrum`` (batch queue): a spectrum job runs one chunk per trajectory
+(worker/fanout.py: every idle batch worker takes one), each predicting its trajectory's
+series with model.spectrum_parts; the fan-in pools them into one spectrum. Results in the
+job folder: spectrum.json, spectrum.csv and the per-frame tensors — predictions.npz for one
+trajectory, predictions-<i>.npz (i = 000, 001, … in the order given) for several."""
 
 from __future__ import annotations
 
@@ -8,31 +10,52 @@ import dataclasses
 import json
 import logging
 import os
-import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from celery import Task, shared_task
 
 from jobs import layout
+from jobs.chunks import ChunkSpec
 from jobs.queue import JOB_TASKS
-from jobs.tables import Job
+from jobs.tables import Job, JobChunk
 from model.errors import DataError
+from model.spectrum_parts import TrajectoryPart
+from model.spectrum_pipeline import SpectrumRequest
 from model.system import System
 from worker import state
+from worker.fanout import ChunkRun, drive, register
 from worker.jobrun import Outcome, run_job
 from worker.predict import load_cached
-from worker.progress import JobMonitor, report
 
 
-def _source(job: Job, folder: Path) -> tuple[Path, str]:
-    """(the trajectory on this machine, its name as the user knows it)"""
+class Source(NamedTuple):
+    path: Path  # on this machine
+    name: str  # as the user knows it
+    format: str
+    frames: int | None  # as the api read them (None: longer than it read)
+
+
+def sources(job: Job, folder: Path) -> list[Source]:
+    """The job's trajectories in order: one upload (``trajectory``), several
+    (``trajectories``), or systems of a dataset (``system`` / ``systems``)."""
     inputs = job.inputs
-    if "trajectory" in inputs:
-        traj = inputs["trajectory"]
-        return folder / traj["file"], traj.get("filename", traj["file"])
-    path = layout.dataset_files(state.current().settings.root, inputs["dataset_id"], inputs["system"])
-    return path, f"dataset:{inputs['dataset_id']}/{inputs['system']}"
+    if "trajectory" in inputs or "trajectories" in inputs:
+        uploads = inputs.get("trajectories") or [inputs["trajectory"]]
+        return [Source(folder / t["file"], t.get("filename", t["file"]), t["format"], t.get("frames"))
+                for t in uploads]
+    root, ds = state.current().settings.root, inputs["dataset_id"]
+    systems = inputs.get("systems") or [{"system": inputs["system"], "frames": inputs.get("frames")}]
+    return [Source(layout.dataset_files(root, ds, s["system"]), f"dataset:{ds}/{s['system']}", "deepmd/npy",
+                   s.get("frames")) for s in systems]
+
+
+def predictions_name(index: int, count: int) -> str:
+    return "predictions.npz" if count == 1 else f"predictions-{index:0{max(3, len(str(count - 1)))}d}.npz"
+
+
+def _part_file(folder: Path, index: int) -> Path:
+    return folder / "chunks" / f"{index}.npz"
 
 
 def _write(path: Path, text: str) -> None:
@@ -42,73 +65,89 @@ def _write(path: Path, text: str) -> None:
     os.replace(partial, path)
 
 
-class FrameProgress:
-    """Frames done / total and frames/s into the job row, at most every progress_every_s."""
-
-    def __init__(self, st: state.WorkerState, job_id: str, jlog: logging.Logger) -> None:
-        self.state, self.job_id, self.jlog = st, job_id, jlog
-        self.start = self.last = 0.0
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if done == 0:
-            self.start = now
-        elif done < total and now - self.last < self.state.settings.progress_every_s:
-            return
-        self.last = now
-        rate = done / (now - self.start) if done and now > self.start else None
-        eta = (total - done) / rate if rate else None
-        report(self.state.sessions, self.job_id, self.state.worker_id, step=done, total=total, rate=rate, eta_s=eta)
-        if done:
-            self.jlog.info("predicted %d/%d frames, %.1f frames/s", done, total, rate or 0.0)
-
-
-def _spectrum(job: Job, folder: Path, monitor: JobMonitor, jlog: logging.Logger) -> Outcome:
-    from model.spectrum_pipeline import parse_request, run_spectrum
+def _request(job: Job, fmt: str) -> SpectrumRequest:
+    from model.spectrum_pipeline import parse_request
 
     inputs = job.inputs
-    request = parse_request(inputs["kind"], inputs["dt_fs"], inputs["options"])
-    fmt = inputs["trajectory"]["format"] if "trajectory" in inputs else "deepmd/npy"
-    request = dataclasses.replace(request, format=fmt)  # as the api read it
-    st = state.current()
-    model_path = layout.model_file(st.settings.root, inputs["model_id"])
-    model = load_cached(str(model_path), st.device()[0], st.settings.max_search_candidates)
+    return dataclasses.replace(parse_request(inputs["kind"], inputs["dt_fs"], inputs["options"]), format=fmt)
 
-    def loaded(traj: System) -> None:
-        jlog.info("read %d frames of %d atoms (%s)", traj.nframes, traj.natoms, fmt)
 
-    source, name = _source(job, folder)
-    try:
-        result = run_spectrum(model, [source], request, model_id=inputs["model_id"],
-                              predictions=[folder / "predictions.npz"], progress=FrameProgress(st, job.id, jlog),
-                              should_stop=monitor.should_stop, on_loaded=loaded)
-    except InterruptedError:
-        return Outcome(monitor.stopped())
-    except DataError as exc:  # name the file as the user knows it, not by our path
-        if exc.path is None:
-            raise
-        raise DataError(exc.detail, path=layout.shown(exc.path, {source: name})) from exc
-    spectrum = result.spectrum
-    _write(folder / "spectrum.json", json.dumps(spectrum.to_dict()))
-    _write(folder / "spectrum.csv", spectrum.to_csv())
-    channel = next(iter(spectrum.intensities))
-    peak = float(spectrum.wavenumber_cm[int(spectrum.intensities[channel].argmax())])
-    summary: dict[str, Any] = {
-        "files": ["spectrum.json", "spectrum.csv", "predictions.npz"], "frames": result.frames,
-        "atoms": result.atoms, "predict_s": round(result.predict_s, 3),
-        "frames_per_s": round(result.frames_per_s, 1), "batch_size": result.batch_size,
-        "grid_spacing_cm": spectrum.metadata["grid_spacing_cm"], "strongest_peak_cm": peak,
-    }
-    if result.member_spectra is not None:  # a committee: its peaks with their spread over members
-        summary["committee_size"] = len(result.member_spectra)
-        summary["peaks"] = [{k: p[k] for k in ("channel", "mean_cm", "std_cm")} for p in spectrum.peaks or []]
-        jlog.info("committee of %d: %s", len(result.member_spectra),
-                  ", ".join(f"{p['mean_cm']:.0f} ± {p['std_cm']:.1f} cm⁻¹" for p in summary["peaks"]))
-    jlog.info("spectrum: %d frames at %.1f frames/s (chunks of %d), strongest %s peak at %.0f cm⁻¹",
-              result.frames, result.frames_per_s, result.batch_size, channel, peak)
-    return Outcome("succeeded", summary)
+class Spectra:
+    """The spectrum job as chunks (worker.fanout.FanoutKind)."""
+
+    def plan(self, job: Job, folder: Path) -> list[ChunkSpec]:
+        return [ChunkSpec(label=s.name, spec={"trajectory": i}, total=s.frames)
+                for i, s in enumerate(sources(job, folder))]
+
+    def run(self, job: Job, folder: Path, chunk: ChunkRun) -> dict[str, Any]:
+        from model.spectrum_parts import predict_part
+
+        st = state.current()
+        every = sources(job, folder)
+        index = int(chunk.row.spec["trajectory"])
+        source = every[index]
+        request = _request(job, source.format)
+        model = load_cached(str(layout.model_file(st.settings.root, job.inputs["model_id"])), st.device()[0],
+                            st.settings.max_search_candidates)
+        limit = st.settings.max_spectrum_frames
+
+        def loaded(traj: System) -> None:
+            if traj.nframes > limit:  # the api checks the frames it reads; this bounds a longer run
+                raise DataError(f"{traj.nframes} frames: a spectrum job takes at most {limit} "
+                                "(DPTENSOR_MAX_SPECTRUM_FRAMES)", path=str(source.path))
+            chunk.jlog.info("%s: read %d frames of %d atoms (%s)", source.name, traj.nframes, traj.natoms,
+                            source.format)
+
+        out = folder / predictions_name(index, len(every))
+        try:
+            part = predict_part(model, source.path, request, name=source.name, predictions=out,
+                                progress=chunk.progress, should_stop=chunk.should_stop, on_loaded=loaded)
+        except DataError as exc:  # name the file as the user knows it, not by our path
+            if exc.path is None:
+                raise
+            raise DataError(exc.detail, path=layout.shown(exc.path, {source.path: source.name})) from exc
+        _part_file(folder, index).parent.mkdir(exist_ok=True)
+        part.save(_part_file(folder, index))
+        return {"frames": part.nframes, "atoms": part.natoms, "predict_s": round(part.predict_s, 3),
+                "file": out.name}
+
+    def combine(self, job: Job, folder: Path, rows: list[JobChunk], jlog: logging.Logger) -> Outcome:
+        from model.spectrum_parts import combine
+
+        st = state.current()
+        inputs = job.inputs
+        model = load_cached(str(layout.model_file(st.settings.root, inputs["model_id"])), st.device()[0],
+                            st.settings.max_search_candidates)
+        parts = [TrajectoryPart.load(_part_file(folder, r.index)) for r in rows]
+        result = combine(_request(job, sources(job, folder)[0].format), model, parts, inputs["model_id"])
+        spectrum = result.spectrum
+        _write(folder / "spectrum.json", json.dumps(spectrum.to_dict()))
+        _write(folder / "spectrum.csv", spectrum.to_csv())
+        channel = next(iter(spectrum.intensities))
+        peak = float(spectrum.wavenumber_cm[int(spectrum.intensities[channel].argmax())])
+        summary: dict[str, Any] = {
+            "files": ["spectrum.json", "spectrum.csv", *[predictions_name(r.index, len(rows)) for r in rows]],
+            "frames": result.frames, "atoms": result.atoms, "predict_s": round(result.predict_s, 3),
+            "frames_per_s": round(result.frames_per_s, 1), "batch_size": result.batch_size,
+            "grid_spacing_cm": spectrum.metadata["grid_spacing_cm"], "strongest_peak_cm": peak,
+        }
+        if len(rows) > 1:
+            summary["trajectories"] = len(rows)
+            summary["workers"] = len({r.worker_id for r in rows})
+        if result.member_spectra is not None:  # a committee: its peaks with their spread over members
+            summary["committee_size"] = len(result.member_spectra)
+            summary["peaks"] = [{k: p[k] for k in ("channel", "mean_cm", "std_cm")} for p in spectrum.peaks or []]
+            jlog.info("committee of %d: %s", len(result.member_spectra),
+                      ", ".join(f"{p['mean_cm']:.0f} ± {p['std_cm']:.1f} cm⁻¹" for p in summary["peaks"]))
+        jlog.info("spectrum: %d frames of %d trajector%s at %.1f frames/s (chunks of %d), strongest %s peak "
+                  "at %.0f cm⁻¹", result.frames, len(rows), "y" if len(rows) == 1 else "ies", result.frames_per_s,
+                  result.batch_size, channel, peak)
+        return Outcome("succeeded", summary)
+
+
+register("spectrum", Spectra())
 
 
 @shared_task(name=JOB_TASKS["spectrum"][0], bind=True)
 def spectrum_task(self: Task, job_id: str) -> str:
-    return run_job(self, job_id, _spectrum)
+    return run_job(self, job_id, drive)

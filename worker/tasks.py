@@ -21,18 +21,21 @@ from jobs.resources import split_resources
 from jobs.tables import Job
 from model.committee import Predictor
 from model.inference import committee_size
-from worker import metrics, state
+from worker import (
+    metrics,
+    predict_job,  # noqa: F401 - registers the prediction job's chunks
+    state,
+)
+from worker.fanout import drive
 from worker.jobrun import Outcome, run_job
 from worker.predict import (
     Prediction,
-    Stopped,
     born_structures,
     export,
     inspect,
     load_cached,
     predict_requests,
     predict_structures,
-    predict_system,
 )
 from worker.progress import JobMonitor, clean_row, finite, report
 
@@ -143,46 +146,11 @@ def train_task(self: Task, job_id: str) -> str:
     return run_job(self, job_id, _train)
 
 
-# --- prediction jobs -------------------------------------------------------------------------
-
-def _predict_job(job: Job, folder: Path, monitor: JobMonitor, jlog: logging.Logger) -> Outcome:
-    st = state.current()
-    model = load_cached(str(layout.model_file(st.settings.root, job.inputs["model_id"])), st.device()[0],
-                        st.settings.max_search_candidates)
-
-    def progress(done: int, total: int) -> None:
-        report(st.sessions, job.id, st.worker_id, step=done, total=total)
-        if monitor.should_stop():
-            raise Stopped
-
-    try:
-        if "system" in job.inputs:
-            path = resolve_refs({"training": {"training_data": {"systems": [job.inputs["system"]]}}},
-                                st.settings.root)["training"]["training_data"]["systems"][0]
-            n = predict_system(model, Path(path), folder / "predictions.npz", progress)
-            metrics.FRAMES.labels("job").inc(n)
-            return Outcome("succeeded", {"file": "predictions.npz", "files": ["predictions.npz", "predictions.csv"],
-                                         "frames": n, "committee_size": committee_size(model)})
-        structures = json.loads((folder / "structures.json").read_text())
-        glob, atomic, extra = predict_structures(model, structures, progress)
-        out = [{"global_tensor": g, "atomic_tensor": a, **c} for g, a, c in zip(glob, atomic, extra, strict=True)]
-        if job.inputs.get("derivatives"):
-            for row, z in zip(out, born_structures(model, structures), strict=True):
-                row["born_charges"], row["sum_rule_violation"] = z["z"], z["sum_rule_violation"]
-                if "z_std" in z:  # a committee's
-                    row["born_charges_std"] = z["z_std"]
-        metrics.FRAMES.labels("job").inc(len(out))
-        (folder / "predictions.json").write_text(json.dumps({"model_id": job.inputs["model_id"], "kind": model.kind,
-                                                             "committee_size": committee_size(model),
-                                                             "results": out}))
-        return Outcome("succeeded", {"file": "predictions.json", "frames": len(out)})
-    except Stopped:
-        return Outcome(monitor.stopped())
-
+# --- prediction jobs: in chunks of frames (worker/predict_job.py, worker/fanout.py) ---------
 
 @shared_task(name=JOB_TASKS["predict"][0], bind=True)
 def predict_job_task(self: Task, job_id: str) -> str:
-    return run_job(self, job_id, _predict_job)
+    return run_job(self, job_id, drive)
 
 
 # --- synchronous calls (predict queue): the answer travels back through the result backend ---

@@ -20,14 +20,17 @@ from app.schemas import (
     ERRORS,
     JSON_ERRORS,
     CancelPublic,
+    ChunkPublic,
     ErrorBody,
     FileInfo,
     JobList,
     JobPublic,
     LcurvePublic,
     Problem,
+    Progress,
     TrainCheck,
 )
+from jobs import chunks
 from jobs.datasets import check_refs, training_systems
 from jobs.layout import job_dir
 from jobs.resources import split_resources
@@ -209,9 +212,11 @@ def get_job(job_id: str, session: SessionDep, user: CurrentUser) -> JobPublic:
 
 @router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=CancelPublic,
              responses={409: {"model": ErrorBody, "description": "the job has already finished"}})
-def cancel_job(job_id: str, session: SessionDep, user: CurrentUser) -> CancelPublic:
+def cancel_job(job_id: str, session: SessionDep, queue: QueueDep, user: CurrentUser) -> CancelPublic:
     """A queued job is cancelled at once; a running one stops cooperatively at its next
-    step (a training writes a checkpoint first) — poll the job for status 'cancelled'."""
+    step (a training writes a checkpoint first) — poll the job for status 'cancelled'. A job
+    running in chunks: the chunks still queued are revoked, the running ones stop at their
+    next step."""
     job = owned(session, Job, job_id, user)
     if job.status in TERMINAL:
         raise Conflict(f"job {job.id} has already {job.status}")
@@ -220,6 +225,8 @@ def cancel_job(job_id: str, session: SessionDep, user: CurrentUser) -> CancelPub
     session.execute(update(Job).where(Job.id == job.id, Job.status == "running").values(cancel_requested=True))
     session.commit()
     session.refresh(job)
+    if job.status == "running":  # after the flag: a chunk that is not revoked in time reads it
+        queue.revoke(chunks.open_task_ids(session, job.id))
     return CancelPublic(id=job.id, status=job.status, cancel_requested=job.cancel_requested)
 
 
@@ -234,6 +241,19 @@ def _lcurve_path(settings: Settings, job: Job, member: int | None) -> Path | Non
 
 
 MEMBER = Query(ge=0, description="a committee training's member (default 0)")
+
+
+@router.get("/{job_id}/chunks", response_model=list[ChunkPublic])
+def get_chunks(job_id: str, session: SessionDep, user: CurrentUser) -> list[ChunkPublic]:
+    """The chunks of a prediction or spectrum job that runs over several batch workers (one
+    per trajectory, or per range of frames): status, attempts, worker, progress. Empty
+    until the job has started (and for other jobs)."""
+    job = owned(session, Job, job_id, user)
+    return [ChunkPublic(index=c.index, label=c.label, status=c.status, attempt=c.attempt,
+                        worker_id=c.worker_id, started_at=c.started_at,
+                        finished_at=c.finished_at, result=c.result, error=c.error,
+                        progress=Progress(step=c.step, total=c.total, unit="frames", rate=c.rate))
+            for c in chunks.rows_of(session, job.id)]
 
 
 @router.get("/{job_id}/lcurve", response_model=LcurvePublic)

@@ -13,7 +13,7 @@ from app.access import owned
 from app.deps import CurrentUser, QueueDep, SessionDep, SettingsDep
 from app.errors import Unprocessable
 from app.jobs import job_public, submit
-from app.routes.spectra import trajectory_from_dataset, trajectory_from_upload
+from app.routes.spectra import trajectory_source
 from app.schemas import ERRORS, ErrorBody, JobPublic
 from jobs.tables import ModelRecord
 from model.errors import ConfigError
@@ -50,22 +50,17 @@ def submit_selection(
         raise Unprocessable(msg, [("model_id", msg)])
     if hi <= lo:
         raise ConfigError(f"must be > lo ({lo}), got {hi}", path="hi")
-    if (file is None) == (dataset_id is None):
-        msg = "give exactly one of 'file' (a trajectory upload) or 'dataset_id'"
-        raise Unprocessable(msg, [("file", msg)])
     request = parse_request(READ_AS[model.kind], 1.0)
-    if file is not None:
-        source = trajectory_from_upload(settings, file, request, model)
-        title = source.inputs["trajectory"]["filename"]
-    else:
-        assert dataset_id is not None
-        source = trajectory_from_dataset(settings, session, user, dataset_id, system, request, model)
-        title = f"{dataset_id}/{source.inputs['system']}"
+    source = trajectory_source(settings, session, user, [file] if file is not None else None, dataset_id, system,
+                               request, model)
+    if "trajectory" not in source.inputs and "system" not in source.inputs:
+        msg = f"a selection reads one trajectory; {system!r} names {len(source.inputs['systems'])} systems"
+        raise Unprocessable(msg, [("system", msg)])
     inputs = {"model_id": model.id, "lo": lo, "hi": hi, "max_frames": max_frames, "criterion": criterion,
               **source.inputs}
     try:
         job = submit(session, queue, settings, user, kind="select", inputs=inputs, model_id=model.id,
-                     name=name or f"selection from {title}", staged=source.staged, total=source.frames,
+                     name=name or f"selection from {source.title}", staged=source.staged, total=source.frames,
                      dataset_ids=[source.dataset_id] if source.dataset_id else [])
     finally:
         for path in source.staged.values():

@@ -223,3 +223,81 @@ def test_openapi_documents_the_spectrum_endpoints(users: Users) -> None:
     get_op = spec["paths"]["/v1/jobs/{job_id}/spectrum"]["get"]
     assert get_op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("SpectrumPublic")
     assert "text/csv" in spec["paths"]["/v1/jobs/{job_id}/spectrum.csv"]["get"]["responses"]["200"]["content"]
+
+
+def _post_many(client: Any, headers: dict, model_id: str, uploads: list[tuple[str, bytes]], **extra: Any) -> Any:
+    data = {k: str(v) for k, v in form(model_id, **extra).items()}
+    return client.post("/v1/jobs/spectrum", data=data, files=[("file", u) for u in uploads], headers=headers)
+
+
+def test_several_trajectories_in_one_job(users: Users, model_id: str, settings: Any) -> None:
+    uploads = [("a.xyz", xyz(10)), ("b.xyz", xyz(12)), ("c.xyz.gz", __import__("gzip").compress(xyz(14)))]
+    r = _post_many(users.client, users.h("alice"), model_id, uploads)
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["name"] == "IR of 3 trajectories (a.xyz, …)" and job["progress"]["total"] == 36
+    assert "trajectory" not in job["inputs"] and [t["filename"] for t in job["inputs"]["trajectories"]] == [
+        "a.xyz", "b.xyz", "c.xyz.gz"]
+    assert [t["file"] for t in job["inputs"]["trajectories"]] == ["trajectory-000.xyz", "trajectory-001.xyz",
+                                                                  "trajectory-002.xyz.gz"]
+    folder = settings.root / "jobs" / job["id"]
+    assert all((folder / t["file"]).is_file() for t in job["inputs"]["trajectories"])
+    assert not any((settings.root / "tmp").iterdir())
+    r = _post_many(users.client, users.h("alice"), model_id, [("a.xyz", xyz(10))])  # one file: as before
+    assert r.status_code == 202 and r.json()["inputs"]["trajectory"]["file"] == "trajectory.xyz"
+
+
+@pytest.mark.parametrize(("uploads", "loc", "msg"), [
+    ([("a.xyz", xyz(10)), ("b.xyz", xyz(10, _extra_atom))], "file[1]", "b.xyz: frame 2 has 4 atoms, frame 0 has 3"),
+    ([("a.xyz", xyz(10)), ("b.xyz", xyz(10, _nan))], "file[1]", "b.xyz: frame 1: NaN or inf in the coordinates"),
+    ([("a.xyz", xyz(10)), ("b.xyz", xyz(3))], "file[1]", "3 frame(s): a spectrum needs at least 4"),
+    ([("a.xyz", xyz(10)), ("b.foo", xyz(10))], "file[1]", "cannot tell the trajectory format"),
+    ([("a.xyz", xyz(10)), ("big.xyz", xyz(10, lambda i, atoms: [*atoms, ("H", 3.0, 3.0, 3.0)]))], "file[1]",
+     "big.xyz has 4 atoms, a.xyz 3: every trajectory needs the same atoms"),
+])
+def test_a_bad_trajectory_among_several_is_named(users: Users, model_id: str, settings: Any, uploads: list,
+                                                 loc: str, msg: str) -> None:
+    r = _post_many(users.client, users.h("alice"), model_id, uploads)
+    assert r.status_code == 422, r.text
+    assert any(p["loc"] == loc and msg in p["msg"] for p in r.json()["problems"]), r.json()
+    assert not (settings.root / "jobs").exists() or not any((settings.root / "jobs").iterdir())
+    assert not any((settings.root / "tmp").iterdir())  # every staged upload removed
+
+
+def test_trajectories_and_frames_per_job_are_bounded(users: Users, model_id: str, settings: Any) -> None:
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    small = settings.model_copy(update={"max_spectrum_trajectories": 2, "max_spectrum_frames": 25})
+    with TestClient(create_app(small)) as client:
+        r = _post_many(client, users.h("alice"), model_id, [(f"{i}.xyz", xyz(5)) for i in range(3)])
+        assert r.status_code == 422 and r.json()["problems"][0]["loc"] == "file", r.text
+        assert "3 trajectories: a spectrum job takes at most 2 (DPTENSOR_MAX_SPECTRUM_TRAJECTORIES)" in r.text
+        r = _post_many(client, users.h("alice"), model_id, [("a.xyz", xyz(20)), ("b.xyz", xyz(10))])
+        assert r.status_code == 422 and "30 frames: a spectrum job takes at most 25" in r.text, r.text
+        assert not any((settings.root / "tmp").iterdir())
+
+
+def test_several_systems_of_a_dataset(users: Users, model_id: str, dataset: dict) -> None:
+    r = post(users, form(model_id, dataset_id=dataset["id"], system="."))
+    assert r.status_code == 202, r.text
+    job = r.json()
+    paths = [s["path"] for s in dataset["systems"]]
+    assert [s["system"] for s in job["inputs"]["systems"]] == paths and len(paths) > 1
+    assert job["progress"]["total"] == sum(s["frames"] for s in dataset["systems"])
+    r = post(users, form(model_id, dataset_id=dataset["id"], system="valid"))  # a folder: its systems
+    assert [s["system"] for s in r.json()["inputs"]["systems"]] == ["valid/atomic_system", "valid/global_system"]
+    r = post(users, form(model_id, dataset_id=dataset["id"], system="valid/global_system"))  # one: as before
+    assert r.status_code == 202 and r.json()["inputs"]["system"] == "valid/global_system", r.text
+    r = users.client.post("/v1/jobs/spectrum", data={**{k: str(v) for k, v in form(model_id).items()},
+                                                     "dataset_id": dataset["id"], "system": ["valid", "nope"]},
+                          headers=users.h("alice"))
+    assert r.status_code == 422 and r.json()["problems"][0]["loc"] == "system[1]", r.text
+
+
+def test_chunks_of_a_job_are_listed_for_its_owner(users: Users, model_id: str) -> None:
+    job = post(users, form(model_id), xyz(10)).json()
+    r = users.client.get(f"/v1/jobs/{job['id']}/chunks", headers=users.h("alice"))
+    assert r.status_code == 200 and r.json() == []  # planned by the worker that takes the job
+    assert users.client.get(f"/v1/jobs/{job['id']}/chunks", headers=users.h("bob")).status_code == 404
