@@ -208,14 +208,6 @@ def close_open(session: Session, job_id: str, status: str = CANCELLED) -> None:
     session.commit()
 
 
-def open_task_ids(session: Session, job_id: str) -> list[str]:
-    """The messages of the chunks still to run (what a cancel revokes)."""
-    ids = session.scalars(select(JobChunk.task_id).where(JobChunk.job_id == job_id, JobChunk.status.in_(OPEN),
-                                                         JobChunk.task_id.is_not(None))).all()
-    session.commit()
-    return [i for i in ids if i]
-
-
 def unsent(session: Session, job_id: str, index: int) -> None:
     """The re-send of a swept chunk failed (broker down): stale again, for the next sweep."""
     session.execute(update(JobChunk).where(JobChunk.job_id == job_id, JobChunk.index == index,

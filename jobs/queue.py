@@ -164,17 +164,6 @@ class TaskQueue:
     def send_fanin(self, job_id: str) -> None:
         self._send(FANIN_TASK, [job_id], "batch", ignore_result=True)
 
-    def revoke(self, task_ids: list[str]) -> bool:
-        """Tell every worker to drop these messages (a cancelled job's chunks still queued).
-        Best effort: the chunks also read the job's cancel flag. False when not sent."""
-        if not task_ids or self.settings.sqlite_broker:  # no broadcast on the SQLite transport
-            return False
-        try:
-            self.celery.control.revoke(task_ids)
-        except BROKER_ERRORS:
-            return False
-        return True
-
     def call(self, name: str, payload: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         """Send a task to the ``predict`` queue and wait for its answer (jobs.errors.answer):
         the result, or RemoteError with the worker's typed error. Woken by the Redis result

@@ -142,7 +142,7 @@ def predict(model: Predictor, coord: np.ndarray, atype: np.ndarray, box: np.ndar
     return out
 
 
-def _npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
+def npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
     """The .npy header for a C-ordered array, so the data can follow in chunks."""
     buf = io.BytesIO()
     header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
@@ -150,7 +150,7 @@ def _npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
     return buf.getvalue()
 
 
-def _npy_bytes(array: np.ndarray) -> bytes:
+def npy_bytes(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, array, allow_pickle=False)
     return buf.getvalue()
@@ -168,7 +168,7 @@ class _CommitteeColumns:
         self.member_global = np.zeros((size, nf, dim))
         self.side = side
         self.file = open(side, "wb")  # noqa: SIM115 - closed in finish()
-        self.file.write(_npy_header((nf, nat, dim), np.dtype(np.float64)))
+        self.file.write(npy_header((nf, nat, dim), np.dtype(np.float64)))
 
     def add(self, f0: int, chunk: Prediction) -> None:
         assert chunk.member_global is not None and chunk.member_atomic is not None
@@ -187,7 +187,7 @@ class _CommitteeColumns:
                   PRED_DEVI_ATOMIC_MAX: self.devi_atomic_max, PRED_MEMBER_GLOBAL: self.member_global,
                   PRED_COMMITTEE_SIZE: np.array(self.size)}
         for key, value in extras.items():
-            zf.writestr(f"{key}.npy", _npy_bytes(value))
+            zf.writestr(f"{key}.npy", npy_bytes(value))
 
     def close(self) -> None:
         self.file.close()
@@ -220,7 +220,7 @@ def save_predictions_npz(path: str | Path, model: Predictor, coord: np.ndarray, 
     try:
         with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
             with zf.open(f"{PRED_ATOMIC}.npy", "w", force_zip64=True) as member:
-                member.write(_npy_header((nf, nat, model.dim), np.dtype(np.float64)))
+                member.write(npy_header((nf, nat, model.dim), np.dtype(np.float64)))
                 for f0, chunk in iter_predict(model, coord, atype, box, batch_size=batch_size):
                     n = chunk.global_tensor.shape[0]
                     glob[f0:f0 + n] = chunk.global_tensor
@@ -236,7 +236,7 @@ def save_predictions_npz(path: str | Path, model: Predictor, coord: np.ndarray, 
             extras = {PRED_GLOBAL: glob, PRED_ATYPE: np.asarray(atype, dtype=np.int64),
                       PRED_TYPE_MAP: np.array(model.type_map), PRED_KIND: np.array(model.kind)}
             for key, value in extras.items():
-                zf.writestr(f"{key}.npy", _npy_bytes(value))
+                zf.writestr(f"{key}.npy", npy_bytes(value))
             if extra is not None:
                 extra.finish(zf)
         os.replace(partial, path)

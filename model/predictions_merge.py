@@ -17,7 +17,7 @@ from typing import IO
 import numpy as np
 
 from model.errors import DataError
-from model.inference import _npy_bytes, _npy_header
+from model.inference import npy_bytes, npy_header
 from model.keys import (
     PRED_ATOMIC,
     PRED_ATOMIC_STD,
@@ -76,7 +76,7 @@ def merge_predictions_npz(parts: Sequence[Path], out: Path) -> int:
                 if key in STREAMED:
                     shape, dtype = _header(zips[0], key)
                     with dest.open(f"{key}.npy", "w", force_zip64=True) as member:
-                        member.write(_npy_header((nf, *shape[1:]), dtype))
+                        member.write(npy_header((nf, *shape[1:]), dtype))
                         for z in zips:
                             _copy_data(z, key, member)
                     continue
@@ -89,7 +89,7 @@ def merge_predictions_npz(parts: Sequence[Path], out: Path) -> int:
                     value = arrays[0]
                     if any(not np.array_equal(a, value) for a in arrays[1:]):
                         raise DataError(f"'{key}' differs between the parts")
-                dest.writestr(f"{key}.npy", _npy_bytes(value))
+                dest.writestr(f"{key}.npy", npy_bytes(value))
         os.replace(partial, out)
     finally:
         for z in zips:

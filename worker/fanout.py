@@ -12,8 +12,10 @@ results in chunk order. No scheduler of our own: the broker distributes, the cho
 - A worker dying mid-chunk: acks_late keeps the message; the janitor sees the chunk's
   heartbeat go stale and sends its message again (same task id and chord membership,
   stored at claim), so another worker redoes only that chunk.
-- Cancel: the api revokes the open chunks' messages and sets the job's cancel flag, which
-  running chunks poll; the fan-in then ends the job as cancelled.
+- Cancel: the job's cancel flag. Running chunks poll it and stop at their next step; a
+  queued chunk reads it when a worker takes it and returns without computing (Celery's
+  revoke would need the workers' remote control, which is off: idle workers sleep,
+  worker/quiet.py). The fan-in then ends the job as cancelled.
 - One chunk, DPTENSOR_FANOUT=false or the SQLite broker (no broadcast, no chord join):
   the job's own worker runs its chunks in turn, through the same functions.
 """

@@ -212,11 +212,11 @@ def get_job(job_id: str, session: SessionDep, user: CurrentUser) -> JobPublic:
 
 @router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=CancelPublic,
              responses={409: {"model": ErrorBody, "description": "the job has already finished"}})
-def cancel_job(job_id: str, session: SessionDep, queue: QueueDep, user: CurrentUser) -> CancelPublic:
+def cancel_job(job_id: str, session: SessionDep, user: CurrentUser) -> CancelPublic:
     """A queued job is cancelled at once; a running one stops cooperatively at its next
     step (a training writes a checkpoint first) — poll the job for status 'cancelled'. A job
-    running in chunks: the chunks still queued are revoked, the running ones stop at their
-    next step."""
+    running in chunks: the running chunks stop at their next step, the queued ones return
+    without computing when a worker takes them."""
     job = owned(session, Job, job_id, user)
     if job.status in TERMINAL:
         raise Conflict(f"job {job.id} has already {job.status}")
@@ -225,8 +225,6 @@ def cancel_job(job_id: str, session: SessionDep, queue: QueueDep, user: CurrentU
     session.execute(update(Job).where(Job.id == job.id, Job.status == "running").values(cancel_requested=True))
     session.commit()
     session.refresh(job)
-    if job.status == "running":  # after the flag: a chunk that is not revoked in time reads it
-        queue.revoke(chunks.open_task_ids(session, job.id))
     return CancelPublic(id=job.id, status=job.status, cancel_requested=job.cancel_requested)
 
 

@@ -7,7 +7,8 @@ api (`dptensor serve --no-worker`), batch workers (`dptensor worker`), Redis.
   frames in order (a system of a dataset, and structures of a request).
 - A worker killed (SIGKILL) mid-job loses only its chunk: the job completes, every other
   chunk ran once (per-chunk attempts and the job log).
-- Cancel stops every chunk: the running ones stop, the queued ones never start.
+- Cancel stops every chunk: the running ones stop, the queued ones never start (they read
+  the job's cancel flag when a worker takes them).
 """
 
 from __future__ import annotations
@@ -250,8 +251,10 @@ def test_cancel_stops_every_chunk(tmp_path: Path, redis_url: str) -> None:
         assert {c["status"] for c in rows} <= {"cancelled", "done"} and any(c["status"] == "cancelled" for c in rows)
         never = [c for c in rows if c["started_at"] is None]
         assert never and all(c["status"] == "cancelled" for c in never)  # queued chunks never ran
+        log = api.http.get(f"/v1/jobs/{job_id}/logs").text
+        assert all(f"({c['label']}): attempt" not in log for c in never)
         assert job["progress"]["step"] < 8 * 480
         client = redis.Redis.from_url(redis_url)
-        wait_for("the batch queue empty (revoked chunks dropped)", lambda: client.llen("batch") == 0, timeout=60)
+        wait_for("the batch queue empty (queued chunks dropped)", lambda: client.llen("batch") == 0, timeout=60)
         spectrum = api.http.get(f"/v1/jobs/{job_id}/spectrum")
         assert spectrum.status_code == 409
