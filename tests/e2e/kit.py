@@ -3,6 +3,7 @@ folder on sys.path): example data, a tiny training input, real processes, pollin
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import numpy as np
 
 WATER = Path(__file__).resolve().parents[3] / "shared" / "data" / "water_tensor"
 if not WATER.is_dir():  # CI: shared/ beside the clone
@@ -63,6 +65,31 @@ def rotating_water_xyz(nframes: int, dt_fs: float, nu_cm: float) -> bytes:
         rows = [f"{e} {5 + c * (x - cx) - s * y:.10f} {5 + s * (x - cx) + c * y:.10f} {z:.10f}\n" for e, x, y, z in mol]
         frames.append(f"3\nframe {i}\n" + "".join(rows))
     return "".join(frames).encode()
+
+
+def water_runs_archive(n: int, frames: int) -> bytes:
+    """A dataset archive (.tar.gz bytes) of n independent "runs" run0 … run<n-1>: systems of
+    the water example (192 atoms), each ``frames`` frames long (the example's 80 frames
+    again and again, moved a little each time) — many trajectories for spectrum jobs."""
+    src = WATER / "dipole" / "validation_data_reformat" / "global_system"
+    coord = np.load(src / "set.000" / "coord.npy")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as tar:
+        for k in range(n):
+            reps = -(-frames // coord.shape[0])
+            noise = np.random.default_rng(k).normal(scale=0.01, size=(reps * coord.shape[0], coord.shape[1]))
+            raw = io.BytesIO()
+            np.save(raw, np.tile(coord, (reps, 1))[:frames] + noise[:frames])
+            _add_bytes(tar, f"run{k}/set.000/coord.npy", raw.getvalue())
+            for name in ("type.raw", "type_map.raw", "nopbc"):
+                _add_bytes(tar, f"run{k}/{name}", (src / name).read_bytes())
+    return buf.getvalue()
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, content: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(content)
+    tar.addfile(info, io.BytesIO(content))
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 120.0, every: float = 0.2) -> T:

@@ -13,11 +13,9 @@ api (`dptensor serve --no-worker`), batch workers (`dptensor worker`), Redis.
 
 from __future__ import annotations
 
-import io
 import json
 import signal
 import subprocess
-import tarfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,6 +34,7 @@ from kit import (
     service_env,
     stop,
     wait_for,
+    water_runs_archive,
 )
 
 pytestmark = pytest.mark.e2e
@@ -90,34 +89,8 @@ def _spectrum_job(api: Api, model_id: str, files: dict[str, bytes]) -> dict[str,
     return api.wait_job(r.json()["id"], timeout=600)
 
 
-def _many_systems(n: int, frames: int) -> bytes:
-    """A dataset archive of n systems of the water example (192 atoms), each ``frames``
-    frames long (the example's 80 frames again and again, moved a little each time)."""
-    src = WATER / "dipole" / "validation_data_reformat" / "global_system"
-    coord = np.load(src / "set.000" / "coord.npy")
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as tar:
-        for k in range(n):
-            reps = -(-frames // coord.shape[0])
-            noise = np.random.default_rng(k).normal(scale=0.01, size=(reps * coord.shape[0], coord.shape[1]))
-            data = {"set.000/coord.npy": np.tile(coord, (reps, 1))[:frames] + noise[:frames]}
-            for name, value in data.items():
-                raw = io.BytesIO()
-                np.save(raw, value)
-                _add(tar, f"run{k}/{name}", raw.getvalue())
-            for name in ("type.raw", "type_map.raw", "nopbc"):
-                _add(tar, f"run{k}/{name}", (src / name).read_bytes())
-    return buf.getvalue()
-
-
-def _add(tar: tarfile.TarFile, name: str, content: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(content)
-    tar.addfile(info, io.BytesIO(content))
-
-
 def _dataset_spectrum(api: Api, model_id: str, n: int, frames: int) -> str:
-    r = api.http.post("/v1/datasets", files={"file": ("runs.tgz", _many_systems(n, frames))})
+    r = api.http.post("/v1/datasets", files={"file": ("runs.tgz", water_runs_archive(n, frames))})
     assert r.status_code == 201, r.text
     ds = r.json()
     assert len(ds["systems"]) == n
