@@ -21,7 +21,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from model.fitting_fast import PolarBlocks, blocked_polar, dense_polar, polar_blocks
+from model.fitting_fast import (
+    BlockLayout,
+    PolarBlocks,
+    block_layout,
+    blocked_polar,
+    dense_polar,
+    polar_blocks,
+)
 from model.nets import MLP
 
 
@@ -113,6 +120,7 @@ class TensorFitting(nn.Module):
         self.register_buffer("upper", triu_pack_indices(m1)[0], persistent=False)
         # type → (weights' versions, block layout) of the CPU inference kernel (fitting_fast)
         self.block_cache: dict[int, tuple[tuple[tuple[int, int], ...], PolarBlocks]] = {}
+        self.layouts: dict[torch.device, BlockLayout] = {}
         weight = torch.full((iu.shape[1],), 2.0, dtype=dtype)
         weight[self.row_offsets[:-1]] = 1.0
         self.register_buffer("upper_weight", weight, persistent=False)
@@ -168,14 +176,23 @@ class TensorFitting(nn.Module):
         hidden = net.hidden(h, differentiable=differentiable)  # [n, H]
         bias = last.bias + self.bias_atom_e[t]
         if differentiable:
-            # Training batches are small: unpack with one gather; the backward is written by hand.
+            # Training batches are small: unpack with one gather; the backward is written by
+            # hand. (A block-layout form with its own backward measured 1.4-3× slower here:
+            # its b×b batched products and dim-1 scatters cost more than the one gather.)
             packed = torch.addmm(bias, hidden, last.matrix)  # [n, M1(M1+1)/2]
             out = SymmetricContraction.apply(packed, g, self.scale[t], self.unpack, self.upper, self.upper_weight)
             assert isinstance(out, Tensor)
             return out
-        if g.is_cuda:  # few large launches; the packed row products suit a CPU's caches
+        if g.is_cuda:  # few large launches; the block products suit a CPU's caches
             return dense_polar(hidden, last.matrix, bias, self.scale[t], g, self.unpack)
         return blocked_polar(hidden, self._polar_blocks(t, last.matrix, last.bias), self.scale[t], g, chunk)
+
+    def layout(self, like: Tensor) -> BlockLayout:
+        """The block layout of the packed output on ``like``'s device (built once)."""
+        lay = self.layouts.get(like.device)
+        if lay is None:
+            lay = self.layouts[like.device] = block_layout(self.m1, device=like.device)
+        return lay
 
     def _polar_blocks(self, t: int, matrix: Tensor, bias: Tensor) -> PolarBlocks:
         """The block layout of type t's output layer, rebuilt when the weights change
@@ -184,6 +201,6 @@ class TensorFitting(nn.Module):
         cached = self.block_cache.get(t)
         if cached is None or cached[0] != key:
             with torch.no_grad():
-                cached = (key, polar_blocks(matrix, bias + self.bias_atom_e[t], self.unpack))
+                cached = (key, polar_blocks(matrix, bias + self.bias_atom_e[t], self.layout(matrix)))
             self.block_cache[t] = cached
         return cached[1]

@@ -23,15 +23,14 @@ BLOCK_TARGET = 20  # b: large enough for efficient batched products, small enoug
 
 
 @dataclass(frozen=True)
-class PolarBlocks:
-    """The packed output layer (matrix [H, M1(M1+1)/2], bias) in the block layout."""
+class BlockLayout:
+    """Where the b×b blocks of a symmetric M1×M1 matrix sit in its packed upper triangle
+    (M1(M1+1)/2 columns, row-major). Depends on M1 and b only."""
 
     size: int  # b, a divisor of M1
-    w_off: Tensor  # [H, n_off·b²] off-diagonal blocks I < J, each row-major
-    b_off: Tensor  # [n_off·b²]
-    w_diag: Tensor  # [H, nb·b(b+1)/2] diagonal blocks, packed upper triangles, halved
-    b_diag: Tensor  # [nb·b(b+1)/2]
-    diag_index: Tensor  # [nb·b²] column of w_diag of each entry of the whole diagonal blocks
+    off: Tensor  # [n_off·b²] packed column of each entry of the off-diagonal blocks I < J (row-major)
+    diag: Tensor  # [nb·b(b+1)/2] packed column of each upper-triangle entry of the diagonal blocks
+    diag_full: Tensor  # [nb·b²] position in ``diag`` of each entry of the whole diagonal blocks
     block_i: Tensor  # [n_off] block row of each off-diagonal block
     block_j: Tensor  # [n_off] block column
 
@@ -41,34 +40,52 @@ def block_size(m1: int, target: int = BLOCK_TARGET) -> int:
     return min((d for d in range(1, m1 + 1) if m1 % d == 0), key=lambda d: (abs(d - target), -d))
 
 
-def polar_blocks(matrix: Tensor, bias: Tensor, unpack: Tensor, size: int | None = None) -> PolarBlocks:
-    """Re-lay the packed layer out in blocks. unpack [M1²]: packed column of each (m, n)."""
-    m1 = round(unpack.numel() ** 0.5)
+def block_layout(m1: int, size: int | None = None, device: torch.device | None = None) -> BlockLayout:
     b = size or block_size(m1)
-    nb, dev = m1 // b, matrix.device
-    full = unpack.view(m1, m1).to(dev)
-    local = torch.arange(b, device=dev)
-    bi, bj = torch.triu_indices(nb, nb, offset=1, device=dev)  # [n_off] each
+    nb = m1 // b
+    iu_full = torch.triu_indices(m1, m1)
+    packed = torch.zeros(m1, m1, dtype=torch.long)  # packed column of (m, n), both orders
+    packed[iu_full[0], iu_full[1]] = torch.arange(iu_full.shape[1])
+    packed[iu_full[1], iu_full[0]] = torch.arange(iu_full.shape[1])
+    local = torch.arange(b)
+    bi, bj = torch.triu_indices(nb, nb, offset=1)  # [n_off] each
     rows, cols = bi[:, None] * b + local, bj[:, None] * b + local  # [n_off, b]
-    off = full[rows[:, :, None], cols[:, None, :]].reshape(-1)  # [n_off·b²] packed columns
-    iu = torch.triu_indices(b, b, device=dev)  # [2, b(b+1)/2]
-    starts = torch.arange(nb, device=dev)[:, None] * b
-    diag = full[starts + iu[0], starts + iu[1]].reshape(-1)  # [nb·b(b+1)/2]
-    pos = torch.zeros(b, b, dtype=torch.long, device=dev)  # packed position inside one block
-    pos[iu[0], iu[1]] = torch.arange(iu.shape[1], device=dev)
-    pos[iu[1], iu[0]] = torch.arange(iu.shape[1], device=dev)
-    diag_index = (torch.arange(nb, device=dev)[:, None] * iu.shape[1] + pos.view(1, -1)).reshape(-1)
-    return PolarBlocks(size=b, w_off=matrix[:, off].contiguous(), b_off=bias[off].contiguous(),
-                       w_diag=(0.5 * matrix[:, diag]).contiguous(), b_diag=0.5 * bias[diag],
-                       diag_index=diag_index, block_i=bi, block_j=bj)
+    off = packed[rows[:, :, None], cols[:, None, :]].reshape(-1)
+    iu = torch.triu_indices(b, b)  # [2, b(b+1)/2]
+    starts = torch.arange(nb)[:, None] * b
+    diag = packed[starts + iu[0], starts + iu[1]].reshape(-1)
+    pos = torch.zeros(b, b, dtype=torch.long)  # position of (i, j) in one block's packed triangle
+    pos[iu[0], iu[1]] = torch.arange(iu.shape[1])
+    pos[iu[1], iu[0]] = torch.arange(iu.shape[1])
+    diag_full = (torch.arange(nb)[:, None] * iu.shape[1] + pos.view(1, -1)).reshape(-1)
+    return BlockLayout(size=b, off=off.to(device), diag=diag.to(device), diag_full=diag_full.to(device),
+                       block_i=bi.to(device), block_j=bj.to(device))
+
+
+@dataclass(frozen=True)
+class PolarBlocks:
+    """The packed output layer (matrix [H, M1(M1+1)/2], bias) in the block layout."""
+
+    layout: BlockLayout
+    w_off: Tensor  # [H, n_off·b²] off-diagonal blocks I < J, each row-major
+    b_off: Tensor  # [n_off·b²]
+    w_diag: Tensor  # [H, nb·b(b+1)/2] diagonal blocks, packed upper triangles, halved
+    b_diag: Tensor  # [nb·b(b+1)/2]
+
+
+def polar_blocks(matrix: Tensor, bias: Tensor, layout: BlockLayout) -> PolarBlocks:
+    """Re-lay the packed layer's columns out in blocks (once per weights, for inference)."""
+    return PolarBlocks(layout=layout, w_off=matrix[:, layout.off].contiguous(), b_off=bias[layout.off].contiguous(),
+                       w_diag=(0.5 * matrix[:, layout.diag]).contiguous(), b_diag=0.5 * bias[layout.diag])
 
 
 def blocked_polar(hidden: Tensor, blocks: PolarBlocks, scale: Tensor, g: Tensor, chunk: int = 256) -> Tensor:
     """hidden [n, H] → α [n, 3, 3] = scale · grᵀ A gr; g [n, M1, 3]; scale [] the type's
     scale (applied to α: 9 numbers, not M1²); rows in chunks so that a chunk's outputs
     stay in cache."""
-    m1, b = g.shape[1], blocks.size
-    nb, n_off = m1 // b, blocks.block_i.numel()
+    lay = blocks.layout
+    m1, b = g.shape[1], lay.size
+    nb, n_off = m1 // b, lay.block_i.numel()
     outs = []
     for c0 in range(0, hidden.shape[0], chunk):
         h, gc = hidden[c0:c0 + chunk], g[c0:c0 + chunk]
@@ -77,11 +94,11 @@ def blocked_polar(hidden: Tensor, blocks: PolarBlocks, scale: Tensor, g: Tensor,
         s = gc.new_zeros(c, 3, 3)
         if n_off:
             a_off = torch.addmm(blocks.b_off, h, blocks.w_off).view(c * n_off, b, b)  # A_IJ, I < J
-            y = torch.bmm(a_off, gb.index_select(1, blocks.block_j).view(c * n_off, b, 3))  # A_IJ g_J
-            g_i = gb.index_select(1, blocks.block_i).view(c, n_off * b, 3)
+            y = torch.bmm(a_off, gb.index_select(1, lay.block_j).view(c * n_off, b, 3))  # A_IJ g_J
+            g_i = gb.index_select(1, lay.block_i).view(c, n_off * b, 3)
             s = torch.bmm(g_i.transpose(1, 2), y.view(c, n_off * b, 3))  # Σ g_Iᵀ A_IJ g_J
         half = torch.addmm(blocks.b_diag, h, blocks.w_diag)  # [c, nb·b(b+1)/2]
-        a_diag = torch.gather(half, 1, blocks.diag_index.expand(c, -1)).view(c * nb, b, b)  # A_II / 2
+        a_diag = torch.gather(half, 1, lay.diag_full.expand(c, -1)).view(c * nb, b, b)  # A_II / 2
         y_d = torch.bmm(a_diag, gc.reshape(c * nb, b, 3)).view(c, m1, 3)
         s = torch.baddbmm(s, gc.transpose(1, 2), y_d)
         outs.append((s + s.transpose(1, 2)) * scale)

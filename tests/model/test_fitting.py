@@ -94,9 +94,7 @@ def test_blocked_polar_equals_the_formula(m1: int, size: int | None) -> None:
     the same α as grᵀ A gr on the whole matrix, for any block size dividing M1, across
     chunk boundaries (chunks of 8 rows of 37)."""
     hidden, matrix, bias, gr, scale = _polar_inputs(m1)
-    blocks = fitting_fast.polar_blocks(matrix, bias, TensorFitting(
-        kind="polar", ntypes=1, sel_type=[0], dim_descrpt=4, m1=m1, neuron=[4], resnet_dt=False,
-        activation="tanh", dtype=torch.float64, fit_diag=False).unpack, size)
+    blocks = fitting_fast.polar_blocks(matrix, bias, fitting_fast.block_layout(m1, size))
     assert blocks.w_off.shape[1] + blocks.w_diag.shape[1] == matrix.shape[1]  # no more columns than packed
     out = fitting_fast.blocked_polar(hidden, blocks, scale, gr, chunk=8)
     ref = _polar_formula(hidden, matrix, bias, gr, scale)
@@ -135,8 +133,8 @@ def test_dense_polar_gpu_form_equals_the_blocked_cpu_kernel(monkeypatch: pytest.
     m1 = round(fit.unpack.numel() ** 0.5)
     hidden, matrix, bias, gr, scale = _polar_inputs(m1)
     n = hidden.shape[0]
-    blocked = fitting_fast.blocked_polar(hidden, fitting_fast.polar_blocks(matrix, bias, fit.unpack), scale, gr,
-                                         chunk=8)
+    blocks = fitting_fast.polar_blocks(matrix, bias, fitting_fast.block_layout(m1))
+    blocked = fitting_fast.blocked_polar(hidden, blocks, scale, gr, chunk=8)
     monkeypatch.setattr(fitting_fast, "DENSE_POLAR_ELEMENTS", 5 * m1 * m1)  # chunks of 5 rows
     dense = fitting_fast.dense_polar(hidden, matrix, bias, scale, gr, fit.unpack)
     assert dense.shape == (n, 3, 3)
