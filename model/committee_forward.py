@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from model.descriptor import EnvPairs
-from model.descriptor_fast import block_rows
+from model.descriptor_fast import block_rows, distinct_rows, segment_blocks
 from model.nets import ACTIVATIONS, MLP
 from model.tensor_model import Centres, TensorModel
 
@@ -94,23 +94,16 @@ class StackedDescriptor:
         for g, (values, _) in env.distinct.items():  # pairs i→j and j→i share one embedding
             s = (values[None, :, None] - self.mean[:, g, None, :1]) / self.std[:, g, None, :1]  # [K, nv, 1]
             tables[g] = self.nets[self.net_of(g)](s)  # [K, nv, M1]
-        for seg in env.segments:
+        for seg, b0, b1, p0, p1 in segment_blocks(env, block_rows(rn)):
             net, c = self.nets[self.net_of(seg.group)], seg.count
-            step = max(1, block_rows(rn) // c)  # centres per block
-            for b0 in range(seg.block_start, seg.block_stop, step):
-                b1 = min(b0 + step, seg.block_stop)
-                p0 = seg.start + (b0 - seg.block_start) * c
-                p1 = p0 + (b1 - b0) * c
-                if seg.group in tables:
-                    first = env.offsets[seg.group]
-                    rows = env.distinct[seg.group][1][p0 - first:p1 - first]
-                    emb = tables[seg.group].index_select(1, rows)  # [K, rows, M1]
-                else:
-                    emb = net(rn[:, p0:p1, :1])
-                nb = b1 - b0
-                part = torch.bmm(rn[:, p0:p1].reshape(k * nb, c, 4).transpose(1, 2),
-                                 emb.reshape(k * nb, c, m1))  # [K·nb, 4, M1]
-                t.index_add_(1, env.block_centre[b0:b1], part.view(k, nb, 4, m1))
+            if seg.group in tables:
+                emb = tables[seg.group].index_select(1, distinct_rows(env, seg.group, p0, p1))  # [K, rows, M1]
+            else:
+                emb = net(rn[:, p0:p1, :1])
+            nb = b1 - b0
+            part = torch.bmm(rn[:, p0:p1].reshape(k * nb, c, 4).transpose(1, 2),
+                             emb.reshape(k * nb, c, m1))  # [K·nb, 4, M1]
+            t.index_add_(1, env.block_centre[b0:b1], part.view(k, nb, 4, m1))
 
         # Padded slots: all equal within a group; add count × R̃padᵀ G(s_pad).
         pad_r = -self.mean / self.std  # [K, nt², 4]

@@ -13,6 +13,7 @@ T = (Σ R̃)ᵀ α − 2 Σ R̃ᵀ z, with Σ R̃ one small sum per centre.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -23,7 +24,7 @@ from model.nets import MLP
 from model.tanh_mlp import add_residual_
 
 if TYPE_CHECKING:
-    from model.descriptor import DescriptorSeA, EnvPairs
+    from model.descriptor import DescriptorSeA, EnvPairs, Segment
 
 EMBED_BLOCK = 2048
 GPU_BLOCK = 1 << 20  # rows per block on a GPU: there, launches cost more than cache misses
@@ -121,10 +122,29 @@ def z_net_of(desc: DescriptorSeA, k: int) -> ZNet:
     return cached[1]
 
 
+def segment_blocks(env: EnvPairs, block: int) -> Iterator[tuple[Segment, int, int, int, int]]:
+    """(segment, b0, b1, p0, p1) for blocks of whole centres of one segment, about ``block``
+    pairs each: centres [b0, b1) of ``env.block_centre``, pairs [p0, p1). Shared by the
+    single model's and the committee's blocked contraction."""
+    for seg in env.segments:
+        c = seg.count
+        step = max(1, block // c)  # centres per block
+        for b0 in range(seg.block_start, seg.block_stop, step):
+            b1 = min(b0 + step, seg.block_stop)
+            p0 = seg.start + (b0 - seg.block_start) * c
+            yield seg, b0, b1, p0, p0 + (b1 - b0) * c
+
+
+def distinct_rows(env: EnvPairs, group: int, p0: int, p1: int) -> Tensor:
+    """Row of the group's distinct-value table for each pair in [p0, p1)."""
+    first = env.offsets[group]
+    return env.distinct[group][1][p0 - first:p1 - first]
+
+
 def contract_blocked(desc: DescriptorSeA, env: EnvPairs, rn: Tensor, mean: Tensor, std: Tensor) -> Tensor:
     """Σ_pairs R̃ᵀ G per centre [nC, 4, M1], computing G in blocks of whole centres of one
     segment (tanh nets in z-space: Σ R̃ᵀ z, then (Σ R̃)ᵀ α − 2·that)."""
-    m1 = desc.m1
+    m1, block = desc.m1, block_rows(rn)
     t = rn.new_zeros(env.n_centres, 4, m1)
     use_z = desc.activation == "tanh"
     nets = {g: z_net_of(desc, desc.net_index(g)) if use_z else desc.net_of_group(g)
@@ -133,25 +153,19 @@ def contract_blocked(desc: DescriptorSeA, env: EnvPairs, rn: Tensor, mean: Tenso
     for g, (values, _) in env.distinct.items():
         table = scratch(desc, g, values.shape[0], rn)
         s = ((values - mean[g, 0]) / std[g, 0])[:, None]
-        for c in range(0, s.shape[0], EMBED_BLOCK):
-            nets[g].forward_into(s[c:c + EMBED_BLOCK], table[c:c + EMBED_BLOCK])
+        for c in range(0, s.shape[0], block):
+            nets[g].forward_into(s[c:c + block], table[c:c + block])
         distinct_g[g] = table
-    for seg in env.segments:
+    for seg, b0, b1, p0, p1 in segment_blocks(env, block):
         net, c = nets[seg.group], seg.count
-        step = max(1, EMBED_BLOCK // c)  # centres per block
-        for b0 in range(seg.block_start, seg.block_stop, step):
-            b1 = min(b0 + step, seg.block_stop)
-            p0 = seg.start + (b0 - seg.block_start) * c
-            p1 = p0 + (b1 - b0) * c
-            if seg.group in distinct_g:
-                first = env.offsets[seg.group]
-                emb = distinct_g[seg.group].index_select(0, env.distinct[seg.group][1][p0 - first:p1 - first])
-            elif isinstance(net, ZNet):
-                emb = net.forward_into(rn[p0:p1, :1], scratch(desc, -1, p1 - p0, rn))
-            else:
-                emb = net(rn[p0:p1, :1], differentiable=False)
-            part = torch.bmm(rn[p0:p1].view(b1 - b0, c, 4).transpose(1, 2), emb.view(b1 - b0, c, m1))
-            t.index_add_(0, env.block_centre[b0:b1], part)
+        if seg.group in distinct_g:
+            emb = distinct_g[seg.group].index_select(0, distinct_rows(env, seg.group, p0, p1))
+        elif isinstance(net, ZNet):
+            emb = net.forward_into(rn[p0:p1, :1], scratch(desc, -1, p1 - p0, rn))
+        else:
+            emb = net(rn[p0:p1, :1], differentiable=False)
+        part = torch.bmm(rn[p0:p1].view(b1 - b0, c, 4).transpose(1, 2), emb.view(b1 - b0, c, m1))
+        t.index_add_(0, env.block_centre[b0:b1], part)
     if not use_z:
         return t
     # T = Σ R̃ᵀ (α − 2z): the α part per net is (Σ R̃ over its pairs)ᵀ α
