@@ -25,14 +25,12 @@ from model.committee import (
     deviation,
     is_committee_checkpoint,
 )
-from model.committee_cli import write_frame_table
 from model.deepmd_compat import is_deepmd_checkpoint
 from model.dpmodel_export import export_model
 from model.dpmodel_file import is_dpmodel_file
 from model.dpmodel_import import load_dpmodel
 from model.errors import CheckpointError
-from model.inference import predict, save_predictions_npz
-from model.structures import load_structures
+from model.inference import predict
 
 Progress = Callable[[int, int], None]
 
@@ -144,14 +142,6 @@ def born_structures(model: Predictor, structures: list[dict[str, Any]]) -> list[
             if std is not None:
                 out[i]["z_std"] = std[k].tolist()
     return out
-
-
-def predict_system(model: Predictor, path: Path, out: Path, progress: Progress) -> int:
-    """predictions.npz, and beside it the per-frame table as CSV (same stem)."""
-    coord, atype, box = load_structures(str(path), model.type_map)
-    save_predictions_npz(out, model, coord, atype, box, progress=progress)
-    write_frame_table(out, str(out.with_suffix(".csv")), None)
-    return int(coord.shape[0])
 
 
 def _inside(root: Path, relative: str) -> Path:
