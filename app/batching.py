@@ -1,34 +1,43 @@
 """Dynamic batching of synchronous predictions, on the api side of the queue.
 
 Concurrent requests for the same model join one *open batch*; the batch is sent as one
-``dptensor.predict_batch`` task, the predict worker runs all its frames in one forward
-pass per kind of structure and answers each request separately (worker/tasks.py), and
-each request thread takes its own answer back. A batch is sent
+message, the predict worker runs all its frames in one forward pass per kind of structure
+and answers each request separately (worker/tasks.py), and each request takes its own
+answer back. A batch is sent
 
-* at once when no batch of this model is in flight (an idle worker: no added latency),
+* at once when no batch of this model is in flight (an idle worker: no added latency —
+  a lone request never waits for the window),
 * else once it has waited ``predict_batch_wait_ms`` and fewer than
-  ``predict_batch_in_flight`` batches of the model are unanswered (requests keep joining
-  while the worker is busy: the busier, the larger the batches),
+  ``predict_batch_in_flight`` batches of the model are unanswered, or as soon as a batch
+  in flight is answered after that (requests keep joining while the worker is busy: the
+  busier, the larger the batches),
 * at once when it is full (``predict_batch_max_frames`` / ``predict_batch_max_atoms``).
 
-Why here and not in the worker: Celery's solo pool with ``prefetch_multiplier=1`` and
-late acks hands a worker one message at a time, so a worker cannot see the requests
-queued behind the one it runs without raising prefetch (messages held by one busy worker,
-invisible to the others) or bypassing Celery's consumer. Grouping before the broker also
-divides the broker and result-backend round trips — most of a small request's cost — by
-the batch size. The price: requests coalesce within one api process, not across replicas.
+Everything here runs on the api's event loop: a waiting request is a future, not a
+thread, and nothing wakes up unless a request arrives, a window ends or an answer comes
+back (idle is idle). Why here and not in the worker: a worker handed one message at a
+time cannot see the requests queued behind the one it runs, and grouping before the
+broker divides the broker round trips — most of a small request's cost — by the batch
+size. The price: requests coalesce within one api process, not across replicas.
 """
 
 from __future__ import annotations
 
-import threading
+import asyncio
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from jobs.queue import PREDICT_BATCH_TASK, TaskQueue, TaskTimeout
+from starlette.concurrency import run_in_threadpool
+
+from app.timing import BatchTiming
+from jobs.queue import PREDICT_BATCH_TASK, TaskQueue
 from jobs.settings import Settings
+
+# sends one batch {"model_id", "requests", "sent_at"} and waits for {"answers": [...]}
+Sender = Callable[[dict[str, Any], float], Awaitable[dict[str, Any]]]
 
 
 @dataclass
@@ -36,10 +45,10 @@ class Batch:
     requests: list[dict[str, Any]] = field(default_factory=list)  # {"structures", "derivatives"}
     frames: int = 0
     atoms: int = 0
+    opened: float = field(default_factory=time.monotonic)
     closed: bool = False
-    done: threading.Event = field(default_factory=threading.Event)
-    answers: list[dict[str, Any]] | None = None
-    error: Exception | None = None
+    answered: asyncio.Future[list[dict[str, Any]]] = field(default_factory=lambda: _future())
+    timing: BatchTiming = field(default_factory=BatchTiming)
 
     def add(self, request: dict[str, Any], frames: int, atoms: int) -> int:
         self.requests.append(request)
@@ -49,72 +58,91 @@ class Batch:
 
 
 class Batcher:
-    def __init__(self, queue: TaskQueue, settings: Settings) -> None:
-        self.queue = queue
+    def __init__(self, send: Sender, settings: Settings) -> None:
+        self.send = send
         self.enabled = settings.predict_batching
         self.wait_s = settings.predict_batch_wait_ms / 1000
         self.max_frames = settings.predict_batch_max_frames
         self.max_atoms = settings.predict_batch_max_atoms
         self.max_in_flight = settings.predict_batch_in_flight
-        self._cond = threading.Condition()
         self._open: dict[str, Batch] = {}
         self._in_flight: defaultdict[str, int] = defaultdict(int)
+        self._tasks: set[asyncio.Task[None]] = set()  # batches being sent (a task needs a reference)
 
-    def predict(self, model_id: str, request: dict[str, Any], frames: int, atoms: int,
-                timeout_s: float) -> dict[str, Any]:
+    async def predict(self, model_id: str, request: dict[str, Any], frames: int, atoms: int,
+                      timeout_s: float) -> tuple[dict[str, Any], BatchTiming]:
         """This request's answer envelope from the worker (jobs.errors.answer: its result or
-        its own error, never a batch-mate's). ``request``: {"structures", "derivatives"}."""
-        with self._cond:
-            batch = self._open.get(model_id)
-            if batch is not None and (batch.frames + frames > self.max_frames
-                                      or batch.atoms + atoms > self.max_atoms):
-                self._close(model_id, batch)  # no room: its leader sends it now
-                batch = None
-            leader = batch is None
-            if batch is None:
-                batch = self._open[model_id] = Batch()
-            index = batch.add(request, frames, atoms)
-            if not self.enabled or batch.frames >= self.max_frames or batch.atoms >= self.max_atoms:
-                self._close(model_id, batch)
-        if leader:
-            self._send(model_id, batch, timeout_s)
-        elif not batch.done.wait(2 * timeout_s + 5.0):  # the leader's wait, then its call
-            raise TaskTimeout(f"no worker of the 'predict' queue answered within {timeout_s:g} s")
-        if batch.error is not None:
-            raise batch.error
-        assert batch.answers is not None
-        return batch.answers[index]
+        its own error, never a batch-mate's) and its batch's clock readings.
+        ``request``: {"structures", "derivatives"}."""
+        batch = self._open.get(model_id)
+        if batch is not None and (batch.frames + frames > self.max_frames or batch.atoms + atoms > self.max_atoms):
+            self._dispatch(model_id, batch, timeout_s)  # no room: it leaves now, this one opens the next
+            batch = None
+        if batch is None:
+            batch = self._open[model_id] = Batch()
+            batch.answered.add_done_callback(_retrieved)
+            if self.enabled and self._in_flight[model_id] and self.wait_s > 0:
+                asyncio.get_running_loop().call_later(self.wait_s, self._window_ended, model_id, batch, timeout_s)
+        index = batch.add(request, frames, atoms)
+        if (not self.enabled or not self._in_flight[model_id] or batch.frames >= self.max_frames
+                or batch.atoms >= self.max_atoms):
+            self._dispatch(model_id, batch, timeout_s)
+        answers = await asyncio.shield(batch.answered)  # a client gone does not cancel its batch-mates
+        return answers[index], batch.timing
 
-    def _close(self, model_id: str, batch: Batch) -> None:
+    def _window_ended(self, model_id: str, batch: Batch, timeout_s: float) -> None:
+        if not batch.closed and self._in_flight[model_id] < self.max_in_flight:
+            self._dispatch(model_id, batch, timeout_s)
+        # else it leaves when a batch in flight is answered (_sent)
+
+    def _dispatch(self, model_id: str, batch: Batch, timeout_s: float) -> None:
         batch.closed = True
         if self._open.get(model_id) is batch:
             del self._open[model_id]
-        self._cond.notify_all()
+        self._in_flight[model_id] += 1
+        task = asyncio.get_running_loop().create_task(self._sent(model_id, batch, timeout_s))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    def _send(self, model_id: str, batch: Batch, timeout_s: float) -> None:
-        with self._cond:
-            opened = time.monotonic()
-            while not batch.closed:
-                waited = time.monotonic() - opened
-                busy = self._in_flight[model_id]
-                if busy == 0 or (waited >= self.wait_s and busy < self.max_in_flight) or waited > timeout_s:
-                    self._close(model_id, batch)
-                    break
-                # woken by a batch-mate filling it or by an answered batch of this model
-                self._cond.wait(self.wait_s - waited if waited < self.wait_s else timeout_s)
-            self._in_flight[model_id] += 1
+    async def _sent(self, model_id: str, batch: Batch, timeout_s: float) -> None:
         try:
-            payload = {"model_id": model_id, "requests": batch.requests, "sent_at": time.time()}
-            answers = self.queue.call(PREDICT_BATCH_TASK, payload, timeout_s)["answers"]
+            batch.timing.sent = time.time()
+            payload = {"model_id": model_id, "requests": batch.requests, "sent_at": batch.timing.sent}
+            reply = await self.send(payload, timeout_s)
+            batch.timing.answered, batch.timing.worker = time.time(), reply.get("timing") or {}
+            answers = reply["answers"]
             if len(answers) != len(batch.requests):
                 raise RuntimeError(f"the worker answered {len(answers)} of {len(batch.requests)} requests")
-            batch.answers = answers
+            batch.answered.set_result(answers)
         except Exception as exc:  # the batch never ran (timeout, broker): every request gets it
-            batch.error = exc
+            batch.answered.set_exception(exc)
         finally:
-            with self._cond:
-                self._in_flight[model_id] -= 1
-                if not self._in_flight[model_id]:
-                    del self._in_flight[model_id]
-                self._cond.notify_all()
-            batch.done.set()
+            self._in_flight[model_id] -= 1
+            if not self._in_flight[model_id]:
+                del self._in_flight[model_id]
+            waiting = self._open.get(model_id)
+            if waiting is not None and time.monotonic() - waiting.opened >= self.wait_s:
+                self._dispatch(model_id, waiting, timeout_s)  # its window is over: the freed slot is its
+
+
+def celery_sender(queue: TaskQueue) -> Sender:
+    """A batch as one ``dptensor.predict_batch`` Celery task; the blocking call takes a
+    worker thread per batch in flight (not per request)."""
+
+    async def send(payload: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        return await run_in_threadpool(queue.call, PREDICT_BATCH_TASK, payload, timeout_s)
+
+    return send
+
+
+def _future() -> asyncio.Future[list[dict[str, Any]]]:
+    future: asyncio.Future[list[dict[str, Any]]] = asyncio.get_running_loop().create_future()
+    future.add_done_callback(_retrieved)
+    return future
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Every request of a failed batch may have gone (clients disconnected): its error is
+    then nobody's, and asyncio would log it as never retrieved."""
+    if not future.cancelled():
+        future.exception()

@@ -9,13 +9,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import errors
-from app.batching import Batcher
+from app.batching import Batcher, celery_sender
 from app.janitor import Janitor
 from app.limits import BodySizeLimit
 from app.metrics import install_metrics
+from app.predict_rpc import PredictRpc
 from app.routes import api
 from app.routes.page import install_page
-from jobs.db import init_db, session_factory
+from jobs.db import engine_for, init_db, session_factory
 from jobs.queue import TaskQueue
 from jobs.settings import Settings, get_settings
 
@@ -36,6 +37,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     init_db(settings.db_url)
     sessions = session_factory(settings.db_url)
     queue = TaskQueue(settings)
+    # synchronous predictions: straight over the broker's Redis (jobs/rpc.py); the SQLite
+    # broker (kept for comparison) has only Celery
+    rpc = None if settings.sqlite_broker else PredictRpc(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -45,10 +49,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             janitor.stop()
+            if rpc is not None:
+                await rpc.close()
 
-    app = FastAPI(title="dptensor", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    # FastAPI's OpenTelemetry hooks are off: /metrics is the service's telemetry, and the
+    # hooks looked for a configured provider at every request
+    app = FastAPI(title="dptensor", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
+                  telemetry={"tracing": False, "metrics": False, "logs": False})
     app.state.settings, app.state.sessions, app.state.queue = settings, sessions, queue
-    app.state.batcher = Batcher(queue, settings)
+    app.state.engine = engine_for(settings.db_url)  # the prediction routes read with it (routes/predict.py)
+    app.state.batcher = Batcher(rpc or celery_sender(queue), settings)
     errors.install(app)
 
     def limit_for(method: str, path: str) -> int:

@@ -35,6 +35,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.timing import SPANS_KEY, START_KEY
 from jobs.queue import QUEUES, TaskQueue
 from jobs.settings import Settings
 from jobs.store import live_worker_metrics, live_workers
@@ -70,13 +71,16 @@ class HttpMetrics:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        start = time.perf_counter()
+        start = scope[START_KEY] = time.perf_counter()
         status = 500
 
         async def record_status(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                spans = scope.get(SPANS_KEY)
+                if spans is not None:  # a prediction's breakdown (app/timing.py)
+                    message["headers"] = [*message.get("headers", []), (b"server-timing", spans.header())]
             await send(message)
 
         try:

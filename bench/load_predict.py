@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -25,12 +26,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
+from http_load import Connection, HttpError
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,6 +59,7 @@ class Result:
     server_ms: float | None = None  # mean time inside the api (request in → response out)
     queue_wait_ms: float | None = None  # mean broker time of a batch (api send → worker start)
     compute_ms: float | None = None  # mean model time of a batch
+    spans: dict[str, float] = field(default_factory=dict)  # mean Server-Timing spans (ms) per request
 
     HEADER = "    req/s   p50 ms   p99 ms  batch   api ms  queue ms  model ms"
 
@@ -68,6 +71,31 @@ class Result:
 
         return (f"{self.requests / self.wall_s:9.1f} {q[49] * 1e3:8.1f} {q[98] * 1e3:8.1f} {f(self.mean_batch, 6)} "
                 f"{f(self.server_ms, 8)} {f(self.queue_wait_ms, 9)} {f(self.compute_ms, 9)}  {self.errors or ''}")
+
+
+SPANS = ("parse", "check", "batch", "queue", "model", "worker", "return", "respond", "app")
+
+
+def breakdown_header() -> str:
+    return f"{'client':>7} " + " ".join(f"{n:>7}" for n in SPANS) + "   http+client"
+
+
+def breakdown_row(res: Result) -> str:
+    """Mean ms per request: the client's latency, the service's Server-Timing spans
+    (app/timing.py) and what is left for HTTP, the kernel and the client."""
+    total = 1e3 * statistics.fmean(res.latencies)
+    cells = " ".join(f"{res.spans[n]:7.2f}" if n in res.spans else "      -" for n in SPANS)
+    rest = total - res.spans["app"] if "app" in res.spans else float("nan")
+    return f"{total:7.2f} {cells}   {rest:11.2f}"
+
+
+def parse_server_timing(value: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for item in value.split(","):
+        name, _, dur = item.strip().partition(";dur=")
+        if dur:
+            out[name] = out.get(name, 0.0) + float(dur)
+    return out
 
 
 SERVER_SERIES = ("dptensor_predict_batch_requests_sum", "dptensor_predict_batch_requests_count",
@@ -93,29 +121,43 @@ async def server_side(client: httpx.AsyncClient) -> dict[str, float] | None:
 
 async def measure(client: httpx.AsyncClient, model: str, atoms: int, requests: int, concurrency: int,
                   heartbeat_s: float) -> Result:
-    body = {"structures": [structure(atoms)]}
+    """``concurrency`` clients, each on its own keep-alive connection (bench/http_load.py),
+    send ``requests`` predictions in all; /metrics before and after gives the server side."""
+    body = json.dumps({"structures": [structure(atoms)]}).encode()
+    conns = [Connection(str(client.base_url), dict(client.headers)) for _ in range(concurrency)]
+    raw = conns[0].request_bytes("POST", f"/v1/models/{model}/predict", body)
     for _ in range(3):  # model load and caches on the worker
-        (await client.post(f"/v1/models/{model}/predict", json=body)).raise_for_status()
+        status, _, text = await conns[0].send(raw)
+        if status != 200:
+            raise RuntimeError(f"warm-up prediction: HTTP {status}: {text[:300]!r}")
     await asyncio.sleep(heartbeat_s * 1.5)  # the worker publishes its metrics at each heartbeat
     before = await server_side(client)
     latencies: list[float] = []
     errors: dict[int, int] = {}
+    spans: dict[str, float] = {}
     todo = iter(range(requests))
 
-    async def user() -> None:
+    async def user(conn: Connection) -> None:
         for _ in todo:
             t0 = time.perf_counter()
-            r = await client.post(f"/v1/models/{model}/predict", json=body)
+            try:
+                status, headers, _ = await conn.send(raw)
+            except HttpError:
+                status, headers = 0, {}
             latencies.append(time.perf_counter() - t0)
-            if r.status_code != 200:
-                errors[r.status_code] = errors.get(r.status_code, 0) + 1
+            if status != 200:
+                errors[status] = errors.get(status, 0) + 1
+            for name, ms in parse_server_timing(headers.get("server-timing", "")).items():
+                spans[name] = spans.get(name, 0.0) + ms
 
     t0 = time.perf_counter()
-    await asyncio.gather(*(user() for _ in range(concurrency)))
+    await asyncio.gather(*(user(c) for c in conns))
     wall = time.perf_counter() - t0
+    for c in conns:
+        await c.close()
     await asyncio.sleep(heartbeat_s * 1.5)
     after = await server_side(client)
-    res = Result(requests, wall, latencies, errors)
+    res = Result(requests, wall, latencies, errors, spans={k: v / requests for k, v in spans.items()})
     if before is not None and after is not None:
         d = {k: after[k] - before[k] for k in SERVER_SERIES}
         batches = d["dptensor_predict_batch_requests_count"]
@@ -147,6 +189,8 @@ async def single(args: argparse.Namespace) -> None:
         res = await measure(client, model, args.atoms, args.requests, args.concurrency, args.heartbeat_s)
     print(f"{args.requests} requests ({args.atoms} atoms each), concurrency {args.concurrency}, model {model}")
     print(f"{Result.HEADER}\n{res.row()}")
+    print(f"\nwhere a request's time went, mean ms (Server-Timing; app/timing.py):\n{breakdown_header()}\n"
+          f"{breakdown_row(res)}")
 
 
 def free_port() -> int:
@@ -187,6 +231,7 @@ async def matrix(args: argparse.Namespace) -> None:
     if args.redis_url:
         brokers.append(("redis", args.redis_url))
     print(f"{'broker':9} {'batching':8} {'atoms':>5} {'clients':>7}{Result.HEADER}", flush=True)
+    lone: list[tuple[str, Result]] = []  # one client: the breakdown, printed at the end
     with tempfile.TemporaryDirectory(prefix="dptensor-load-") as tmp:
         for name, broker in brokers:
             for batching in (True, False):
@@ -208,11 +253,18 @@ async def matrix(args: argparse.Namespace) -> None:
                             async with client_for(url, None, clients) as client:
                                 n = args.requests if clients > 1 else max(20, args.requests // 4)
                                 res = await measure(client, model, atoms, n, clients, args.heartbeat_s)
-                            print(f"{name:9} {'on' if batching else 'off':8} {atoms:5d} {clients:7d} {res.row()}",
-                                  flush=True)
+                            label = f"{name:9} {'on' if batching else 'off':8} {atoms:5d} {clients:7d}"
+                            print(f"{label} {res.row()}", flush=True)
+                            if clients == 1:
+                                lone.append((label, res))
                 finally:
                     proc.send_signal(signal.SIGTERM)
                     proc.wait(timeout=90)
+    print("\none client: where a request's time went, mean ms (Server-Timing spans, app/timing.py; "
+          "http+client = client latency - app)")
+    print(f"{'broker':9} {'batching':8} {'atoms':>5} {'clients':>7} {breakdown_header()}")
+    for label, res in lone:
+        print(f"{label} {breakdown_row(res)}")
 
 
 def main() -> None:
@@ -231,7 +283,9 @@ def main() -> None:
     p.add_argument("--atoms", type=int, default=3, help="3 = a water molecule; up to 192 = a water frame")
     p.add_argument("--heartbeat-s", type=float, default=1.0, help="worker metrics publishing interval")
     args = p.parse_args()
-    asyncio.run(matrix(args) if args.matrix else single(args))
+    import uvloop  # the service's loop too (uvicorn[standard]); a cheaper client leaves more CPU to the server
+
+    uvloop.run(matrix(args) if args.matrix else single(args))
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from worker.quiet import QuietLoop
 
 log = logging.getLogger("dptensor.worker")
 
-TASK_MODULES = ["worker.tasks", "worker.spectrum", "worker.select"]
+TASK_MODULES = ["worker.tasks", "worker.spectrum", "worker.select", "worker.sync_predict"]
 
 
 def create_celery(settings: Settings) -> Celery:

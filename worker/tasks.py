@@ -182,24 +182,29 @@ def _request_answer(model: Predictor, req: dict[str, Any], res: Prediction | Exc
     return out
 
 
-@shared_task(name=PREDICT_BATCH_TASK)
-def predict_batch_task(payload: dict[str, Any]) -> dict[str, Any]:
+def run_batch(payload: dict[str, Any]) -> dict[str, Any]:
     """Requests coalesced by the api (app/batching.py): {"model_id", "requests": [{"structures",
-    "derivatives"}, …], "sent_at"} → {"answers": [one envelope per request (jobs.errors.answer):
-    its result, or its own error — never a batch-mate's]}."""
+    "derivatives"}, …], "sent_at"} → {"ok": True, "answers": [one envelope per request
+    (jobs.errors.answer): its result, or its own error — never a batch-mate's], "timing":
+    {"picked", "model_s", "done"}} (wall clock; the api's Server-Timing header, app/timing.py).
+    Sent over Redis (worker/sync_predict.py) or, on the SQLite broker, as a Celery task."""
+    picked = time.time()
     st = state.current()
     if isinstance(payload.get("sent_at"), int | float):
-        metrics.QUEUE_WAIT.observe(max(0.0, time.time() - payload["sent_at"]))
+        metrics.QUEUE_WAIT.observe(max(0.0, picked - payload["sent_at"]))
     requests: list[dict[str, Any]] = payload["requests"]
     metrics.BATCH_REQUESTS.observe(len(requests))
     metrics.BATCH_FRAMES.observe(sum(len(r["structures"]) for r in requests))
+    model_s = 0.0
 
     def run() -> dict[str, Any]:
+        nonlocal model_s
         model = load_cached(str(layout.model_file(st.settings.root, payload["model_id"])), st.device()[0],
                             st.settings.max_search_candidates)
         t0 = time.perf_counter()
         results = predict_requests(model, [r["structures"] for r in requests])
-        metrics.COMPUTE.observe(time.perf_counter() - t0)
+        model_s = time.perf_counter() - t0
+        metrics.COMPUTE.observe(model_s)
         answers: list[dict[str, Any]] = []
         for req, res in zip(requests, results, strict=True):
             envelope = answer(partial(_request_answer, model, req, res), log)
@@ -209,7 +214,13 @@ def predict_batch_task(payload: dict[str, Any]) -> dict[str, Any]:
                 metrics.FRAMES.labels("sync").inc(len(req["structures"]))
         return {"answers": answers}
 
-    return answer(run, log)  # a model that cannot load: the same error for every request
+    out = answer(run, log)  # a model that cannot load: the same error for every request
+    return {**out, "timing": {"picked": picked, "model_s": model_s, "done": time.time()}}
+
+
+@shared_task(name=PREDICT_BATCH_TASK)
+def predict_batch_task(payload: dict[str, Any]) -> dict[str, Any]:
+    return run_batch(payload)
 
 
 @shared_task(name=INSPECT_TASK)

@@ -6,38 +6,29 @@ import shutil
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, File, Form, Query, Response, UploadFile, status
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
+from fastapi.responses import FileResponse
 from sqlalchemy import select
 
-from app import npz
 from app.access import owned, visible
-from app.deps import BatcherDep, CurrentUser, QueueDep, SessionDep, SettingsDep
-from app.errors import PayloadTooLarge, ServiceUnavailable, Unprocessable
-from app.jobs import job_public, submit
-from app.predict import COMPONENTS, to_payload, units
+from app.deps import (
+    CurrentUser,
+    QueueDep,
+    SessionDep,
+    SettingsDep,
+)
+from app.errors import ServiceUnavailable, Unprocessable
 from app.schemas import (
     ERRORS,
     ErrorBody,
-    JobPublic,
     ModelPublic,
-    PredictRequest,
-    PredictResponse,
-    TensorResult,
 )
-from jobs.datasets import parse_ref
-from jobs.errors import unwrap
 from jobs.layout import MODEL_FILE, model_dir, model_file, model_staging
 from jobs.queue import EXPORT_TASK, INSPECT_TASK, TaskTimeout
-from jobs.tables import Dataset, ModelRecord, new_id
-from model.errors import DataError
+from jobs.tables import ModelRecord, new_id
 
 router = APIRouter(prefix="/models", tags=["models"], responses=ERRORS)
 UNAVAILABLE: dict[int | str, dict[str, Any]] = {503: {"model": ErrorBody, "description": "no worker of the 'predict' queue answered in time"}}
-
-PREDICT_EXAMPLE = {"structures": [{"symbols": ["O", "H", "H"],
-                                   "positions": [[0.0, 0.0, 0.0], [0.757, 0.586, 0.0], [-0.757, 0.586, 0.0]]}]}
-
 
 def model_public(m: ModelRecord) -> ModelPublic:
     out = ModelPublic.model_validate(m)
@@ -139,93 +130,3 @@ def delete_model(model_id: str, session: SessionDep, settings: SettingsDep, user
     session.commit()
     shutil.rmtree(model_dir(settings.root, m.id), ignore_errors=True)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
-
-
-@router.post("/{model_id}/predict", response_model=PredictResponse, response_model_exclude_none=True,
-             responses={202: {"model": JobPublic, "description": "too large to answer at once: a prediction job"},
-                        413: {"model": ErrorBody, "description": "too many structures or atoms"}, **UNAVAILABLE})
-def predict(
-    model_id: str, session: SessionDep, settings: SettingsDep, queue: QueueDep, batcher: BatcherDep,
-    user: CurrentUser, req: Annotated[PredictRequest, Body(openapi_examples={"water molecule": {"value": PREDICT_EXAMPLE}})],
-    job: Annotated[bool, Query(description="always run as a job (202), even when small")] = False,
-) -> PredictResponse | JSONResponse:
-    """Global (per-frame) and per-atom tensors of each structure. Small requests answer at
-    once (200); large ones, `job=true` and `system` references become a prediction job (202)
-    with the same status API as trainings and a predictions.json / predictions.npz file."""
-    m = owned(session, ModelRecord, model_id, user)
-    if req.system is not None:
-        return _system_job(session, settings, queue, user, m, req.system, req.name)
-    if req.derivatives and m.kind != "dipole":
-        msg = f"Born charges are derivatives of a dipole; model {m.id} predicts polarizabilities"
-        raise Unprocessable(msg, [("derivatives", msg)])
-    structures, total_atoms = to_payload(req, m, settings)
-    if job or total_atoms > settings.sync_predict_max_atoms:
-        created = submit(session, queue, settings, user, kind="predict", name=req.name, model_id=m.id,
-                         inputs={"model_id": m.id, "structures": len(structures), "atoms": total_atoms,
-                                 "derivatives": req.derivatives},
-                         files={"structures.json": structures}, total=len(structures))
-        return _accepted(job_public(created, user.name))
-    answer = _predict_now(batcher, settings, m, structures, total_atoms, req.derivatives)
-    born = answer.get("born") or [None] * len(answer["global"])
-    committee = answer.get("committee") or [{}] * len(answer["global"])  # std and deviations of a committee
-    results = [TensorResult(global_tensor=g, atomic_tensor=a, born_charges=z and z["z"],
-                            born_charges_std=z and z.get("z_std"), sum_rule_violation=z and z["sum_rule_violation"],
-                            **c)
-               for g, a, z, c in zip(answer["global"], answer["atomic"], born, committee, strict=True)]
-    return PredictResponse(model_id=m.id, kind=m.kind, components=COMPONENTS[m.kind], units=units(m.kind),
-                           committee_size=answer.get("committee_size", 1), results=results)
-
-
-def _predict_now(batcher: BatcherDep, settings: SettingsDep, m: ModelRecord, structures: list[dict[str, Any]],
-                 total_atoms: int, derivatives: bool) -> dict[str, Any]:
-    try:  # coalesced with concurrent requests for this model (app/batching.py)
-        envelope = batcher.predict(m.id, {"structures": structures, "derivatives": derivatives},
-                                   len(structures), total_atoms, settings.sync_predict_timeout_s)
-    except TaskTimeout as exc:
-        raise ServiceUnavailable(f"{exc}; is a worker running with --queues predict?") from None
-    return unwrap(envelope)  # this request's own error: RemoteError (app/errors.py)
-
-
-@router.post("/{model_id}/predict.npz", response_class=Response,
-             responses={200: {"content": {npz.MEDIA_TYPE: {}}, "description": "global_tensor, atomic_tensor"},
-                        413: {"model": ErrorBody, "description": "too many structures or atoms"}, **UNAVAILABLE})
-def predict_npz(
-    model_id: str, session: SessionDep, settings: SettingsDep, batcher: BatcherDep, user: CurrentUser,
-    body: Annotated[bytes, Body(media_type=npz.MEDIA_TYPE, description="positions, types or symbols, [cell]")],
-) -> Response:
-    """Frames of one system as .npz in and out (app/npz.py): no nested JSON lists to encode,
-    send and parse. Answered at once only: above SYNC_PREDICT_MAX_ATOMS, 413 (use a job)."""
-    m = owned(session, ModelRecord, model_id, user)
-    structures, total_atoms = to_payload(npz.read_request(body), m, settings)
-    if total_atoms > settings.sync_predict_max_atoms:
-        raise PayloadTooLarge(f"{total_atoms} atoms: at most {settings.sync_predict_max_atoms} answered at once; "
-                              "send JSON with ?job=true for a prediction job")
-    answer = _predict_now(batcher, settings, m, structures, total_atoms, False)
-    return Response(npz.write_response(answer), media_type=npz.MEDIA_TYPE)
-
-
-def _accepted(job: JobPublic) -> JSONResponse:
-    return JSONResponse(job.model_dump(mode="json"), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
-
-
-def _system_job(session: SessionDep, settings: SettingsDep, queue: QueueDep, user: CurrentUser,
-                m: ModelRecord, ref: str, name: str) -> JSONResponse:
-    try:
-        ds_id, sub = parse_ref(ref)
-    except ValueError as exc:
-        raise Unprocessable(str(exc), [("system", str(exc))]) from None
-    ds = session.get(Dataset, ds_id)
-    if ds is None or not (user.is_admin or ds.owner_id == user.id):
-        raise Unprocessable(f"dataset {ds_id} not found", [("system", f"dataset {ds_id} not found")])
-    system = next((s for s in ds.systems if s["path"] == (sub or ".")), None)
-    if system is None:
-        msg = f"no system at {sub or '.'!r} in dataset {ds_id}; it has {[s['path'] for s in ds.systems][:10]}"
-        raise Unprocessable(msg, [("system", msg)])
-    unknown = sorted(set(system["type_counts"]) - set(m.type_map)) if system.get("type_map") else []
-    if unknown:
-        err = DataError(f"element(s) {unknown} are not in the model's type_map {m.type_map}", path=ref)
-        raise Unprocessable(str(err), [("system", str(err))])
-    created = submit(session, queue, settings, user, kind="predict", name=name, model_id=m.id,
-                     inputs={"model_id": m.id, "system": ref}, dataset_ids=[ds_id], total=system["frames"])
-    return _accepted(job_public(created, user.name))
-
