@@ -53,8 +53,8 @@ def pack(obj: dict[str, Any]) -> bytes:
         nonlocal offset
         if not isinstance(value, np.ndarray):
             raise TypeError(f"cannot pack {type(value).__name__}")
-        a = np.ascontiguousarray(value, dtype=np.int64 if value.dtype.kind in "iu" else np.float64)
-        blobs.append(a.tobytes())
+        a = np.asarray(value, dtype=np.int64 if value.dtype.kind in "iu" else np.float64)
+        blobs.append(a.tobytes())  # C order, whatever the array's layout
         ref = {_ARRAY: [offset, a.dtype.str, list(a.shape)]}
         offset += a.nbytes
         return ref

@@ -73,6 +73,12 @@ def test_coalesced_predictions_equal_one_by_one_and_a_bad_request_fails_alone(tm
             r = api.http.post(url, json=body)
             assert r.status_code == 200, r.text
             alone.append(r.json()["results"])
+        # where the last one's time went (app/timing.py): every span, and they add up to the whole
+        spans = {k: float(v) for k, _, v in (item.strip().partition(";dur=") for item in
+                                             r.headers["server-timing"].split(","))}
+        assert list(spans) == ["parse", "check", "batch", "queue", "model", "worker", "return", "respond", "app"]
+        assert all(v >= 0 for v in spans.values()) and spans["model"] > 0, spans
+        assert sum(v for k, v in spans.items() if k != "app") == pytest.approx(spans["app"], rel=0.05, abs=0.5)
         before = wait_for("the worker's metrics of the one-by-one requests", lambda: (
             m if value(m := scrape(api), "dptensor_predict_batch_requests_count") == len(bodies) else None), timeout=30)
         assert value(before, "dptensor_predict_batch_requests_sum") == len(bodies)  # batches of one

@@ -1,0 +1,176 @@
+"""When the api's batcher sends a batch (app/batching.py). The worker side is stood in for
+by a sender that holds each batch until the test lets it go, so the order of events is
+the test's, not the clock's; tests/e2e/test_serving.py runs the same batcher against a
+real worker (and checks that coalesced answers equal one-by-one answers)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.batching import Batcher
+from jobs.settings import load_settings
+
+
+class Worker:
+    """Records each batch sent and answers it when released: each request gets its own
+    structures back, so a mixed-up answer shows."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[dict[str, Any]]] = []
+        self.release: list[asyncio.Event] = []
+        self.fail: Exception | None = None
+
+    async def __call__(self, payload: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        self.batches.append(payload["requests"])
+        gate = asyncio.Event()
+        self.release.append(gate)
+        await gate.wait()
+        if self.fail is not None:
+            raise self.fail
+        return {"ok": True, "answers": [{"ok": True, "echo": r["structures"]} for r in payload["requests"]]}
+
+
+def batcher(tmp_path: Path, worker: Worker, **settings: Any) -> Batcher:
+    return Batcher(worker, load_settings(data_dir=tmp_path, **settings))
+
+
+def request(i: int, frames: int = 1) -> dict[str, Any]:
+    return {"structures": [f"r{i}.{k}" for k in range(frames)], "derivatives": False}
+
+
+async def until(what: str, condition: Callable[[], bool]) -> None:
+    """Let the event loop run until ``condition`` holds (a deadline, not a sleep, decides failure)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5.0
+    while not condition():
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.001)
+
+
+def run(scenario: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(scenario())
+
+
+def test_a_lone_request_leaves_at_once_whatever_the_window(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        worker = Worker()
+        b = batcher(tmp_path, worker, predict_batch_wait_ms=1000)
+        task = asyncio.create_task(b.predict("m", request(0), 1, 3, 30))
+        for _ in range(3):  # a few turns of the loop, far less than the window
+            await asyncio.sleep(0)
+        assert len(worker.batches) == 1
+        worker.release[0].set()
+        envelope, _ = await task
+        assert envelope["echo"] == ["r0.0"]
+
+    run(scenario)
+
+
+def test_requests_arriving_while_a_batch_is_in_flight_leave_together_when_it_is_answered(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        worker = Worker()
+        b = batcher(tmp_path, worker, predict_batch_wait_ms=0, predict_batch_in_flight=1)
+        first = asyncio.create_task(b.predict("m", request(0), 1, 3, 30))
+        await until("the first batch", lambda: len(worker.batches) == 1)
+        rest = [asyncio.create_task(b.predict("m", request(i, frames=i), i, 3 * i, 30)) for i in range(1, 6)]
+        await asyncio.sleep(0.05)
+        assert len(worker.batches) == 1  # one batch in flight at most: the others wait for it
+        worker.release[0].set()
+        await until("the second batch", lambda: len(worker.batches) == 2)
+        assert [r["structures"] for r in worker.batches[1]] == [request(i, i)["structures"] for i in range(1, 6)]
+        worker.release[1].set()
+        assert (await first)[0]["echo"] == ["r0.0"]
+        for i, task in enumerate(rest, start=1):  # each its own answer, not a batch-mate's
+            assert (await task)[0]["echo"] == request(i, i)["structures"]
+
+    run(scenario)
+
+
+def test_a_batch_leaves_after_its_window_while_fewer_than_the_limit_are_in_flight(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        worker = Worker()
+        b = batcher(tmp_path, worker, predict_batch_wait_ms=20, predict_batch_in_flight=2)
+        tasks = [asyncio.create_task(b.predict("m", request(0), 1, 3, 30))]
+        await until("the first batch", lambda: len(worker.batches) == 1)
+        tasks += [asyncio.create_task(b.predict("m", request(i), 1, 3, 30)) for i in (1, 2)]
+        # the first is still unanswered: the second leaves when its window ends
+        await until("the second batch", lambda: len(worker.batches) == 2)
+        assert len(worker.batches[1]) == 2
+        for gate in worker.release:
+            gate.set()
+        assert [(await t)[0]["echo"] for t in tasks] == [["r0.0"], ["r1.0"], ["r2.0"]]
+
+    run(scenario)
+
+
+def test_a_full_batch_leaves_at_once_and_the_next_request_opens_another(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        worker = Worker()
+        b = batcher(tmp_path, worker, predict_batch_wait_ms=1000, predict_batch_in_flight=1,
+                    predict_batch_max_frames=4)
+        tasks = [asyncio.create_task(b.predict("m", request(0), 1, 3, 30))]
+        await until("the first batch", lambda: len(worker.batches) == 1)
+        tasks += [asyncio.create_task(b.predict("m", request(i, 2), 2, 6, 30)) for i in (1, 2, 3)]
+        await until("the full batch", lambda: len(worker.batches) == 2)  # 2 + 2 frames: full, window or not
+        assert [r["structures"] for r in worker.batches[1]] == [request(1, 2)["structures"],
+                                                                 request(2, 2)["structures"]]
+        for gate in worker.release:
+            gate.set()
+        await until("the last batch", lambda: len(worker.batches) == 3)  # request 3, alone
+        worker.release[2].set()
+        assert (await tasks[3])[0]["echo"] == request(3, 2)["structures"]
+
+    run(scenario)
+
+
+def test_a_batch_that_never_ran_fails_each_of_its_requests(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        worker = Worker()
+        worker.fail = RuntimeError("broker gone")
+        b = batcher(tmp_path, worker, predict_batch_wait_ms=0, predict_batch_in_flight=1)
+        first = asyncio.create_task(b.predict("m", request(0), 1, 3, 30))
+        await until("the first batch", lambda: len(worker.batches) == 1)
+        others = [asyncio.create_task(b.predict("m", request(i), 1, 3, 30)) for i in (1, 2)]
+        await asyncio.sleep(0)
+        worker.release[0].set()
+        await until("the second batch", lambda: len(worker.batches) == 2)
+        worker.release[1].set()
+        for task in [first, *others]:
+            with pytest.raises(RuntimeError, match="broker gone"):
+                await task
+
+    run(scenario)
+
+
+def test_without_batching_every_request_is_a_batch_of_its_own(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        worker = Worker()
+        b = batcher(tmp_path, worker, predict_batching=False)
+        tasks = [asyncio.create_task(b.predict("m", request(i), 1, 3, 30)) for i in range(4)]
+        await until("four batches", lambda: len(worker.batches) == 4)
+        for gate in worker.release:
+            gate.set()
+        assert [(await t)[0]["echo"] for t in tasks] == [[f"r{i}.0"] for i in range(4)]
+
+    run(scenario)
+
+
+def test_models_are_batched_apart(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        worker = Worker()
+        b = batcher(tmp_path, worker, predict_batch_wait_ms=0, predict_batch_in_flight=1)
+        tasks = [asyncio.create_task(b.predict(m, request(i), 1, 3, 30)) for i, m in enumerate("abab")]
+        await until("one batch per model", lambda: len(worker.batches) == 2)
+        for gate in worker.release:
+            gate.set()
+        await until("the second round", lambda: len(worker.batches) == 4)
+        for gate in worker.release:
+            gate.set()
+        assert [(await t)[0]["echo"] for t in tasks] == [[f"r{i}.0"] for i in range(4)]
+
+    run(scenario)
