@@ -5,7 +5,11 @@ The whole matrix from one run — it starts a `dptensor serve --no-auth` per con
 (embedded default broker and Redis; batching on and off), uploads the model, and sends
 3-atom and 192-atom single-frame requests from 1, 16 and 64 clients::
 
-    python bench/load_predict.py --matrix --redis-url redis://127.0.0.1:6379/8 --requests 300
+    python bench/load_predict.py --matrix --redis-url redis://127.0.0.1:6379/8 [--repeat 2]
+
+For each batching setting the embedded and the Redis service run side by side, each cell
+measured on one and then the other. At the end: the one-client breakdown (Server-Timing
+spans) and the issue's targets against this run's medians.
 
 Against a service already running (one configuration)::
 
@@ -26,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +67,15 @@ class Result:
     spans: dict[str, float] = field(default_factory=dict)  # mean Server-Timing spans (ms) per request
 
     HEADER = "    req/s   p50 ms   p99 ms  batch   api ms  queue ms  model ms"
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.wall_s
+
+    def quantile(self, pct: int) -> float:
+        """Latency percentile in ms."""
+        q = statistics.quantiles(self.latencies, n=100) if len(self.latencies) > 1 else [self.latencies[0]] * 99
+        return 1e3 * q[pct - 1]
 
     def row(self) -> str:
         q = statistics.quantiles(self.latencies, n=100) if len(self.latencies) > 1 else [self.latencies[0]] * 99
@@ -226,45 +240,98 @@ async def wait_ready(url: str, timeout_s: float = 120.0) -> None:
     raise RuntimeError(f"service at {url} not ready after {timeout_s:.0f} s")
 
 
-async def matrix(args: argparse.Namespace) -> None:
-    brokers: list[tuple[str, str | None]] = [] if args.redis_only else [("embedded", None)]
-    if args.redis_url:
-        brokers.append(("redis", args.redis_url))
-    print(f"{'broker':9} {'batching':8} {'atoms':>5} {'clients':>7}{Result.HEADER}", flush=True)
-    lone: list[tuple[str, Result]] = []  # one client: the breakdown, printed at the end
-    with tempfile.TemporaryDirectory(prefix="dptensor-load-") as tmp:
-        for name, broker in brokers:
-            for batching in (True, False):
-                if broker is not None:
-                    import redis
+BASELINE_RPS = 254.0  # issue 17: Redis, 16 clients, 3-atom requests, before this work
 
-                    redis.Redis.from_url(broker).flushdb()
-                data = Path(tmp) / f"{name}-{batching}" / "data"
-                data.mkdir(parents=True)
-                port = free_port()
-                url = f"http://127.0.0.1:{port}"
-                proc = start_service(data, port, broker, batching, args.heartbeat_s)
-                try:
-                    await wait_ready(url)
-                    async with client_for(url, None, 1) as client:
-                        model = await upload(client, Path(args.checkpoint))
-                    for atoms in args.atoms_list:
-                        for clients in args.clients:
-                            async with client_for(url, None, clients) as client:
-                                n = args.requests if clients > 1 else max(20, args.requests // 4)
-                                res = await measure(client, model, atoms, n, clients, args.heartbeat_s)
-                            label = f"{name:9} {'on' if batching else 'off':8} {atoms:5d} {clients:7d}"
-                            print(f"{label} {res.row()}", flush=True)
-                            if clients == 1:
-                                lone.append((label, res))
-                finally:
-                    proc.send_signal(signal.SIGTERM)
-                    proc.wait(timeout=90)
+
+@dataclass
+class Service:
+    name: str  # embedded | redis
+    broker: str | None
+    url: str = ""
+    model: str = ""
+    proc: subprocess.Popen[bytes] | None = None
+
+
+async def matrix(args: argparse.Namespace) -> None:
+    """Both brokers side by side: for each batching setting their two services run at once
+    and every cell (atoms, clients) is measured on one, then the other (the order alternates
+    with each repeat), so a busy moment of the machine falls on both."""
+    names = [n for n in ("embedded", "redis") if not (n == "embedded" and args.redis_only)
+             and not (n == "redis" and not args.redis_url)]
+    print(f"{'broker':9} {'batching':8} {'atoms':>5} {'clients':>7}{Result.HEADER}", flush=True)
+    results: dict[tuple[str, bool, int, int], list[Result]] = {}
+    with tempfile.TemporaryDirectory(prefix="dptensor-load-") as tmp:
+        for batching in (True, False):
+            services = [Service(n, args.redis_url if n == "redis" else None) for n in names]
+            try:
+                for svc in services:
+                    if svc.broker is not None:
+                        import redis
+
+                        redis.Redis.from_url(svc.broker).flushdb()
+                    data = Path(tmp) / f"{svc.name}-{batching}" / "data"
+                    data.mkdir(parents=True)
+                    port = free_port()
+                    svc.url, svc.proc = f"http://127.0.0.1:{port}", start_service(data, port, svc.broker, batching,
+                                                                                 args.heartbeat_s)
+                for svc in services:
+                    await wait_ready(svc.url)
+                    async with client_for(svc.url, None, 1) as client:
+                        svc.model = await upload(client, Path(args.checkpoint))
+                for atoms in args.atoms_list:
+                    for clients in args.clients:
+                        for rep in range(args.repeat):
+                            for svc in services[::-1] if rep % 2 else services:
+                                async with client_for(svc.url, None, clients) as client:
+                                    n = args.requests if clients > 1 else max(20, args.requests // 4)
+                                    res = await measure(client, svc.model, atoms, n, clients, args.heartbeat_s)
+                                results.setdefault((svc.name, batching, atoms, clients), []).append(res)
+                                print(f"{svc.name:9} {'on' if batching else 'off':8} {atoms:5d} {clients:7d} "
+                                      f"{res.row()}", flush=True)
+            finally:
+                for svc in services:
+                    if svc.proc is not None:
+                        svc.proc.send_signal(signal.SIGTERM)
+                for svc in services:
+                    if svc.proc is not None:
+                        svc.proc.wait(timeout=90)
+    summary(results, args.repeat)
+
+
+def summary(results: dict[tuple[str, bool, int, int], list[Result]], repeat: int) -> None:
+    def label(key: tuple[str, bool, int, int]) -> str:
+        return f"{key[0]:9} {'on' if key[1] else 'off':8} {key[2]:5d} {key[3]:7d}"
+
+    if repeat > 1:
+        print(f"\nmedian [min-max] over {repeat} repeats")
+        print(f"{'broker':9} {'batching':8} {'atoms':>5} {'clients':>7}          req/s        p50 ms        p99 ms")
+        for key, runs in results.items():
+            cells = []
+            for values in ([r.rps for r in runs], [r.quantile(50) for r in runs], [r.quantile(99) for r in runs]):
+                cells.append(f"{statistics.median(values):6.1f} [{min(values):.0f}-{max(values):.0f}]")
+            print(f"{label(key)} " + " ".join(f"{c:>14}" for c in cells))
     print("\none client: where a request's time went, mean ms (Server-Timing spans, app/timing.py; "
           "http+client = client latency - app)")
     print(f"{'broker':9} {'batching':8} {'atoms':>5} {'clients':>7} {breakdown_header()}")
-    for label, res in lone:
-        print(f"{label} {breakdown_row(res)}")
+    for key, runs in results.items():
+        if key[3] == 1:
+            print(f"{label(key)} {breakdown_row(runs[0])}")
+
+    def med(key: tuple[str, bool, int, int], f: Callable[[Result], float]) -> float | None:
+        return statistics.median(f(r) for r in results[key]) if key in results else None
+
+    print(f"\ntargets (issue 17), medians of this run; baseline {BASELINE_RPS:g} req/s (Redis, 16 clients, before)")
+    for atoms in sorted({k[2] for k in results}):
+        rps, p99 = med(("redis", True, atoms, 16), lambda r: r.rps), med(("redis", True, atoms, 16), lambda r: r.quantile(99))
+        emb = med(("embedded", True, atoms, 16), lambda r: r.rps)
+        if rps is not None and p99 is not None:
+            print(f"  {atoms:3d} atoms, 16 clients: redis {rps:6.1f} req/s = {rps / BASELINE_RPS:.2f}x baseline "
+                  f"(target >= 3x), p99 {p99:.1f} ms (target <= 100)"
+                  + (f"; embedded {emb:.1f} req/s = {emb / rps:.2f} of redis (target >= 0.70)" if emb else ""))
+        for name in ("redis", "embedded"):
+            p50 = med((name, True, atoms, 1), lambda r: r.quantile(50))
+            if p50 is not None and atoms == 3:
+                print(f"  {atoms:3d} atoms, 1 client: {name} p50 {p50:.1f} ms (target <= 10)")
 
 
 def main() -> None:
@@ -282,6 +349,7 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--atoms", type=int, default=3, help="3 = a water molecule; up to 192 = a water frame")
     p.add_argument("--heartbeat-s", type=float, default=1.0, help="worker metrics publishing interval")
+    p.add_argument("--repeat", type=int, default=1, help="--matrix: measure each cell this many times (spread)")
     args = p.parse_args()
     import uvloop  # the service's loop too (uvicorn[standard]); a cheaper client leaves more CPU to the server
 
