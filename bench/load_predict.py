@@ -144,6 +144,7 @@ async def measure(client: httpx.AsyncClient, model: str, atoms: int, requests: i
         status, _, text = await conns[0].send(raw)
         if status != 200:
             raise RuntimeError(f"warm-up prediction: HTTP {status}: {text[:300]!r}")
+    await asyncio.gather(*(c.send(raw) for c in conns))  # every connection open before the clock starts
     await asyncio.sleep(heartbeat_s * 1.5)  # the worker publishes its metrics at each heartbeat
     before = await server_side(client)
     latencies: list[float] = []
