@@ -20,6 +20,7 @@ costs far more to write and parse.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from typing import Any
 from urllib.parse import urlsplit
@@ -77,7 +78,7 @@ def unpack(data: bytes | str) -> dict[str, Any]:
             return d
         offset, dtype, shape = ref
         dt = np.dtype(dtype)
-        count = int(np.prod(shape)) if shape else 1
+        count = math.prod(shape)  # 1 for a 0-d array
         return np.frombuffer(buffer, dtype=dt, count=count, offset=start + offset).reshape(shape)
 
     out: dict[str, Any] = json.loads(bytes(buffer[8:start]), object_hook=hook)
