@@ -70,7 +70,7 @@ class SyncServer:
         while not self.stopping.is_set():
             try:  # BRPOP takes from the first list that has something: batches before the stop word
                 item = self.client.brpop([REQUESTS, self.stop_list], timeout=IDLE_WAIT_S)
-            except RedisError as exc:
+            except Exception as exc:  # RedisError mostly; the thread must outlive anything
                 if self.stopping.is_set():
                     return
                 log.warning("synchronous predictions: broker unreachable (%s); retrying in %.1f s", exc, backoff)
