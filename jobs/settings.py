@@ -79,8 +79,8 @@ class Settings(BaseSettings):
                                          "requests while the worker is busy")
     predict_batch_max_frames: int = Field(256, ge=1)
     predict_batch_max_atoms: int = Field(50_000, ge=1)
-    predict_batch_in_flight: int = Field(2, ge=1, description="batches of one model sent and unanswered; "
-                                         "about 2 per predict worker")
+    predict_batch_in_flight: int = Field(1, ge=1, description="batches of one model sent and unanswered: "
+                                         "about one per predict worker")
     max_search_candidates: int = Field(
         DEFAULT_MAX_CANDIDATES, ge=1000,
         description="neighbour candidates per atom (periodic images × atoms): above, a periodic cell is too "
