@@ -20,7 +20,7 @@ from functools import cached_property
 import torch
 from torch import Tensor, nn
 
-from model.descriptor_fast import ZNet, blocked, contract_blocked, pad_embeddings
+from model.descriptor_fast import ZNet, blocked, blocked_descriptor
 from model.neighbor import NeighborList
 from model.nets import MLP
 
@@ -224,6 +224,13 @@ class DescriptorSeA(nn.Module):
         nt = self.ntypes
         return sorted(ti + nt * tj for ti in env.present_types for tj in range(nt))
 
+    def pad_weights(self, env: EnvPairs) -> Tensor:
+        """[nC, nt²] padded slots of each centre per group (zero outside its centre type)."""
+        nt = self.ntypes
+        npad = self.sel_t - env.counts.to(self.sel_t.dtype)  # [nC, nt] padded slots per neighbour type
+        cols = env.centre_type[:, None] + nt * torch.arange(nt, device=npad.device)[None, :]  # [nC, nt]
+        return npad.new_zeros(env.n_centres, nt * nt).scatter_(1, cols, npad)
+
     def group_stats(self) -> tuple[Tensor, Tensor]:
         """davg/dstd indexed by group g = ti + nt·tj: [nt², 4]."""
         nt = self.ntypes
@@ -242,22 +249,17 @@ class DescriptorSeA(nn.Module):
         # block is in cache — the full [P, M1] G would be hundreds of MB of memory traffic.
         width = env.width
         pad_r = -mean / std  # [nt², 4] the normalised row of every padded slot of a group
-        if n_c * width * m1 <= DENSE_CONTRACTION_MAX or differentiable:
-            g, pad_g = self._embed(env, rn, mean, std, pad_r, differentiable)  # [P, M1], [nt², M1]
-            index = env.dense_index
-            dense_r = rn.new_zeros(n_c * width, 4).index_copy_(0, index, rn)
-            dense_g = g.new_zeros(n_c * width, m1).index_copy_(0, index, g)
-            t = torch.bmm(dense_r.view(n_c, width, 4).transpose(1, 2), dense_g.view(n_c, width, m1))
-        else:
-            t = contract_blocked(self, env, rn, mean, std)
-            pad_g = pad_embeddings(self, pad_r, env)
+        if n_c * width * m1 > DENSE_CONTRACTION_MAX and not differentiable:
+            return blocked_descriptor(self, env, rn, mean, std, pad_r)
+        g, pad_g = self._embed(env, rn, mean, std, pad_r, differentiable)  # [P, M1], [nt², M1]
+        index = env.dense_index
+        dense_r = rn.new_zeros(n_c * width, 4).index_copy_(0, index, rn)
+        dense_g = g.new_zeros(n_c * width, m1).index_copy_(0, index, g)
+        t = torch.bmm(dense_r.view(n_c, width, 4).transpose(1, 2), dense_g.view(n_c, width, m1))
 
         # Padded slots: all equal within a group; add count × R̃padᵀ G(s_pad).
         pad_term = (pad_r[:, :, None] * pad_g[:, None, :]).reshape(nt * nt, 4 * m1)  # [nt², 4·M1]
-        npad = (self.sel_t - env.counts.to(rn.dtype))  # [nC, nt] padded slots per neighbour type
-        cols = env.centre_type[:, None] + nt * torch.arange(nt, device=rn.device)[None, :]  # [nC, nt]
-        weights = rn.new_zeros(n_c, nt * nt).scatter_(1, cols, npad)
-        t = (t + (weights @ pad_term).view(n_c, 4, m1)) / self.nnei
+        t = (t + (self.pad_weights(env) @ pad_term).view(n_c, 4, m1)) / self.nnei
 
         d = torch.bmm(t.transpose(1, 2), t[:, :, : self.m2]).reshape(n_c, m1 * self.m2)  # [nC, M1·M2]
         gr = t[:, 1:4, :].transpose(1, 2)  # [nC, M1, 3]

@@ -141,14 +141,19 @@ def distinct_rows(env: EnvPairs, group: int, p0: int, p1: int) -> Tensor:
     return env.distinct[group][1][p0 - first:p1 - first]
 
 
-def contract_blocked(desc: DescriptorSeA, env: EnvPairs, rn: Tensor, mean: Tensor, std: Tensor) -> Tensor:
-    """Σ_pairs R̃ᵀ G per centre [nC, 4, M1], computing G in blocks of whole centres of one
-    segment (tanh nets in z-space: Σ R̃ᵀ z, then (Σ R̃)ᵀ α − 2·that)."""
-    m1, block = desc.m1, block_rows(rn)
-    t = rn.new_zeros(env.n_centres, 4, m1)
+def blocked_descriptor(desc: DescriptorSeA, env: EnvPairs, rn: Tensor, mean: Tensor, std: Tensor,
+                       pad_r: Tensor) -> tuple[Tensor, Tensor]:
+    """D [nC, M1·M2] and gr [nC, M1, 3] of large inference batches: G in blocks of whole
+    centres of one segment, contracted while in cache (tanh nets in z-space: Σ R̃ᵀ z), then
+    every per-centre constant term — the nets' α, the padded slots — and the 1/Σsel added
+    in one matrix product. D is written into a per-thread scratch buffer (a fresh one of
+    this size would be fresh mmap'd memory, page-faulted on every call): it is valid until
+    this thread's next call."""
+    m1, block, n_c, nt = desc.m1, block_rows(rn), env.n_centres, desc.ntypes
+    t = rn.new_zeros(n_c, 4, m1)
     use_z = desc.activation == "tanh"
-    nets = {g: z_net_of(desc, desc.net_index(g)) if use_z else desc.net_of_group(g)
-            for g in range(desc.ntypes * desc.ntypes) if env.offsets[g + 1] > env.offsets[g]}
+    groups = [g for g in range(nt * nt) if env.offsets[g + 1] > env.offsets[g]]
+    nets = {g: z_net_of(desc, desc.net_index(g)) if use_z else desc.net_of_group(g) for g in groups}
     distinct_g = {}
     for g, (values, _) in env.distinct.items():
         table = scratch(desc, g, values.shape[0], rn)
@@ -166,16 +171,32 @@ def contract_blocked(desc: DescriptorSeA, env: EnvPairs, rn: Tensor, mean: Tenso
             emb = net(rn[p0:p1, :1], differentiable=False)
         part = torch.bmm(rn[p0:p1].view(b1 - b0, c, 4).transpose(1, 2), emb.view(b1 - b0, c, m1))
         t.index_add_(0, env.block_centre[b0:b1], part)
-    if not use_z:
-        return t
-    # T = Σ R̃ᵀ (α − 2z): the α part per net is (Σ R̃ over its pairs)ᵀ α
-    alpha_term = rn.new_zeros(env.n_centres, 4, m1)
-    for g, net in nets.items():
+
+    # T = (Σ R̃ᵀ (α − 2z) + Σ_pad R̃padᵀ G(s_pad)) / Σsel as one product: coefficients
+    # [nC, 4·groups + nt²] (Σ R̃ over each group's pairs; padded slots per group) times
+    # rows [4·groups + nt², 4·M1] (α in component k's columns; R̃pad ⊗ G(s_pad)).
+    pad_g = pad_embeddings(desc, pad_r, env)  # [nt², M1]
+    z_groups = groups if use_z else []
+    coef = rn.new_zeros(n_c, 4 * len(z_groups) + nt * nt)
+    rows = rn.new_zeros(4 * len(z_groups) + nt * nt, 4, m1)
+    for i, g in enumerate(z_groups):
+        net = nets[g]
         assert isinstance(net, ZNet)
         a, b = env.offsets[g], env.offsets[g + 1]
-        rsum = rn.new_zeros(env.n_centres, 4).index_add_(0, env.centre[a:b], rn[a:b])  # [nC, 4]
-        alpha_term.addcmul_(rsum[:, :, None], net.alpha[None, None, :])
-    return alpha_term.add_(t, alpha=-2.0)
+        coef[:, 4 * i:4 * i + 4].index_add_(0, env.centre[a:b], rn[a:b])
+        rows[4 * i:4 * i + 4] = _alpha_rows(net.alpha)
+    coef[:, 4 * len(z_groups):] = desc.pad_weights(env)
+    rows[4 * len(z_groups):] = pad_r[:, :, None] * pad_g[:, None, :]
+    scale = 1.0 / desc.nnei
+    t.view(n_c, 4 * m1).addmm_(coef, rows.view(-1, 4 * m1), beta=-2.0 * scale if use_z else scale, alpha=scale)
+
+    d = torch.bmm(t.transpose(1, 2), t[:, :, :desc.m2], out=scratch(desc, -2, n_c * desc.m2, t).view(n_c, m1, desc.m2))
+    return d.view(n_c, m1 * desc.m2), t[:, 1:4, :].transpose(1, 2)
+
+
+def _alpha_rows(alpha: Tensor) -> Tensor:
+    """[4, 4, M1]: row k holds α in component k's columns (Σ R̃_k α adds to T_k only)."""
+    return torch.eye(4, dtype=alpha.dtype, device=alpha.device)[:, :, None] * alpha[None, None, :]
 
 
 def pad_embeddings(desc: DescriptorSeA, pad_r: Tensor, env: EnvPairs) -> Tensor:
