@@ -5,8 +5,6 @@ output goes to log files in the work dir):
 
   train  --input IN --workdir DIR --steps N [--seed S] [--disp-freq F] [--save-freq F]
   test   --model M --system SYS [-n N] --workdir DIR
-  modes  --model M --task dipole|polar --system SYS [--frames N] [--batches 1,4,16,all]
-         [--outputs global,atomic] [--min-seconds S] [--precision P] --workdir DIR [--save OUT.npz]
 
 Started by the orchestrators through ``common.deepmd_runner``; usable by hand with the
 environment of ``deepmd_env.deepmd_run_env``.
@@ -20,12 +18,10 @@ import re
 import subprocess
 import sys
 import time
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-from inputs import prepare_input, read_system
-from timing import parse_batches, throughput
+from inputs import prepare_input
 
 BIN_DIR = Path(sys.executable).parent
 GLOBAL_LABELS = ("dipole", "polarizability")
@@ -76,7 +72,7 @@ def cmd_train(ns: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _freeze(model: Path, workdir: Path) -> Path:
+def freeze(model: Path, workdir: Path) -> Path:
     if model.suffix == ".pth":
         return model
     frozen = workdir / f"{model.stem}.frozen.pth"
@@ -109,7 +105,7 @@ def cmd_test(ns: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(ns.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     system = Path(ns.system).resolve()
-    frozen = _freeze(Path(ns.model).resolve(), workdir)
+    frozen = freeze(Path(ns.model).resolve(), workdir)
     has_global, has_atomic = _labels(system)
     out: dict[str, Any] = {"system": str(system), "nframes": 0, "global": None, "atomic": None}
     base = ["test", "-m", str(frozen), "-s", str(system), "-n", str(ns.numb_test)]
@@ -126,7 +122,7 @@ def cmd_test(ns: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _loadable_model(model: Path, precision: str, workdir: Path) -> Path:
+def loadable_model(model: Path, precision: str, workdir: Path) -> Path:
     """A file DeepDipole/DeepPolar can load; slim reference checkpoints are rebuilt as
     the reference README shows; ``float32`` rewrites the model's precision."""
     import torch
@@ -156,59 +152,6 @@ def _loadable_model(model: Path, precision: str, workdir: Path) -> Path:
     return out
 
 
-def cmd_modes(ns: argparse.Namespace) -> dict[str, Any]:
-    """DeepDipole/DeepPolar.eval in every (output, batch) mode on the first --frames frames
-    of --system, each mode timed for at least --min-seconds after one warm-up pass; the
-    threads and DP_INFER_BATCH_SIZE are this process's environment (one process per
-    setting). Start-up (imports, reading the frames, building the evaluator) is reported
-    apart from the steady-state frames/s."""
-    t_start = time.time()
-    import numpy as np
-
-    if ns.task == "dipole":
-        from deepmd.infer.deep_dipole import DeepDipole as Evaluator
-    else:
-        from deepmd.infer.deep_polar import DeepPolar as Evaluator
-    t_import = time.time()
-    frames = read_system(Path(ns.system))
-    t_read = time.time()
-    workdir = Path(ns.workdir).resolve()
-    dp = Evaluator(str(_loadable_model(Path(ns.model).resolve(), ns.precision, workdir)))
-    t_ready = time.time()
-    n = min(ns.frames, frames.nframes)
-    coord, box, atype = frames.coord[:n], None if frames.box is None else frames.box[:n], frames.atype
-
-    def evaluate(atomic: bool, f0: int, f1: int) -> Any:
-        return dp.eval(coord[f0:f1], None if box is None else box[f0:f1], atype, atomic=atomic)
-
-    modes = [(out, b) for out in ns.outputs.split(",") for b in sorted({min(b or n, n) for b in parse_batches(ns.batches)})]
-    rot = ns.rotate % len(modes)  # repeats start at different modes: no mode is always first
-    modes = modes[rot:] + modes[:rot]
-    for out in {m[0] for m in modes}:  # warm-up: first-call costs, both call shapes
-        evaluate(out == "atomic", 0, 1)
-        evaluate(out == "atomic", 0, min(4, n))
-    results = []
-    for out, b in modes:
-        res = throughput(partial(evaluate, out == "atomic"), n, b, ns.min_seconds)
-        results.append({"output": out, "batch": b, "all": b == n, **res})
-    sample = min(n, ns.check_frames)
-    glob = np.asarray(evaluate(False, 0, sample)).reshape(sample, -1)
-    atomic = np.asarray(evaluate(True, 0, sample)).reshape(sample, atype.size, -1)
-    if not (np.all(np.isfinite(glob)) and np.all(np.isfinite(atomic))):
-        raise RunnerError("DeePMD-kit returned non-finite predictions")
-    if ns.save:
-        np.savez(ns.save, global_=glob, atomic=atomic)
-    return {
-        "frames": n,
-        "natoms": int(atype.size),
-        "pbc": box is not None,
-        "precision": ns.precision,
-        "startup": {"import_s": t_import - t_start, "read_s": t_read - t_import, "load_s": t_ready - t_read,
-                    "ready_epoch": t_ready},
-        "modes": results,
-    }
-
-
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description="DeePMD-kit side of the dptensor benchmarks")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -224,25 +167,12 @@ def _parser() -> argparse.ArgumentParser:
     te.add_argument("--system", required=True)
     te.add_argument("-n", "--numb-test", type=int, default=0, help="0 = all frames")
     te.add_argument("--workdir", required=True)
-    md = sub.add_parser("modes", help="DeepDipole/DeepPolar.eval frames/s in every output and batch mode")
-    md.add_argument("--model", required=True)
-    md.add_argument("--task", choices=["dipole", "polar"], required=True)
-    md.add_argument("--system", required=True, help="npy system to read the frames from")
-    md.add_argument("--frames", type=int, default=16, help="the first N frames of the system")
-    md.add_argument("--batches", default="1,4,16,all", help="frames per eval call; all = --frames")
-    md.add_argument("--outputs", default="global,atomic", help="eval(atomic=False) / eval(atomic=True)")
-    md.add_argument("--min-seconds", type=float, default=1.5, help="time each mode at least this long")
-    md.add_argument("--rotate", type=int, default=0, help="start with the k-th mode")
-    md.add_argument("--check-frames", type=int, default=2, help="frames whose outputs are saved")
-    md.add_argument("--precision", choices=["float64", "float32"], default="float64")
-    md.add_argument("--workdir", required=True)
-    md.add_argument("--save", help="write the outputs of the check frames (.npz: global_, atomic)")
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     ns = _parser().parse_args(argv)
-    handlers = {"train": cmd_train, "test": cmd_test, "modes": cmd_modes}
+    handlers = {"train": cmd_train, "test": cmd_test}
     try:
         result = handlers[ns.cmd](ns)
     except RunnerError as exc:

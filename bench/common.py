@@ -99,13 +99,18 @@ def timed_run(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> floa
 _ENV_READY: dict[str, object] = {}
 
 
-def deepmd_runner(args: list[str], threads: int | None, log: Path) -> dict[str, Any]:
-    """Run ``_deepmd_runner.py ARGS`` in the DeePMD-kit venv (created on first use)."""
+def ensure_deepmd_env() -> None:
+    """Create the DeePMD-kit venv on first use (once per process)."""
     if not _ENV_READY:
         try:
             _ENV_READY.update(deepmd_env.ensure_env())
         except deepmd_env.DeepmdEnvError as exc:
             raise BenchError(str(exc)) from exc
+
+
+def deepmd_runner(args: list[str], threads: int | None, log: Path) -> dict[str, Any]:
+    """Run ``_deepmd_runner.py ARGS`` in the DeePMD-kit venv (created on first use)."""
+    ensure_deepmd_env()
     cmd = [str(deepmd_env.venv_python()), str(RUNNER), *args]
     return run_json(cmd, deepmd_env.deepmd_run_env(threads), log)
 
