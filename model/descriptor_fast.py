@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from model.nets import MLP
+from model.nets import MLP, version_key
 from model.tanh_mlp import add_residual_
 
 if TYPE_CHECKING:
@@ -113,12 +113,13 @@ def z_net_of(desc: DescriptorSeA, k: int) -> ZNet:
     """Net k in z-space, rebuilt when its weights change (an optimizer step or a load bumps
     their version; a cast moves their storage)."""
     net = desc.net(k)
-    key = tuple((p._version, p.data_ptr()) for p in net.parameters())
+    key = version_key(*net.parameters())
     cached = desc.znet_cache.get(k)
-    if cached is None or cached[0] != key:
+    if key is None or cached is None or cached[0] != key:
         with torch.no_grad():
             cached = (key, z_net(net))
-        desc.znet_cache[k] = cached
+        if key is not None:
+            desc.znet_cache[k] = cached
     return cached[1]
 
 

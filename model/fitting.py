@@ -29,7 +29,7 @@ from model.fitting_fast import (
     dense_polar,
     polar_blocks,
 )
-from model.nets import MLP
+from model.nets import MLP, version_key
 
 
 def triu_pack_indices(m1: int) -> tuple[Tensor, Tensor]:
@@ -119,7 +119,7 @@ class TensorFitting(nn.Module):
         self.register_buffer("unpack", unpack.reshape(-1), persistent=False)
         self.register_buffer("upper", triu_pack_indices(m1)[0], persistent=False)
         # type → (weights' versions, block layout) of the CPU inference kernel (fitting_fast)
-        self.block_cache: dict[int, tuple[tuple[tuple[int, int], ...], PolarBlocks]] = {}
+        self.block_cache: dict[int, tuple[tuple[tuple[int, int], ...] | None, PolarBlocks]] = {}
         self.layouts: dict[torch.device, BlockLayout] = {}
         weight = torch.full((iu.shape[1],), 2.0, dtype=dtype)
         weight[self.row_offsets[:-1]] = 1.0
@@ -197,10 +197,11 @@ class TensorFitting(nn.Module):
     def _polar_blocks(self, t: int, matrix: Tensor, bias: Tensor) -> PolarBlocks:
         """The block layout of type t's output layer, rebuilt when the weights change
         (an optimizer step or a load bumps their version; a cast moves their storage)."""
-        key = tuple((x._version, x.data_ptr()) for x in (matrix, bias, self.bias_atom_e))
+        key = version_key(matrix, bias, self.bias_atom_e)
         cached = self.block_cache.get(t)
-        if cached is None or cached[0] != key:
+        if key is None or cached is None or cached[0] != key:
             with torch.no_grad():
                 cached = (key, polar_blocks(matrix, bias + self.bias_atom_e[t], self.layout(matrix)))
-            self.block_cache[t] = cached
+            if key is not None:
+                self.block_cache[t] = cached
         return cached[1]

@@ -26,6 +26,15 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 
+def version_key(*tensors: Tensor) -> tuple[tuple[int, int], ...] | None:
+    """What identifies the current values of ``tensors`` for a cache of derived data: their
+    version counters (an in-place update bumps them) and storage (a cast moves it). None for
+    inference tensors, which have no version counter: derive afresh, do not cache."""
+    if any(t.is_inference() for t in tensors):
+        return None
+    return tuple((t._version, t.data_ptr()) for t in tensors)
+
+
 class Dense(nn.Module):
     """y = x @ matrix + bias; ``matrix`` is [in, out] as in DeePMD-kit checkpoints."""
 

@@ -60,3 +60,21 @@ def test_z_space_nets_follow_the_weights() -> None:
     torch.testing.assert_close(second.layers[1].matrix, 4.0 * desc.net(0).layers[1].matrix)
     model.set_precision(torch.float32)
     assert z_net_of(desc, 0).alpha.dtype == torch.float32
+
+
+def test_environment_constants_follow_the_statistics() -> None:
+    """The normalised rows kept on a reused environment (training) are recomputed when the
+    statistics change in place (a statistics update or a load)."""
+    model = tiny_model("polar")
+    coord, atype, box = random_frames(2, 14, 2, box_len=4.5, seed=22)
+    c, a, b = torch.as_tensor(coord), torch.as_tensor(atype), torch.as_tensor(box)
+    centres = model.centres(a)
+    env = model.environment(c, a, b, centres)
+    first = model.forward_env(env, centres, 2, 14).atomic.detach()
+    assert torch.equal(model.forward_env(env, centres, 2, 14).atomic.detach(), first)  # reused
+    with torch.no_grad():
+        model.descriptor.dstd.mul_(1.1)
+    again = model.forward_env(env, centres, 2, 14).atomic.detach()
+    fresh = model(c, a, b).atomic.detach()
+    torch.testing.assert_close(again, fresh, rtol=1e-13, atol=1e-13)
+    assert not torch.allclose(again, first)
