@@ -23,7 +23,6 @@ results in chunk order. No scheduler of our own: the broker distributes, the cho
 from __future__ import annotations
 
 import logging
-import time
 import traceback
 import uuid
 from collections.abc import Callable
@@ -44,7 +43,7 @@ from jobs.tables import Job, JobChunk
 from worker import state
 from worker.jobrun import Outcome, run_job
 from worker.predict import Stopped
-from worker.progress import JobMonitor, job_log
+from worker.progress import JobMonitor, ThrottledFrames, job_log
 
 log = logging.getLogger("dptensor.worker")
 FANNED_OUT = "fanned_out"  # Outcome.status: the chunks have the job now
@@ -95,22 +94,15 @@ class ChunkMonitor(JobMonitor):
         return chunks.poll(session, self.job_id, self.index, self.worker_id)
 
 
-class ChunkProgress:
+class ChunkProgress(ThrottledFrames):
     """Frames done / total and frames/s into the chunk's row (and the job's sum), at most
     every progress_every_s."""
 
     def __init__(self, job_id: str, index: int, jlog: logging.Logger, label: str) -> None:
         self.state, self.job_id, self.index, self.jlog, self.label = state.current(), job_id, index, jlog, label
-        self.start = self.last = time.monotonic()
+        super().__init__(self.state.settings.progress_every_s)
 
-    def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if done == 0:
-            self.start = now
-        elif done < total and now - self.last < self.state.settings.progress_every_s:
-            return
-        self.last = now
-        rate = done / (now - self.start) if done and now > self.start else None
+    def write(self, done: int, total: int, rate: float | None) -> None:
         with self.state.sessions() as session:
             chunks.report(session, self.job_id, self.index, self.state.worker_id, step=done, total=total, rate=rate)
         if done:

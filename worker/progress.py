@@ -117,21 +117,35 @@ def report(sessions: sessionmaker[Session], job_id: str, worker_id: str, **value
         store.report_progress(session, job_id, worker_id, **values)
 
 
-class FrameProgress:
-    """Frames done / total and frames/s into the job row, at most every progress_every_s."""
+class ThrottledFrames:
+    """A progress callback (done, total) that hands ``write`` the frames/s at most every
+    ``every_s`` seconds (always at the start, done = 0, and at the end)."""
 
-    def __init__(self, st: WorkerState, job_id: str, jlog: logging.Logger) -> None:
-        self.state, self.job_id, self.jlog = st, job_id, jlog
-        self.start = self.last = 0.0
+    def __init__(self, every_s: float) -> None:
+        self.every_s = every_s
+        self.start = self.last = time.monotonic()
 
     def __call__(self, done: int, total: int) -> None:
         now = time.monotonic()
         if done == 0:
             self.start = now
-        elif done < total and now - self.last < self.state.settings.progress_every_s:
+        elif done < total and now - self.last < self.every_s:
             return
         self.last = now
-        rate = done / (now - self.start) if done and now > self.start else None
+        self.write(done, total, done / (now - self.start) if done and now > self.start else None)
+
+    def write(self, done: int, total: int, rate: float | None) -> None:
+        raise NotImplementedError
+
+
+class FrameProgress(ThrottledFrames):
+    """Frames done / total and frames/s into the job row, at most every progress_every_s."""
+
+    def __init__(self, st: WorkerState, job_id: str, jlog: logging.Logger) -> None:
+        super().__init__(st.settings.progress_every_s)
+        self.state, self.job_id, self.jlog = st, job_id, jlog
+
+    def write(self, done: int, total: int, rate: float | None) -> None:
         eta = (total - done) / rate if rate else None
         report(self.state.sessions, self.job_id, self.state.worker_id, step=done, total=total, rate=rate, eta_s=eta)
         if done:
