@@ -40,6 +40,21 @@ def random_rotation(seed: int) -> np.ndarray:
     return q if np.linalg.det(q) > 0 else -q
 
 
+def assert_rotated(kind: str, q: np.ndarray, before: tuple[np.ndarray, np.ndarray],
+                   after: tuple[np.ndarray, np.ndarray]) -> None:
+    """(global, atomic) of rotated input = the rotated outputs: μ → qμ, α → q α qᵀ; and the
+    output is not trivially zero."""
+    (g0, a0), (g1, a1) = before, after
+    if kind == "dipole":
+        np.testing.assert_allclose(a1, a0 @ q.T, atol=1e-10)
+        np.testing.assert_allclose(g1, g0 @ q.T, atol=1e-10)
+    else:
+        shape = (*a0.shape[:2], 3, 3)
+        rot = np.einsum("ab,fnbc,dc->fnad", q, a0.reshape(shape), q)
+        np.testing.assert_allclose(a1.reshape(shape), rot, atol=1e-10)
+    assert np.abs(a0).max() > 1e-3  # a non-trivial output
+
+
 def tiny_config(kind: str = "dipole", **overrides: Any) -> ModelConfig:
     """A small model: fast enough to evaluate the naive reference on it."""
     desc = {"type": "se_e2_a", "sel": [24, 24], "rcut": 3.2, "rcut_smth": 1.5, "neuron": [4, 8, 16],

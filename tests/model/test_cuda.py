@@ -18,7 +18,7 @@ from model.checkpoint import load_model
 from model.data import load_system
 from model.loss import tensor_loss
 from model.tensor_model import TensorModel
-from tests.model.conftest import random_frames, random_rotation, tiny_model
+from tests.model.conftest import assert_rotated, random_frames, random_rotation, tiny_model
 from tests.model.test_physics import VARIANTS as PHYSICS_VARIANTS
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device visible")
@@ -101,15 +101,8 @@ def test_rotation_equivariance_on_cuda(kind: str, over: dict) -> None:
     coord, atype, box = random_frames(2, 16, 2, box_len=5.0, seed=12)
     assert box is not None
     q = random_rotation(1)
-    g0, a0 = _predict(model, coord, atype, box, False)
-    g1, a1 = _predict(model, coord @ q.T, atype, box @ q.T, False)
-    if kind == "dipole":
-        np.testing.assert_allclose(a1, a0 @ q.T, atol=1e-10)
-        np.testing.assert_allclose(g1, g0 @ q.T, atol=1e-10)
-    else:
-        rot = np.einsum("ab,fnbc,dc->fnad", q, a0.reshape(2, 16, 3, 3), q)
-        np.testing.assert_allclose(a1.reshape(2, 16, 3, 3), rot, atol=1e-10)
-    assert np.abs(a0).max() > 1e-3
+    assert_rotated(kind, q, _predict(model, coord, atype, box, False),
+                   _predict(model, coord @ q.T, atype, box @ q.T, False))
 
 
 @pytest.mark.parametrize("kind", ["dipole", "polar"])

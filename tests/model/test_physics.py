@@ -9,7 +9,7 @@ import torch
 
 from model import descriptor, descriptor_fast, reference
 from model.tensor_model import TensorModel
-from tests.model.conftest import random_frames, random_rotation, tiny_model
+from tests.model.conftest import assert_rotated, random_frames, random_rotation, tiny_model
 
 VARIANTS = [
     pytest.param("dipole", {}, id="dipole"),
@@ -76,15 +76,7 @@ def test_rotation_equivariance(kind: str, over: dict) -> None:
     coord, atype, box = random_frames(2, 16, 2, box_len=5.0, seed=12)
     assert box is not None
     q = random_rotation(1)
-    g0, a0 = _run(model, coord, atype, box)
-    g1, a1 = _run(model, coord @ q.T, atype, box @ q.T)
-    if kind == "dipole":
-        np.testing.assert_allclose(a1, a0 @ q.T, atol=1e-10)
-        np.testing.assert_allclose(g1, g0 @ q.T, atol=1e-10)
-    else:
-        rot = np.einsum("ab,fnbc,dc->fnad", q, a0.reshape(2, 16, 3, 3), q)
-        np.testing.assert_allclose(a1.reshape(2, 16, 3, 3), rot, atol=1e-10)
-    assert np.abs(a0).max() > 1e-3  # a non-trivial output
+    assert_rotated(kind, q, _run(model, coord, atype, box), _run(model, coord @ q.T, atype, box @ q.T))
 
 
 @pytest.mark.parametrize(("kind", "over"), VARIANTS[:3])
