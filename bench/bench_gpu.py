@@ -30,7 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inputs import Task, prepare_input
+from inputs import Task, prepare_input, replicate
 
 from model import distributed
 from model.checkpoint import load_model
@@ -38,13 +38,6 @@ from model.data import load_system
 from model.train import train
 
 SIZES = {"192": (1, 1, 1), "10368": (3, 3, 6)}  # replication of the 192-atom cell
-
-
-def replicate(coord: np.ndarray, box: np.ndarray, reps: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """One frame [nat, 3] with box [3, 3] → the (a, b, c)-fold supercell."""
-    shifts = np.array([[i, j, k] for i in range(reps[0]) for j in range(reps[1]) for k in range(reps[2])],
-                      dtype=float) @ box
-    return (coord[None] + shifts[:, None]).reshape(-1, 3), box * np.array(reps, dtype=float)[:, None]
 
 
 def matmul_rate(dtype: torch.dtype, n: int = 8192, reps: int = 10) -> float:

@@ -15,16 +15,10 @@ import time
 
 import numpy as np
 import torch
-from inputs import Task
+from inputs import Task, replicate
 
 from model import load_model, predict
 from model.data import load_system
-
-
-def replicate(coord: np.ndarray, box: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """One frame [nat, 3] with its box [3, 3] → an n×n×n supercell."""
-    shifts = np.array([[i, j, k] for i in range(n) for j in range(n) for k in range(n)], dtype=float) @ box
-    return (coord[None] + shifts[:, None]).reshape(-1, 3), box * n
 
 
 def main() -> None:
@@ -43,7 +37,7 @@ def main() -> None:
         model = load_model(Task(task).reference_model)
         base = None
         for n in args.sizes:
-            coord, box = replicate(system.coord[0], system.box[0], n)
+            coord, box = replicate(system.coord[0], system.box[0], (n, n, n))
             atype = np.tile(system.atype, n**3)
             frames = max(1, 64 // n**3)  # about the same number of atoms per call
             c, b = np.repeat(coord[None], frames, 0), np.repeat(box[None], frames, 0)

@@ -146,3 +146,10 @@ def write_system(frames: Frames, dest: Path, type_map: list[str]) -> Path:
 def read_system(path: Path) -> Frames:
     """The frames of a system written by :func:`write_system` (plain numpy reads)."""
     return _load_system(path)
+
+
+def replicate(coord: np.ndarray, box: np.ndarray, reps: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """One frame [nat, 3] with its box [3, 3] → the (a, b, c)-fold supercell."""
+    shifts = np.array([[i, j, k] for i in range(reps[0]) for j in range(reps[1]) for k in range(reps[2])],
+                      dtype=float) @ box
+    return (coord[None] + shifts[:, None]).reshape(-1, 3), box * np.array(reps, dtype=float)[:, None]

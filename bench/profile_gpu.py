@@ -18,8 +18,7 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_gpu import replicate
-from inputs import Task
+from inputs import Task, replicate
 
 from model.checkpoint import load_model
 from model.data import load_system
