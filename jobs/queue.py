@@ -34,7 +34,6 @@ JOB_TASKS: dict[str, tuple[str, str]] = {
     "spectrum": ("dptensor.spectrum", "batch"),
     "select": ("dptensor.select", "batch"),
 }
-PREDICT_TASK = "dptensor.predict"
 PREDICT_BATCH_TASK = "dptensor.predict_batch"  # coalesced synchronous predictions (app/batching.py)
 INSPECT_TASK = "dptensor.inspect_model"
 EXPORT_TASK = "dptensor.export_model"  # a model as DeePMD-kit's serialized model (.dp / .yaml)

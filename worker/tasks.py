@@ -16,7 +16,7 @@ from celery import Task, shared_task
 from jobs import layout, store
 from jobs.datasets import resolve_refs
 from jobs.errors import answer
-from jobs.queue import EXPORT_TASK, INSPECT_TASK, JOB_TASKS, PREDICT_BATCH_TASK, PREDICT_TASK
+from jobs.queue import EXPORT_TASK, INSPECT_TASK, JOB_TASKS, PREDICT_BATCH_TASK
 from jobs.resources import split_resources
 from jobs.tables import Job
 from model.committee import Predictor
@@ -35,7 +35,6 @@ from worker.predict import (
     inspect,
     load_cached,
     predict_requests,
-    predict_structures,
 )
 from worker.progress import JobMonitor, clean_row, finite, report
 
@@ -151,24 +150,6 @@ def train_task(self: Task, job_id: str) -> str:
 @shared_task(name=JOB_TASKS["predict"][0], bind=True)
 def predict_job_task(self: Task, job_id: str) -> str:
     return run_job(self, job_id, drive)
-
-
-# --- synchronous calls (predict queue): the answer travels back through the result backend ---
-
-@shared_task(name=PREDICT_TASK)
-def predict_task(payload: dict[str, Any]) -> dict[str, Any]:
-    st = state.current()
-
-    def run() -> dict[str, Any]:
-        path = layout.model_file(st.settings.root, payload["model_id"])
-        model = load_cached(str(path), st.device()[0], st.settings.max_search_candidates)
-        glob, atomic, extra = predict_structures(model, payload["structures"])
-        out = {"global": glob, "atomic": atomic, "committee": extra, "committee_size": committee_size(model)}
-        if payload.get("derivatives"):
-            out["born"] = born_structures(model, payload["structures"])
-        return out
-
-    return answer(run, log)
 
 
 def _request_answer(model: Predictor, req: dict[str, Any], res: Prediction | Exception) -> dict[str, Any]:
