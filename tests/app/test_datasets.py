@@ -39,6 +39,14 @@ def _upload(users: Users, content: bytes, name: str = "x.tar.gz", who: str = "al
     return users.client.post("/v1/datasets", files={"file": (name, content)}, headers=users.h(who))
 
 
+def _upload_in_archive(users: Users, file: Path, arcname: str):
+    """Upload one file as the only member ``arcname`` of a .tar.gz."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        tar.add(file, arcname=arcname)
+    return _upload(users, buf.getvalue())
+
+
 def test_upload_summarises_every_system(dataset: dict) -> None:
     systems = {s["path"]: s for s in dataset["systems"]}
     assert sorted(systems) == ["train/atomic_system", "train/global_system", "valid/atomic_system",
@@ -203,10 +211,7 @@ def test_archive_with_an_hdf5_file_of_systems(users: Users, tmp_path: Path) -> N
     src = WATER / "dipole" / "training_data_reformat" / "atomic_system"
     write_system(f"{tmp_path / 'water.hdf5'}#/atomic_system", load_system(src, kind="dipole", sel_type=[0]),
                  kind="dipole", sel_type=[0])
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        tar.add(tmp_path / "water.hdf5", arcname="data/water.hdf5")
-    r = _upload(users, buf.getvalue())
+    r = _upload_in_archive(users, tmp_path / "water.hdf5", "data/water.hdf5")
     assert r.status_code == 201, r.text
     ds = r.json()
     [system] = ds["systems"]
@@ -248,10 +253,7 @@ def test_hdf5_reaching_outside_itself_is_refused_in_an_archive(users: Users, set
     secret = settings.root / "secret"
     secret.write_bytes(b"TOKEN-0123456789")
     _hdf5_reading_a_server_file(tmp_path / "evil.hdf5", secret)
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        tar.add(tmp_path / "evil.hdf5", arcname="data/evil.hdf5")
-    r = _upload(users, buf.getvalue())
+    r = _upload_in_archive(users, tmp_path / "evil.hdf5", "data/evil.hdf5")
     assert r.status_code == 422, r.text
     body = r.json()
     assert body["problems"] == [{"loc": "data/evil.hdf5", "msg": body["problems"][0]["msg"]}]
