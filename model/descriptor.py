@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from model.contraction import DenseContraction, Layout, Part
 from model.descriptor_fast import ZNet, blocked, blocked_descriptor
 from model.neighbor import NeighborList
 from model.nets import MLP, version_key
@@ -106,10 +107,10 @@ class EnvConstants:
 
 @dataclass
 class DenseInputs:
-    inputs: list[tuple[int, Tensor, int, bool]]  # (group, net input [n (+1), 1], n, with the pad row)
-    dense_index: Tensor  # [P] row of each pair in the padded layout
+    inputs: list[Tensor]  # net input [n (+1), 1] of each ``layout.parts`` entry
+    layout: Layout
     rt_dense: Tensor  # [nC, 4, width] R̃ᵀ per centre, zero-padded
-    pad_weights: Tensor  # [nC, nt²]
+    r_dense: Tensor  # [nC, width, 4] the same, for the contraction's backward
 
 
 def smooth_weight(r: Tensor, rcut_smth: float, rcut: float) -> Tensor:
@@ -204,28 +205,15 @@ class DescriptorSeA(nn.Module):
     def net_of_group(self, g: int) -> MLP:
         return self.net(self.net_index(g))
 
-    def _embed(self, env: EnvPairs, consts: DenseInputs, rn: Tensor, differentiable: bool) -> tuple[Tensor, Tensor]:
-        """G of every pair written into the padded layout [nC·width, M1] (row
-        ``env.dense_index`` of each pair, zeros elsewhere), and G(s_pad) [nt², M1] of the groups
-        in ``pad_groups``. A group's pad row rides along with its pairs: one net call per
-        group, where a separate call for the pads would add a dozen ops forward and back.
-        Each group's rows go straight to their places (no concatenation in pair order)."""
-        dense = rn.new_zeros(env.n_centres * env.width, self.m1)
-        pad_rows, pad_groups = [], []
-        for g, s, n, with_pad in consts.inputs:
-            a, b = env.offsets[g], env.offsets[g + 1]
-            net = self.net_of_group(g)
-            emb = net(s) if differentiable else blocked(net, s)  # [n (+1), M1]
-            if with_pad:
-                pad_rows.append(emb[n:])
-                pad_groups.append(g)
-            if b > a:
-                part = emb[:n] if g not in env.distinct else emb[:n].index_select(0, env.distinct[g][1])
-                dense.index_copy_(0, consts.dense_index[a:b], part)
-        pad_g = rn.new_zeros(self.ntypes * self.ntypes, self.m1)
-        if pad_rows:
-            pad_g = pad_g.index_copy(0, torch.tensor(pad_groups, device=pad_g.device), torch.cat(pad_rows))
-        return dense, pad_g
+    def _embed(self, consts: DenseInputs, differentiable: bool) -> list[Tensor]:
+        """G of each part of the layout (a group's pairs or distinct values, then its pad
+        row, in one net call: a separate call for the pads would add a dozen ops forward
+        and back)."""
+        out = []
+        for part, s in zip(consts.layout.parts, consts.inputs, strict=True):
+            net = self.net_of_group(part.group)
+            out.append(net(s) if differentiable else blocked(net, s))  # [n (+1), M1]
+        return out
 
     def constants(self, env: EnvPairs, *, dense: bool) -> EnvConstants:
         """The parameter-free inputs of the contraction, kept on ``env`` while the
@@ -248,7 +236,7 @@ class DescriptorSeA(nn.Module):
         consts = EnvConstants(rn=rn, pad_r=pad_r, mean=mean, std=std)
         if not dense:
             return consts
-        inputs = []
+        inputs, parts = [], []
         with_pad = set(self.pad_groups(env))
         for g in range(nt * nt):  # net inputs per group: pairs (or distinct values), then the pad row
             a, b = env.offsets[g], env.offsets[g + 1]
@@ -261,13 +249,17 @@ class DescriptorSeA(nn.Module):
             n = s.shape[0]
             if g in with_pad:
                 s = torch.cat([s, pad_r[g:g + 1, :1]])
-            inputs.append((g, s, n, g in with_pad))
+            inputs.append(s)
+            parts.append(Part(g, n, g in with_pad, env.dense_index[a:b],
+                              env.distinct[g][1] if g in env.distinct else None))
         width = env.width
-        # R̃ᵀ per centre [nC, 4, width], contiguous: the contraction's product and its backward
-        # (R̃ times ∂L/∂T, with R̃ᵀ read transposed) are 1.3–2× faster than with R̃ [nC, width, 4]
-        r_dense = rn.new_zeros(n_c * width, 4).index_copy_(0, env.dense_index, rn)
-        rt_dense = r_dense.view(n_c, width, 4).transpose(1, 2).contiguous()
-        consts.dense = DenseInputs(inputs, env.dense_index, rt_dense, self.pad_weights(env))
+        filled = torch.zeros(n_c * width, dtype=torch.bool, device=rn.device)
+        filled[env.dense_index] = True
+        layout = Layout(parts, n_c, width, torch.nonzero(~filled).flatten(), pad_r, self.pad_weights(env), self.nnei)
+        # R̃ᵀ per centre [nC, 4, width] contiguous for the contraction's product, R̃ [nC, width, 4]
+        # for its backward: each read contiguously is 1.3–2× faster than through a transpose
+        r_dense = rn.new_zeros(n_c * width, 4).index_copy_(0, env.dense_index, rn).view(n_c, width, 4)
+        consts.dense = DenseInputs(inputs, layout, r_dense.transpose(1, 2).contiguous(), r_dense)
         return consts
 
     def net(self, k: int) -> MLP:
@@ -295,7 +287,7 @@ class DescriptorSeA(nn.Module):
     def forward(self, env: EnvPairs, *, differentiable: bool = True) -> tuple[Tensor, Tensor]:
         """Returns D [nC, M1·M2] and the rotation matrix gr [nC, M1, 3]. ``differentiable``
         selects the autograd-ready kernels; False the inference ones (under torch.no_grad)."""
-        nt, m1, n_c = self.ntypes, self.m1, env.n_centres
+        m1, n_c = self.m1, env.n_centres
 
         # T = Σ_pairs R̃ᵀ G over real neighbours. Differentiable or small: all G at once,
         # each centre's pairs zero-padded to the widest centre, one matmul — few ops, good
@@ -306,12 +298,9 @@ class DescriptorSeA(nn.Module):
         if not dense:
             return blocked_descriptor(self, env, c.rn, c.mean, c.std, c.pad_r)
         assert c.dense is not None
-        dense_g, pad_g = self._embed(env, c.dense, c.rn, differentiable)  # [nC·width, M1], [nt², M1]
-        t = torch.bmm(c.dense.rt_dense, dense_g.view(n_c, env.width, m1))  # [nC, 4, M1]
-
-        # Padded slots: all equal within a group; add count × R̃padᵀ G(s_pad).
-        pad_term = (c.pad_r[:, :, None] * pad_g[:, None, :]).reshape(nt * nt, 4 * m1)  # [nt², 4·M1]
-        t = (t + (c.dense.pad_weights @ pad_term).view(n_c, 4, m1)) / self.nnei
+        embs = self._embed(c.dense, differentiable)  # per part [n (+1), M1]
+        t = DenseContraction.apply(c.dense.layout, c.dense.rt_dense, c.dense.r_dense, *embs)  # [nC, 4, M1]
+        assert isinstance(t, Tensor)
 
         d = torch.bmm(t.transpose(1, 2), t[:, :, : self.m2]).reshape(n_c, m1 * self.m2)  # [nC, M1·M2]
         gr = t[:, 1:4, :].transpose(1, 2)  # [nC, M1, 3]
