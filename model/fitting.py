@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from model.fitting_fast import (
+    POLAR_CHUNK,
     BlockLayout,
     PolarBlocks,
     block_layout,
@@ -170,7 +171,8 @@ class TensorFitting(nn.Module):
             outs.append(out.view(nf, b - a, -1))
         return torch.cat(outs, dim=1)
 
-    def _full_polar(self, net: MLP, h: Tensor, g: Tensor, t: int, differentiable: bool, chunk: int = 256) -> Tensor:
+    def _full_polar(self, net: MLP, h: Tensor, g: Tensor, t: int, differentiable: bool,
+                    chunk: int = POLAR_CHUNK) -> Tensor:
         """grᵀ · A · gr with A the symmetric M1×M1 output, held packed (upper triangle U)."""
         last = net.layers[-1]
         hidden = net.hidden(h, differentiable=differentiable)  # [n, H]

@@ -3,12 +3,13 @@
 ``TensorFitting.forward(..., differentiable=False)``, under ``torch.no_grad``.
 
 CPU (``blocked_polar``): the packed output columns are re-laid out once per weights
-(``polar_blocks``) as b×b blocks of A: the off-diagonal blocks I < J whole, the diagonal
-blocks as their packed upper triangles (halved). A row's outputs are then a handful of
-batched b×b products: α = S + Sᵀ, S = Σ_{I<J} g_Iᵀ A_IJ g_J + Σ_I g_Iᵀ (A_II / 2) g_I, with
-no M1×M1 matrix formed and no more matmul columns than the packed layer (M1(M1+1)/2).
-The former row-by-row form (M1 tiny products per chunk) spent more time in the contraction
-than in the 100→5050 matmul itself. On a GPU (``dense_polar``) A is unpacked once per large
+(``polar_blocks``) by b×b blocks of A: per block row I the strip right of the diagonal
+(blocks J > I, whole, row-major) and the diagonal blocks as packed upper triangles
+(halved), the bias as an extra row of the matrix. With U the upper part, α = S + Sᵀ,
+S = grᵀ U gr, and a strip times the rows of gr below its block row is one batched product
+reading both in place; no M1×M1 matrix is formed and there are no more matmul columns than
+the packed layer (M1(M1+1)/2). The 100→5050 matmul itself dominates what is left.
+On a GPU (``dense_polar``) A is unpacked once per large
 chunk and needs two batched products.
 """
 
@@ -20,19 +21,20 @@ import torch
 from torch import Tensor
 
 BLOCK_TARGET = 20  # b: large enough for efficient batched products, small enough for few wasted columns
+POLAR_CHUNK = 64  # rows per chunk: their [rows, M1(M1+1)/2] outputs stay in L2 (2.6 MB for M1 = 100)
 
 
 @dataclass(frozen=True)
 class BlockLayout:
-    """Where the b×b blocks of a symmetric M1×M1 matrix sit in its packed upper triangle
-    (M1(M1+1)/2 columns, row-major). Depends on M1 and b only."""
+    """Where the output columns of the CPU kernel sit in the packed upper triangle of a
+    symmetric M1×M1 matrix (M1(M1+1)/2 columns, row-major). Depends on M1 and b only."""
 
     size: int  # b, a divisor of M1
-    off: Tensor  # [n_off·b²] packed column of each entry of the off-diagonal blocks I < J (row-major)
+    strips: Tensor  # [M1(M1−b)/2] packed column of each entry of the strips: strip I = rows of block I ×
+    # columns of blocks J > I, row-major, strip after strip
+    strip_starts: list[int]  # first column of strip I (nb entries: the last is the strips' end)
     diag: Tensor  # [nb·b(b+1)/2] packed column of each upper-triangle entry of the diagonal blocks
     diag_full: Tensor  # [nb·b²] position in ``diag`` of each entry of the whole diagonal blocks
-    block_i: Tensor  # [n_off] block row of each off-diagonal block
-    block_j: Tensor  # [n_off] block column
 
 
 def block_size(m1: int, target: int = BLOCK_TARGET) -> int:
@@ -47,60 +49,70 @@ def block_layout(m1: int, size: int | None = None, device: torch.device | None =
     packed = torch.zeros(m1, m1, dtype=torch.long)  # packed column of (m, n), both orders
     packed[iu_full[0], iu_full[1]] = torch.arange(iu_full.shape[1])
     packed[iu_full[1], iu_full[0]] = torch.arange(iu_full.shape[1])
-    local = torch.arange(b)
-    bi, bj = torch.triu_indices(nb, nb, offset=1)  # [n_off] each
-    rows, cols = bi[:, None] * b + local, bj[:, None] * b + local  # [n_off, b]
-    off = packed[rows[:, :, None], cols[:, None, :]].reshape(-1)
+    strips, starts = [], [0]
+    for i in range(nb - 1):
+        strips.append(packed[i * b:(i + 1) * b, (i + 1) * b:].reshape(-1))
+        starts.append(starts[-1] + strips[-1].numel())
     iu = torch.triu_indices(b, b)  # [2, b(b+1)/2]
-    starts = torch.arange(nb)[:, None] * b
-    diag = packed[starts + iu[0], starts + iu[1]].reshape(-1)
+    offsets = torch.arange(nb)[:, None] * b
+    diag = packed[offsets + iu[0], offsets + iu[1]].reshape(-1)
     pos = torch.zeros(b, b, dtype=torch.long)  # position of (i, j) in one block's packed triangle
     pos[iu[0], iu[1]] = torch.arange(iu.shape[1])
     pos[iu[1], iu[0]] = torch.arange(iu.shape[1])
     diag_full = (torch.arange(nb)[:, None] * iu.shape[1] + pos.view(1, -1)).reshape(-1)
-    return BlockLayout(size=b, off=off.to(device), diag=diag.to(device), diag_full=diag_full.to(device),
-                       block_i=bi.to(device), block_j=bj.to(device))
+    strip_cols = torch.cat(strips) if strips else torch.zeros(0, dtype=torch.long)
+    return BlockLayout(size=b, strips=strip_cols.to(device), strip_starts=starts, diag=diag.to(device),
+                       diag_full=diag_full.to(device))
 
 
 @dataclass(frozen=True)
 class PolarBlocks:
-    """The packed output layer (matrix [H, M1(M1+1)/2], bias) in the block layout."""
+    """The packed output layer (matrix [H, M1(M1+1)/2], bias) in the block layout: one
+    matrix [H + 1, M1(M1+1)/2], the strips' columns then the diagonal blocks' (halved), the
+    bias as its last row (the kernel's input carries a column of ones: no pass that
+    copies the bias into every output row)."""
 
     layout: BlockLayout
-    w_off: Tensor  # [H, n_off·b²] off-diagonal blocks I < J, each row-major
-    b_off: Tensor  # [n_off·b²]
-    w_diag: Tensor  # [H, nb·b(b+1)/2] diagonal blocks, packed upper triangles, halved
-    b_diag: Tensor  # [nb·b(b+1)/2]
+    weight: Tensor  # [H + 1, M1(M1+1)/2]
 
 
 def polar_blocks(matrix: Tensor, bias: Tensor, layout: BlockLayout) -> PolarBlocks:
     """Re-lay the packed layer's columns out in blocks (once per weights, for inference)."""
-    return PolarBlocks(layout=layout, w_off=matrix[:, layout.off].contiguous(), b_off=bias[layout.off].contiguous(),
-                       w_diag=(0.5 * matrix[:, layout.diag]).contiguous(), b_diag=0.5 * bias[layout.diag])
+    full = torch.cat([matrix, bias[None, :]])  # [H + 1, K]
+    weight = torch.cat([full[:, layout.strips], 0.5 * full[:, layout.diag]], dim=1)
+    return PolarBlocks(layout=layout, weight=weight.contiguous())
 
 
-def blocked_polar(hidden: Tensor, blocks: PolarBlocks, scale: Tensor, g: Tensor, chunk: int = 256) -> Tensor:
+def blocked_polar(hidden: Tensor, blocks: PolarBlocks, scale: Tensor, g: Tensor, chunk: int = POLAR_CHUNK) -> Tensor:
     """hidden [n, H] → α [n, 3, 3] = scale · grᵀ A gr; g [n, M1, 3]; scale [] the type's
     scale (applied to α: 9 numbers, not M1²); rows in chunks so that a chunk's outputs
-    stay in cache."""
+    stay in cache.
+
+    A = U + Uᵀ with U the strictly-upper blocks plus the diagonal blocks' halved upper
+    triangles, so α = S + Sᵀ with S = grᵀ U gr. The strip of block row I (columns of the
+    blocks right of the diagonal) times the rows of gr below block I is one batched
+    product reading both operands in place: y_I = U_I,>I gr_>I, then S = Σ_I gr_Iᵀ y_I."""
     lay = blocks.layout
-    m1, b = g.shape[1], lay.size
-    nb, n_off = m1 // b, lay.block_i.numel()
+    n, m1, b = g.shape[0], g.shape[1], lay.size
+    nb = m1 // b
+    diag0 = lay.strip_starts[-1]
+    ones = hidden.new_ones(min(n, chunk), 1)
     outs = []
-    for c0 in range(0, hidden.shape[0], chunk):
-        h, gc = hidden[c0:c0 + chunk], g[c0:c0 + chunk]
+    for c0 in range(0, n, chunk):
+        h, gc = hidden[c0:c0 + chunk], g[c0:c0 + chunk]  # [c, H], [c, M1, 3]
         c = h.shape[0]
-        gb = gc.view(c, nb, b, 3)
-        s = gc.new_zeros(c, 3, 3)
-        if n_off:
-            a_off = torch.addmm(blocks.b_off, h, blocks.w_off).view(c * n_off, b, b)  # A_IJ, I < J
-            y = torch.bmm(a_off, gb.index_select(1, lay.block_j).view(c * n_off, b, 3))  # A_IJ g_J
-            g_i = gb.index_select(1, lay.block_i).view(c, n_off * b, 3)
-            s = torch.bmm(g_i.transpose(1, 2), y.view(c, n_off * b, 3))  # Σ g_Iᵀ A_IJ g_J
-        half = torch.addmm(blocks.b_diag, h, blocks.w_diag)  # [c, nb·b(b+1)/2]
+        a = torch.mm(torch.cat([h, ones[:c]], dim=1), blocks.weight)  # [c, K]
+        # y_I = U_I,>I gr_>I per strip, each into its own contiguous buffer (a strided output
+        # sends bmm to a per-item loop)
+        y = gc.new_empty(nb - 1, c, b, 3)
+        for i in range(nb - 1):
+            strip = a[:, lay.strip_starts[i]:lay.strip_starts[i + 1]].view(c, b, m1 - (i + 1) * b)
+            torch.bmm(strip, gc[:, (i + 1) * b:], out=y[i])
+        half = a[:, diag0:]  # [c, nb·b(b+1)/2]
         a_diag = torch.gather(half, 1, lay.diag_full.expand(c, -1)).view(c * nb, b, b)  # A_II / 2
-        y_d = torch.bmm(a_diag, gc.reshape(c * nb, b, 3)).view(c, m1, 3)
-        s = torch.baddbmm(s, gc.transpose(1, 2), y_d)
+        y_d = torch.bmm(a_diag, gc.reshape(c * nb, b, 3)).view(c, m1, 3)  # + the strips: U gr
+        y_d.view(c, nb, b, 3)[:, :nb - 1].add_(y.transpose(0, 1))
+        s = torch.bmm(gc.transpose(1, 2), y_d)  # [c, 3, 3]
         outs.append((s + s.transpose(1, 2)) * scale)
     return torch.cat(outs) if outs else g.new_zeros(0, 3, 3)
 

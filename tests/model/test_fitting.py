@@ -95,7 +95,7 @@ def test_blocked_polar_equals_the_formula(m1: int, size: int | None) -> None:
     chunk boundaries (chunks of 8 rows of 37)."""
     hidden, matrix, bias, gr, scale = _polar_inputs(m1)
     blocks = fitting_fast.polar_blocks(matrix, bias, fitting_fast.block_layout(m1, size))
-    assert blocks.w_off.shape[1] + blocks.w_diag.shape[1] == matrix.shape[1]  # no more columns than packed
+    assert blocks.weight.shape == (matrix.shape[0] + 1, matrix.shape[1])  # no more columns than packed, + the bias
     out = fitting_fast.blocked_polar(hidden, blocks, scale, gr, chunk=8)
     ref = _polar_formula(hidden, matrix, bias, gr, scale)
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12 * float(ref.abs().max()))
