@@ -21,12 +21,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from model.contraction import DenseContraction, Layout, Part
+from model.contraction import Layout, Part, Run, SegmentContraction
 from model.descriptor_fast import ZNet, blocked, blocked_descriptor
 from model.neighbor import NeighborList
 from model.nets import MLP, version_key
 
-DENSE_CONTRACTION_MAX = 2_000_000  # elements of the zero-padded [nC, width, M1] buffer
+DENSE_CONTRACTION_MAX = 2_000_000  # nC·width·M1 (≈ the elements of the whole G) above which inference is blocked
 
 
 @dataclass
@@ -77,22 +77,6 @@ class EnvPairs:
         """The centre types that occur."""
         return [int(t) for t in torch.unique(self.centre_type).tolist()]
 
-    @cached_property
-    def dense_index(self) -> Tensor:
-        """[P] centre · width + rank of the pair among its centre's pairs (for the padded
-        contraction): rank inside its (group, centre) block + its pairs in earlier groups.
-        Cached: training reuses an environment for many steps."""
-        lengths = torch.tensor([s.stop - s.start for s in self.segments])
-        start = torch.repeat_interleave(torch.tensor([s.start for s in self.segments]), lengths)
-        count = torch.repeat_interleave(torch.tensor([s.count for s in self.segments]), lengths)
-        group_of_pair = torch.repeat_interleave(torch.tensor([s.group for s in self.segments]), lengths)
-        dev = self.centre.device
-        nt = self.counts.shape[1]
-        earlier = (self.counts.cumsum(1) - self.counts).view(-1)  # [nC·nt] pairs in earlier groups
-        rank = (torch.arange(self.centre.numel(), device=dev) - start.to(dev)) % count.to(dev)
-        tj = torch.div(group_of_pair.to(dev), nt, rounding_mode="floor")
-        return self.centre * self.width + rank + earlier.index_select(0, self.centre * nt + tj)
-
 
 @dataclass
 class EnvConstants:
@@ -102,15 +86,13 @@ class EnvConstants:
     pad_r: Tensor  # [nt², 4] the normalised row of a padded slot, per group
     mean: Tensor  # [nt², 4]
     std: Tensor  # [nt², 4]
-    dense: DenseInputs | None = None  # for the padded contraction
+    dense: DenseInputs | None = None  # for the contraction of the whole G (SegmentContraction)
 
 
 @dataclass
 class DenseInputs:
     inputs: list[Tensor]  # net input [n (+1), 1] of each ``layout.parts`` entry
     layout: Layout
-    rt_dense: Tensor  # [nC, 4, width] R̃ᵀ per centre, zero-padded
-    r_dense: Tensor  # [nC, width, 4] the same, for the contraction's backward
 
 
 def smooth_weight(r: Tensor, rcut_smth: float, rcut: float) -> Tensor:
@@ -236,7 +218,9 @@ class DescriptorSeA(nn.Module):
         consts = EnvConstants(rn=rn, pad_r=pad_r, mean=mean, std=std)
         if not dense:
             return consts
-        inputs, parts = [], []
+        inputs: list[Tensor] = []
+        parts: list[Part] = []
+        part_of: dict[int, int] = {}
         with_pad = set(self.pad_groups(env))
         for g in range(nt * nt):  # net inputs per group: pairs (or distinct values), then the pad row
             a, b = env.offsets[g], env.offsets[g + 1]
@@ -249,17 +233,13 @@ class DescriptorSeA(nn.Module):
             n = s.shape[0]
             if g in with_pad:
                 s = torch.cat([s, pad_r[g:g + 1, :1]])
+            part_of[g] = len(parts)
             inputs.append(s)
-            parts.append(Part(g, n, g in with_pad, env.dense_index[a:b],
-                              env.distinct[g][1] if g in env.distinct else None))
-        width = env.width
-        filled = torch.zeros(n_c * width, dtype=torch.bool, device=rn.device)
-        filled[env.dense_index] = True
-        layout = Layout(parts, n_c, width, torch.nonzero(~filled).flatten(), pad_r, self.pad_weights(env), self.nnei)
-        # R̃ᵀ per centre [nC, 4, width] contiguous for the contraction's product, R̃ [nC, width, 4]
-        # for its backward: each read contiguously is 1.3–2× faster than through a transpose
-        r_dense = rn.new_zeros(n_c * width, 4).index_copy_(0, env.dense_index, rn).view(n_c, width, 4)
-        consts.dense = DenseInputs(inputs, layout, r_dense.transpose(1, 2).contiguous(), r_dense)
+            parts.append(Part(g, n, g in with_pad, a, b, env.distinct[g][1] if g in env.distinct else None))
+        runs = [Run(part_of[sg.group], sg.count, sg.start - env.offsets[sg.group], sg.stop - env.offsets[sg.group],
+                    sg.block_start, sg.block_stop) for sg in env.segments]
+        layout = Layout(parts, runs, env.block_centre, n_c, pad_r, self.pad_weights(env), self.nnei)
+        consts.dense = DenseInputs(inputs, layout)
         return consts
 
     def net(self, k: int) -> MLP:
@@ -289,17 +269,17 @@ class DescriptorSeA(nn.Module):
         selects the autograd-ready kernels; False the inference ones (under torch.no_grad)."""
         m1, n_c = self.m1, env.n_centres
 
-        # T = Σ_pairs R̃ᵀ G over real neighbours. Differentiable or small: all G at once,
-        # each centre's pairs zero-padded to the widest centre, one matmul — few ops, good
-        # for autograd. Large inference batches: G block by block, contracted while the
-        # block is in cache — the full [P, M1] G would be hundreds of MB of memory traffic.
+        # T = Σ_pairs R̃ᵀ G over real neighbours. Differentiable or small: all G at once, one
+        # batched matmul per segment of equal counts, one autograd node. Large inference
+        # batches: G block by block, contracted while the block is in cache — the full
+        # [P, M1] G would be hundreds of MB of memory traffic.
         dense = n_c * env.width * m1 <= DENSE_CONTRACTION_MAX or differentiable
         c = self.constants(env, dense=dense)
         if not dense:
             return blocked_descriptor(self, env, c.rn, c.mean, c.std, c.pad_r)
         assert c.dense is not None
         embs = self._embed(c.dense, differentiable)  # per part [n (+1), M1]
-        t = DenseContraction.apply(c.dense.layout, c.dense.rt_dense, c.dense.r_dense, *embs)  # [nC, 4, M1]
+        t = SegmentContraction.apply(c.dense.layout, c.rn, *embs)  # [nC, 4, M1]
         assert isinstance(t, Tensor)
 
         d = torch.bmm(t.transpose(1, 2), t[:, :, : self.m2]).reshape(n_c, m1 * self.m2)  # [nC, M1·M2]
