@@ -55,17 +55,27 @@ def scratch(desc: DescriptorSeA, key: int, rows: int, like: Tensor) -> Tensor:
     return buf[:rows]
 
 
+# σ(ONE) is exactly 1.0 in float64 (1 + e^−50 rounds to 1): the pre-activation of the
+# ones column a layer hands to the next, whose matrix then carries its bias as a last row
+ONE = 50.0
+
+
 @dataclass(frozen=True)
 class ZLayer:
-    matrix: Tensor  # [in, out] folded: z_prev (or the net's input) → −2·(pre-activation)
-    bias: Tensor  # [out]
-    idt: Tensor | None  # [out]
+    matrix: Tensor  # [in (+1), out (+1)] folded: z_prev (or the net's input) → −2·(pre-activation); with
+    # ``bias`` None its last row is the bias (the input's ones column); a last column makes the ones column
+    bias: Tensor | None  # [out (+1)], None when folded into the matrix
+    idt: Tensor | None  # [out (+1)]
     residual: bool
+    width: int  # outputs without the ones column
+    width_in: int  # inputs without the ones column
 
 
 @dataclass(frozen=True)
 class ZNet:
-    """A tanh MLP without output layer in z-space: output y = alpha − 2·z."""
+    """A tanh MLP without output layer in z-space: output y = alpha − 2·z. Every layer but
+    the last hands a ones column to the next, so a layer is one plain matmul (no pass
+    that copies the bias into every output row), the in-place sigmoid and the residual."""
 
     layers: list[ZLayer]
     alpha: Tensor  # [M1]
@@ -74,7 +84,9 @@ class ZNet:
         """z of the rows x [rows, 1], written into ``out`` [rows, M1]."""
         for i, layer in enumerate(self.layers):
             dest = out if i == len(self.layers) - 1 else None
-            if x.shape[1] == 1:  # 1-wide input: an outer product, no GEMM
+            if layer.bias is None:
+                a = torch.mm(x, layer.matrix, out=dest)
+            elif x.shape[1] == 1:  # 1-wide input: an outer product, no GEMM
                 a = torch.addcmul(layer.bias, x, layer.matrix, out=dest)
             else:
                 a = torch.addmm(layer.bias, x, layer.matrix, out=dest)
@@ -82,15 +94,18 @@ class ZNet:
             if layer.idt is not None:
                 a.mul_(layer.idt)
             if layer.residual:
-                add_residual_(a, x)
+                add_residual_(a[:, :layer.width], x[:, :layer.width_in])
             x = a
         return x
 
 
 def z_net(net: MLP) -> ZNet:
     """Fold y_prev = α − 2 z_prev into each layer: −2(y_prev W + b) = z_prev (4W) − 2(b + αW);
-    the layer's z = σ(·)[·idt] [+ z_prev | (z_prev, z_prev)], its α = [idt | 1] [+ α_prev]."""
-    layers, alpha = [], None
+    the layer's z = σ(·)[·idt] [+ z_prev | (z_prev, z_prev)], its α = [idt | 1] [+ α_prev].
+    Then the ones columns: a layer after the first takes its bias as the matrix's last row;
+    a layer before the last gets an output column of constant pre-activation ONE."""
+    folded: list[tuple[Tensor, Tensor, Tensor | None, bool]] = []
+    alpha = None
     for dense in net.layers:
         w, b = dense.matrix.detach(), dense.bias.detach()
         if alpha is None:  # the net's input itself
@@ -103,9 +118,22 @@ def z_net(net: MLP) -> ZNet:
         if residual:
             assert alpha is not None
             own = own + (alpha if w.shape[1] == w.shape[0] else torch.cat([alpha, alpha]))
-        layers.append(ZLayer(mat.contiguous(), bias.contiguous(), idt, residual))
+        folded.append((mat, bias, idt, residual))
         alpha = own
     assert alpha is not None
+    layers = []
+    for i, (mat, bias, idt, residual) in enumerate(folded):
+        width_in, width = mat.shape
+        if i > 0:  # the input's last column is ones: the bias is the matrix's last row
+            mat = torch.cat([mat, bias[None, :]])
+        if i < len(folded) - 1:  # hand a ones column to the next layer
+            one_col = mat.new_zeros(mat.shape[0], 1)
+            if i > 0:
+                one_col[-1] = ONE
+            mat = torch.cat([mat, one_col], dim=1)
+            bias = torch.cat([bias, bias.new_full((1,), ONE)])
+            idt = None if idt is None else torch.cat([idt, idt.new_ones(1)])
+        layers.append(ZLayer(mat.contiguous(), None if i > 0 else bias.contiguous(), idt, residual, width, width_in))
     return ZNet(layers, alpha)
 
 
@@ -147,14 +175,38 @@ def blocked_descriptor(desc: DescriptorSeA, env: EnvPairs, rn: Tensor, mean: Ten
     """D [nC, M1·M2] and gr [nC, M1, 3] of large inference batches: G in blocks of whole
     centres of one segment, contracted while in cache (tanh nets in z-space: Σ R̃ᵀ z), then
     every per-centre constant term — the nets' α, the padded slots — and the 1/Σsel added
-    in one matrix product. D is written into a per-thread scratch buffer (a fresh one of
-    this size would be fresh mmap'd memory, page-faulted on every call): it is valid until
-    this thread's next call."""
+    in one matrix product. T and D are written into per-thread scratch buffers (fresh ones
+    of this size would be fresh memory, page-faulted on every call): D and gr are valid
+    until this thread's next call."""
     m1, block, n_c, nt = desc.m1, block_rows(rn), env.n_centres, desc.ntypes
-    t = rn.new_zeros(n_c, 4, m1)
     use_z = desc.activation == "tanh"
     groups = [g for g in range(nt * nt) if env.offsets[g + 1] > env.offsets[g]]
     nets = {g: z_net_of(desc, desc.net_index(g)) if use_z else desc.net_of_group(g) for g in groups}
+    scale = 1.0 / desc.nnei
+
+    # T starts as every per-centre constant term, one matrix product written into a scratch
+    # buffer (no zero fill): coefficients [nC, 4·groups + nt²] (Σ R̃ over each group's
+    # pairs; padded slots per group) times rows [4·groups + nt², 4·M1] (α in component k's
+    # columns; R̃pad ⊗ G(s_pad)).
+    pad_g = pad_embeddings(desc, pad_r, env)  # [nt², M1]
+    z_groups = groups if use_z else []
+    coef = rn.new_zeros(n_c, 4 * len(z_groups) + nt * nt)
+    rows = rn.new_zeros(4 * len(z_groups) + nt * nt, 4, m1)
+    for i, g in enumerate(z_groups):
+        net = nets[g]
+        assert isinstance(net, ZNet)
+        a, b = env.offsets[g], env.offsets[g + 1]
+        coef[:, 4 * i:4 * i + 4].index_add_(0, env.centre[a:b], rn[a:b])
+        rows[4 * i:4 * i + 4] = _alpha_rows(net.alpha)
+    coef[:, 4 * len(z_groups):] = desc.pad_weights(env)
+    rows[4 * len(z_groups):] = pad_r[:, :, None] * pad_g[:, None, :]
+    # T = weight · (Σ R̃ᵀ z + constants / weight), z-space: G = α − 2z, weight = −2/Σsel (plain
+    # nets: G, 1/Σsel); the weight applied once at the end (index_add_ with alpha is a slow path)
+    weight = -2.0 * scale if use_z else scale
+    t = scratch(desc, -3, 4 * n_c, rn).view(n_c, 4, m1)
+    torch.mm(coef, rows.view(-1, 4 * m1).mul_(scale / weight), out=t.view(n_c, 4 * m1))
+
+    # then Σ R̃ᵀ z (or Σ R̃ᵀ G) block by block, each block's G made and contracted in cache
     distinct_g = {}
     for g, (values, _) in env.distinct.items():
         table = scratch(desc, g, values.shape[0], rn)
@@ -172,24 +224,7 @@ def blocked_descriptor(desc: DescriptorSeA, env: EnvPairs, rn: Tensor, mean: Ten
             emb = net(rn[p0:p1, :1], differentiable=False)
         part = torch.bmm(rn[p0:p1].view(b1 - b0, c, 4).transpose(1, 2), emb.view(b1 - b0, c, m1))
         t.index_add_(0, env.block_centre[b0:b1], part)
-
-    # T = (Σ R̃ᵀ (α − 2z) + Σ_pad R̃padᵀ G(s_pad)) / Σsel as one product: coefficients
-    # [nC, 4·groups + nt²] (Σ R̃ over each group's pairs; padded slots per group) times
-    # rows [4·groups + nt², 4·M1] (α in component k's columns; R̃pad ⊗ G(s_pad)).
-    pad_g = pad_embeddings(desc, pad_r, env)  # [nt², M1]
-    z_groups = groups if use_z else []
-    coef = rn.new_zeros(n_c, 4 * len(z_groups) + nt * nt)
-    rows = rn.new_zeros(4 * len(z_groups) + nt * nt, 4, m1)
-    for i, g in enumerate(z_groups):
-        net = nets[g]
-        assert isinstance(net, ZNet)
-        a, b = env.offsets[g], env.offsets[g + 1]
-        coef[:, 4 * i:4 * i + 4].index_add_(0, env.centre[a:b], rn[a:b])
-        rows[4 * i:4 * i + 4] = _alpha_rows(net.alpha)
-    coef[:, 4 * len(z_groups):] = desc.pad_weights(env)
-    rows[4 * len(z_groups):] = pad_r[:, :, None] * pad_g[:, None, :]
-    scale = 1.0 / desc.nnei
-    t.view(n_c, 4 * m1).addmm_(coef, rows.view(-1, 4 * m1), beta=-2.0 * scale if use_z else scale, alpha=scale)
+    t.mul_(weight)
 
     d = torch.bmm(t.transpose(1, 2), t[:, :, :desc.m2], out=scratch(desc, -2, n_c * desc.m2, t).view(n_c, m1, desc.m2))
     return d.view(n_c, m1 * desc.m2), t[:, 1:4, :].transpose(1, 2)
