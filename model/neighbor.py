@@ -77,7 +77,7 @@ def _select(
 ) -> tuple[Tensor, Tensor, int]:
     """Apply the cutoff and DeePMD-kit's two-stage sel rule to candidate pairs.
 
-    vec [R, C, 3] (or [3, R, C] when ``r2`` [R, C] is given), ctype [R, C] (candidate types),
+    vec [R, C, 3] (unused when ``r2`` [R, C] is given), ctype [R, C] (candidate types),
     valid [R, C] (real candidate, not self). Returns kept [R, C] bool, counts [R, ntypes]
     of kept pairs, and the number of dropped in-range pairs.
     """
@@ -108,52 +108,47 @@ def _select(
 def _brute_force(coord: Tensor, atype: Tensor, box: Tensor | None, centres: Tensor, rcut: float,
                  sel: list[int]) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
     """All atoms × the periodic images that can lie within rcut. Returns kept, counts,
-    vec [3, R, C] (component planes: reductions over a size-3 last axis are slow), ctype
-    [R, C] (a broadcast view), dropped."""
+    vec [nf, 3, nc, C] (component planes per frame: reductions over a size-3 last axis are
+    slow), ctype [R, C] (a broadcast view), dropped."""
     nf, nat, _ = coord.shape
     nc = centres.shape[0]
     if box is None:
-        planes = [coord[:, None, :, k] - coord[:, centres, None, k] for k in range(3)]  # 3 × [nf, nc, nat]
+        ct = coord.transpose(1, 2)  # [nf, 3, nat]
+        planes = ct[:, :, None, :] - ct[:, :, centres, None]  # [nf, 3, nc, nat]
         cand_atom = torch.arange(nat, device=coord.device)
         self_cand = centres
     else:
         # Fractional differences wrapped to [-0.5, 0.5]; an image n can be in range only if
         # |df_k + n_k| · w_k < rcut, hence |n_k| <= floor(rcut / w_k + 0.5).
         frac = torch.linalg.solve(box.transpose(1, 2), coord.transpose(1, 2))  # [nf, 3, nat]
-        dfrac = []
-        for k in range(3):
-            d = frac[:, None, k, :] - frac[:, k, centres][:, :, None]  # [nf, nc, nat]
-            dfrac.append(d - torch.round(d))
+        dfrac = frac[:, :, None, :] - frac[:, :, centres, None]  # [nf, 3, nc, nat]
+        dfrac -= torch.round(dfrac)
+        # Cartesian component k = Σ_l df_l box[l, k]: one product, not nine scaled passes
+        planes = torch.bmm(box.transpose(1, 2), dfrac.view(nf, 3, nc * nat)).view(nf, 3, nc, nat)
         reach = torch.floor(rcut / perpendicular_widths(box) + 0.5).amax(0).long().tolist()
         shifts = _shift_grid(reach, coord.device, coord.dtype)  # [S, 3]
         nshift = shifts.shape[0]
-        planes = []
-        for k in range(3):  # Cartesian component k of (df + n) @ box
-            base = dfrac[0] * box[:, 0, k, None, None] + dfrac[1] * box[:, 1, k, None, None] \
-                + dfrac[2] * box[:, 2, k, None, None]  # [nf, nc, nat]
-            if nshift == 1:
-                planes.append(base)
-            else:
-                shift_k = (shifts @ box)[:, :, k]  # [nf, S]
-                planes.append((base[..., None] + shift_k[:, None, None, :]).reshape(nf, nc, nat * nshift))
+        if nshift > 1:
+            shift_cart = (shifts @ box).transpose(1, 2)  # [nf, 3, S]
+            planes = (planes[..., None] + shift_cart[:, :, None, None, :]).reshape(nf, 3, nc, nat * nshift)
         cand_atom = torch.arange(nat, device=coord.device).repeat_interleave(nshift)
         zero = int(((shifts == 0).all(-1)).nonzero()[0])
         self_cand = centres * nshift + zero
-    ncand = planes[0].shape[2]
+    ncand = planes.shape[3]
     valid = torch.ones(nc, ncand, dtype=torch.bool, device=coord.device)
     valid[torch.arange(nc, device=coord.device), self_cand] = False
-    vec = torch.stack(planes).reshape(3, nf * nc, ncand)
-    r2 = vec[0] * vec[0] + vec[1] * vec[1] + vec[2] * vec[2]  # [R, C]
+    r2 = planes[:, 0] * planes[:, 0]  # [nf, nc, C]
+    r2.addcmul_(planes[:, 1], planes[:, 1]).addcmul_(planes[:, 2], planes[:, 2])
     ctype = atype[cand_atom].expand(nf * nc, ncand)
-    kept, counts, dropped = _select(vec, ctype, valid.repeat(nf, 1), rcut, sel, r2=r2)
-    return kept, counts, vec, ctype, dropped
+    kept, counts, dropped = _select(planes, ctype, valid.repeat(nf, 1), rcut, sel, r2=r2.view(nf * nc, ncand))
+    return kept, counts, planes, ctype, dropped
 
 
 def _cell_list(coord: Tensor, atype: Tensor, box: Tensor | None, centres: Tensor, rcut: float,
                sel: list[int]) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
     """One frame (coord [nat, 3]) through a cell list. Cells are at least rcut wide, so a
     stencil of ±reach cells (with its periodic shift) covers every pair in range. Returns
-    the same as _brute_force."""
+    the same as _brute_force (vec [1, 3, nc, C])."""
     device, dtype = coord.device, coord.dtype
     nat = coord.shape[0]
     if box is not None:
@@ -207,7 +202,7 @@ def _cell_list(coord: Tensor, atype: Tensor, box: Tensor | None, centres: Tensor
     vec = (pos[cand_safe] + shift_cart[:, :, None, :] - pos[centres][:, None, None, :]).reshape(nc, -1, 3)
     ctype = atype[cand_safe].reshape(nc, -1)
     kept, counts, dropped = _select(vec, ctype, valid.reshape(nc, -1), rcut, sel)
-    return kept, counts, vec.permute(2, 0, 1), ctype, dropped
+    return kept, counts, vec.permute(2, 0, 1)[None], ctype, dropped
 
 
 def _plan(coord: Tensor, box: Tensor | None, rcut: float, max_candidates: int) -> SearchPlan:
@@ -275,7 +270,11 @@ def _flatten(pieces: list[tuple[Tensor, Tensor, Tensor, Tensor, int]], n_centres
         types = ctype[0] if ctype.stride(0) == 0 else None
         ntypes_.append(types.index_select(0, flat % ncand) if types is not None
                        else ctype.reshape(-1).index_select(0, flat))
-        vecs.append(vec.reshape(3, -1).index_select(1, flat).T)  # planes [3, R, C] → [P, 3]
+        # vec [nf, 3, nc, C]: pair (f·nc + i)·C + j's component k sits at flat + (2f + k)·nc·C
+        plane = vec.shape[2] * vec.shape[3]
+        at = flat + torch.div(flat, plane, rounding_mode="floor") * (2 * plane)
+        at = (at[:, None] + plane * torch.arange(3, device=at.device)).view(-1)
+        vecs.append(vec.contiguous().view(-1).index_select(0, at).view(-1, 3))  # [P, 3]
         counts_.append(counts)
         offset += kept.shape[0]
         dropped += drop
