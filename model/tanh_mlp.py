@@ -98,6 +98,7 @@ class TanhMLP(torch.autograd.Function):
             k += 3 if has_idt else 2
         grads: list[Tensor | None] = [None] * len(params)
         dy = dy.contiguous()
+        owned = False  # dy is a tensor of this backward (not autograd's), free to overwrite
         for i in range(n_layers - 1, -1, -1):
             has_idt, residual, linear = spec[i]
             h, u = acts[2 * i], acts[2 * i + 1]
@@ -116,19 +117,27 @@ class TanhMLP(torch.autograd.Function):
                 else:
                     factor = torch.full((), 4.0, dtype=g.dtype, device=g.device)
             n_in = h.shape[1]
-            d_w = (g * h).sum(0, keepdim=True) if n_in == 1 else torch.mm(h.t(), g)
+            d_w = torch.mm(h.t(), g)  # a 1-wide input makes it a matrix-vector product
             d_b = g.sum(0)
             grads[o], grads[o + 1] = (d_w, d_b) if factor is None else (d_w.mul_(factor), d_b.mul_(factor))
             if i == 0 and not ctx.needs_input_grad[0]:
                 break
             w_t = w.t() if factor is None else (w * factor).t()  # [n_out, n_in]
-            res = None
+            res, res_owned = None, False
             if residual and not linear:
-                res = dy if dy.shape[1] == n_in else dy.view(-1, 2, n_in).sum(1)
+                # the residual's gradient is the start of ∂L/∂x: accumulate the product onto
+                # it in place (addmm with an input matrix would copy it first)
+                if dy.shape[1] == n_in:
+                    res, res_owned = dy, owned
+                else:
+                    res, res_owned = torch.add(dy[:, :n_in], dy[:, n_in:]), True
             if n_in == 1:
                 dh = torch.mm(g, w_t)
                 dy = dh if res is None else dh.add_(res)
+            elif res is None:
+                dy = torch.mm(g, w_t)
             else:
-                dy = torch.mm(g, w_t) if res is None else torch.addmm(res, g, w_t)
+                dy = res.addmm_(g, w_t) if res_owned else torch.addmm(res, g, w_t)
+            owned = True
         d_x = dy if ctx.needs_input_grad[0] else None
         return (d_x, None, *grads)
