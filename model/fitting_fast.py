@@ -96,12 +96,13 @@ def blocked_polar(hidden: Tensor, blocks: PolarBlocks, scale: Tensor, g: Tensor,
     n, m1, b = g.shape[0], g.shape[1], lay.size
     nb = m1 // b
     diag0 = lay.strip_starts[-1]
-    ones = hidden.new_ones(min(n, chunk), 1)
+    g = g.contiguous()  # gr arrives as a transposed view of T: one copy, then every block below is a view
+    hidden = torch.cat([hidden, hidden.new_ones(n, 1)], dim=1)  # [n, H + 1]: the bias row's ones column
     outs = []
     for c0 in range(0, n, chunk):
-        h, gc = hidden[c0:c0 + chunk], g[c0:c0 + chunk]  # [c, H], [c, M1, 3]
+        h, gc = hidden[c0:c0 + chunk], g[c0:c0 + chunk]  # [c, H + 1], [c, M1, 3]
         c = h.shape[0]
-        a = torch.mm(torch.cat([h, ones[:c]], dim=1), blocks.weight)  # [c, K]
+        a = torch.mm(h, blocks.weight)  # [c, K]
         # y_I = U_I,>I gr_>I per strip, each into its own contiguous buffer (a strided output
         # sends bmm to a per-item loop)
         y = gc.new_empty(nb - 1, c, b, 3)
