@@ -102,6 +102,29 @@ def smooth_weight(r: Tensor, rcut_smth: float, rcut: float) -> Tensor:
     return u * u * u * (-6.0 * u * u + 15.0 * u - 10.0) + 1.0
 
 
+def pair_order(nl: NeighborList, centre_type: Tensor, nt: int, max_count: int) -> tuple[Tensor, Tensor]:
+    """The stable sort of the pairs by run key (group, count): order [P] and the sorted keys
+    [P], group = centre type + nt · neighbour type, key = group · max_count + count. The search
+    emits the centres in order, each one's pairs together, and every pair of a (centre,
+    neighbour type) cell has its cell's key; so only the nC·nt cells are sorted, and a pair
+    keeps its rank in its cell — its rank among its type's pairs less those of earlier
+    centres. The same order as argsort(key, stable=True) over the P pairs, in linear passes."""
+    counts = nl.counts.view(-1)  # [nC·nt] pairs per cell
+    types = torch.arange(nt, device=counts.device)
+    cell_key = ((centre_type[:, None] + nt * types) * max_count + nl.counts).view(-1)  # [nC·nt]
+    cell_order = torch.argsort(cell_key, stable=True)
+    lengths = counts.index_select(0, cell_order)
+    start = torch.empty_like(counts).index_copy_(0, cell_order, torch.cumsum(lengths, 0) - lengths)
+    earlier = (torch.cumsum(nl.counts, 0) - nl.counts).view(-1)  # the cell type's pairs of earlier centres
+    rank = torch.zeros_like(nl.ntype)  # [P] rank among the pairs of its type
+    for t in range(nt):
+        of_type = nl.ntype == t
+        rank = torch.where(of_type, torch.cumsum(of_type, 0) - 1, rank)
+    dest = (start - earlier).index_select(0, nl.centre * nt + nl.ntype) + rank
+    order = torch.empty_like(dest).index_copy_(0, dest, torch.arange(dest.numel(), device=dest.device))
+    return order, torch.repeat_interleave(cell_key.index_select(0, cell_order), lengths)
+
+
 def environment(nl: NeighborList, centre_type: Tensor, ntypes: int, rcut_smth: float, rcut: float,
                 dtype: torch.dtype, *, differentiable: bool = False) -> EnvPairs:
     """Parameter-free part of the descriptor (depends on coordinates only). ``differentiable``:
@@ -109,13 +132,9 @@ def environment(nl: NeighborList, centre_type: Tensor, ntypes: int, rcut_smth: f
     charges) and no rows are shared between pairs (the sharing is not differentiable)."""
     with contextlib.nullcontext() if differentiable else torch.no_grad():
         nt = ntypes
-        group = centre_type.index_select(0, nl.centre) + nt * nl.ntype  # [P]
-        count = nl.counts.view(-1).index_select(0, nl.centre * nt + nl.ntype)  # pairs of the centre in its group
         max_count = int(nl.counts.max()) + 1 if nl.counts.numel() else 1
-        # The search emits pairs centre by centre, so a stable sort on (group, count) keeps
-        # each centre's pairs together and the centres in order.
-        order = torch.argsort(group * max_count + count, stable=True)
-        run = (group * max_count + count).index_select(0, order)
+        order, run = pair_order(nl, centre_type, nt, max_count)
+        group = torch.div(run, max_count, rounding_mode="floor")  # [P] sorted
         centre = nl.centre.index_select(0, order)
         vec = nl.vec.index_select(0, order).to(dtype)  # [P, 3]
         r = vec.norm(dim=-1, keepdim=True)  # [P, 1]
@@ -143,7 +162,7 @@ def environment(nl: NeighborList, centre_type: Tensor, ntypes: int, rcut_smth: f
                 if values.numel() < 0.8 * (b - a):
                     distinct[g] = (values, index)
         return EnvPairs(
-            rij=rij, group=torch.div(run, max_count, rounding_mode="floor"), offsets=offsets,
+            rij=rij, group=group, offsets=offsets,
             segments=segments, block_centre=torch.cat(blocks) if blocks else centre, centre=centre,
             centre_type=centre_type, counts=nl.counts, distinct=distinct,
         )

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from model import neighbor, reference
+from model import descriptor, neighbor, reference
 from model.neighbor import NeighborWarning, build_neighbor_list, perpendicular_widths
 from tests.model.conftest import random_frames
 
@@ -106,3 +106,22 @@ def test_pairs_of_a_centre_are_contiguous_and_counted() -> None:
     assert torch.equal(per_centre, nl.counts.sum(1))
     for t in (0, 1):
         assert torch.equal(torch.bincount(nl.centre[nl.ntype == t], minlength=nl.n_centres), nl.counts[:, t])
+
+
+@pytest.mark.parametrize("pbc", [True, False])
+def test_pair_order_is_the_stable_sort_of_the_run_keys(pbc: bool) -> None:
+    """environment's linear-pass pair order (cells sorted, ranks kept) is exactly the stable
+    argsort of the pairs' (group, count) keys, for three types and two centre types."""
+    coord, atype, box = random_frames(3, 30, 3, box_len=6.0, seed=31)
+    centres = torch.tensor([i for i in range(30) if atype[i] != 2])
+    nl = build_neighbor_list(torch.as_tensor(coord), torch.as_tensor(atype), torch.as_tensor(box) if pbc else None,
+                             centres, 3.5, [20, 20, 20])
+    nt = 3
+    centre_type = torch.as_tensor(atype)[centres].repeat(3)
+    max_count = int(nl.counts.max()) + 1
+    key = (centre_type[nl.centre] + nt * nl.ntype) * max_count + nl.counts.view(-1)[nl.centre * nt + nl.ntype]
+    assert len(set(nl.ntype.tolist())) == nt and (nl.counts.sum(1) > 0).all()  # every type, no empty centre
+    order, run = descriptor.pair_order(nl, centre_type, nt, max_count)
+    expected = torch.argsort(key, stable=True)
+    assert torch.equal(order, expected)
+    assert torch.equal(run, key[expected])
