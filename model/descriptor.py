@@ -27,7 +27,13 @@ from model.descriptor_fast import ZNet, blocked, blocked_descriptor
 from model.neighbor import NeighborList
 from model.nets import MLP, version_key
 
-DENSE_CONTRACTION_MAX = 2_000_000  # nC·width·M1 (≈ the elements of the whole G) above which inference is blocked
+# nC·width·M1 (≈ the elements of the whole G) above which inference is blocked. On a CPU
+# the whole G is worth holding only while it stays near a core's L2 (2 MiB = 262 144
+# float64 here): above, blocked is faster (192-atom water, 8 frames: dipole 1.24x, polar
+# 1.54x; bench/bench_contraction.py), below it is not (one dipole frame: 0.86x). On a GPU
+# launches cost more than cache misses: dense up to a larger G.
+DENSE_CONTRACTION_MAX = 500_000
+DENSE_CONTRACTION_MAX_CUDA = 2_000_000
 
 
 @dataclass
@@ -305,7 +311,8 @@ class DescriptorSeA(nn.Module):
         # batched matmul per segment of equal counts, one autograd node. Large inference
         # batches: G block by block, contracted while the block is in cache — the full
         # [P, M1] G would be hundreds of MB of memory traffic.
-        dense = n_c * env.width * m1 <= DENSE_CONTRACTION_MAX or differentiable
+        limit = DENSE_CONTRACTION_MAX_CUDA if env.rij.is_cuda else DENSE_CONTRACTION_MAX
+        dense = n_c * env.width * m1 <= limit or differentiable
         c = self.constants(env, dense=dense)
         if not dense:
             return blocked_descriptor(self, env, c.rn, c.mean, c.std, c.pad_r)

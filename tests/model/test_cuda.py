@@ -61,7 +61,7 @@ def _predict(model: TensorModel, coord: np.ndarray, atype: np.ndarray, box: np.n
 @pytest.mark.parametrize("contraction", ["dense", "blocked", "training"])
 def test_cuda_kernels_match_the_naive_formula(kind: str, over: dict, pbc: bool, contraction: str,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(descriptor, "DENSE_CONTRACTION_MAX", 10**12 if contraction == "dense" else 0)
+    monkeypatch.setattr(descriptor, "DENSE_CONTRACTION_MAX_CUDA", 10**12 if contraction == "dense" else 0)
     monkeypatch.setattr(descriptor_fast, "EMBED_BLOCK", 7)
     model = tiny_model(kind, **over)
     coord, atype, box = random_frames(2, 14, 2, box_len=4.5, seed=11, pbc=pbc)
