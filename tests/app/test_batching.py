@@ -71,7 +71,8 @@ def test_a_lone_request_leaves_at_once_whatever_the_window(tmp_path: Path) -> No
     run(scenario)
 
 
-def test_requests_arriving_while_a_batch_is_in_flight_leave_together_when_it_is_answered(tmp_path: Path) -> None:
+def test_requests_arriving_while_a_batch_is_in_flight_wait_for_it_then_half_of_those_held_leave(
+        tmp_path: Path) -> None:
     async def scenario() -> None:
         worker = Worker()
         b = batcher(tmp_path, worker, predict_batch_wait_ms=0, predict_batch_in_flight=1)
@@ -82,11 +83,50 @@ def test_requests_arriving_while_a_batch_is_in_flight_leave_together_when_it_is_
         assert len(worker.batches) == 1  # one batch in flight at most: the others wait for it
         worker.release[0].set()
         await until("the second batch", lambda: len(worker.batches) == 2)
-        assert [r["structures"] for r in worker.batches[1]] == [request(i, i)["structures"] for i in range(1, 6)]
+        # 6 held (the answered one too): 3 leave, in order of arrival
+        assert [r["structures"] for r in worker.batches[1]] == [request(i, i)["structures"] for i in range(1, 4)]
         worker.release[1].set()
+        await until("the third batch", lambda: len(worker.batches) == 3)
+        assert [r["structures"] for r in worker.batches[2]] == [request(i, i)["structures"] for i in (4, 5)]
+        worker.release[2].set()
         assert (await first)[0]["echo"] == ["r0.0"]
         for i, task in enumerate(rest, start=1):  # each its own answer, not a batch-mate's
             assert (await task)[0]["echo"] == request(i, i)["structures"]
+
+    run(scenario)
+
+
+def test_clients_that_send_again_when_answered_split_into_two_equal_batches(tmp_path: Path) -> None:
+    """16 clients in a closed loop: the first request leaves alone to the idle worker and
+    15 gather behind it; when it is answered only 8 of them leave (half of the 16 held), so
+    that the first client's next request joins the other 7 — batches of 8 and 8 from then
+    on, not 1 and 15."""
+    async def scenario() -> None:
+        worker = Worker()
+        b = batcher(tmp_path, worker, predict_batch_wait_ms=0, predict_batch_in_flight=1)
+        sent = 0
+
+        async def client(rounds: int) -> None:
+            nonlocal sent
+            for _ in range(rounds):
+                i, sent = sent, sent + 1
+                envelope, _ = await b.predict("m", request(i), 1, 3, 30)
+                assert envelope["echo"] == [f"r{i}.0"]
+
+        clients = [asyncio.create_task(client(3))]
+        await until("the first batch", lambda: len(worker.batches) == 1)
+        clients += [asyncio.create_task(client(3)) for _ in range(15)]
+        for k in range(4):
+            await until("16 requests held", lambda: b._held["m"] == 16)  # the answered ones are back
+            worker.release[k].set()
+            await until(f"batch {k + 2}", lambda k=k: len(worker.batches) == k + 2)
+        assert [len(batch) for batch in worker.batches] == [1, 8, 8, 8, 8]
+        while not all(c.done() for c in clients):  # the rest of the rounds, answered as they come
+            for gate in worker.release:
+                gate.set()
+            await asyncio.sleep(0)
+        await asyncio.gather(*clients)
+        assert sent == 48
 
     run(scenario)
 
