@@ -72,24 +72,27 @@ def _arrays(chunk: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray | None]
     return coord, box
 
 
-Prediction = tuple[list[list[float]], list[list[list[float]]], list[dict[str, Any]]]
+# global [n_structures, dim], atomic [nat, dim] per structure, committee columns per structure
+Prediction = tuple[np.ndarray, list[np.ndarray], list[dict[str, Any]]]
 
 
 def predict_structures(model: Predictor, structures: list[dict[str, Any]], progress: Progress | None = None
                        ) -> Prediction:
-    """(global, atomic, committee) per structure; global/atomic are a committee's mean and
-    committee holds its global_std, atomic_std, devi_global, devi_atomic_max ({} for a
-    single model)."""
-    glob: list[list[float]] = [[] for _ in structures]
-    atomic: list[list[list[float]]] = [[] for _ in structures]
+    """(global, atomic, committee) per structure, as float64 arrays (a synchronous answer
+    crosses the broker as their bytes: no detour through lists); global/atomic are a
+    committee's mean and committee holds its global_std, atomic_std, devi_global,
+    devi_atomic_max ({} for a single model)."""
+    glob = np.zeros((len(structures), model.dim))
+    atomic: list[np.ndarray] = [np.zeros((0, model.dim)) for _ in structures]
     extra: list[dict[str, Any]] = [{} for _ in structures]
     done = 0
     for index in _groups(structures):
         chunk = [structures[i] for i in index]
         coord, box = _arrays(chunk)
         pred = predict(model, coord, np.asarray(chunk[0]["types"], dtype=np.int64), box)
-        for i, g, a in zip(index, pred.global_tensor.tolist(), pred.atomic_tensor.tolist(), strict=True):
-            glob[i], atomic[i] = g, a
+        glob[index] = pred.global_tensor
+        for i, a in zip(index, pred.atomic_tensor, strict=True):
+            atomic[i] = a
         if pred.member_global is not None and pred.member_atomic is not None:
             dev = deviation(pred.member_global, pred.member_atomic)
             for k, i in enumerate(index):

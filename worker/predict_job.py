@@ -85,7 +85,8 @@ class Predictions:
                     raise InterruptedError("prediction stopped")
 
             glob, atomic, extra = predict_structures(model, structures, progress)
-            rows = [{"global_tensor": g, "atomic_tensor": at, **c} for g, at, c in zip(glob, atomic, extra, strict=True)]
+            rows = [{"global_tensor": g.tolist(), "atomic_tensor": at.tolist(), **c}
+                    for g, at, c in zip(glob, atomic, extra, strict=True)]
             if job.inputs.get("derivatives"):
                 for row, z in zip(rows, born_structures(model, structures), strict=True):
                     row["born_charges"], row["sum_rule_violation"] = z["z"], z["sum_rule_violation"]

@@ -17,7 +17,6 @@ import time
 import uuid
 from typing import Any
 
-import numpy as np
 import redis
 from celery.signals import worker_ready, worker_shutting_down
 from redis.exceptions import RedisError
@@ -30,15 +29,6 @@ from worker.tasks import run_batch
 log = logging.getLogger("dptensor.worker")
 IDLE_WAIT_S = 30  # BRPOP's time-out: how often an idle worker wakes up for nothing
 STOP_WAIT_S = 10.0  # a stopping worker waits this long for the batch in hand
-
-
-def as_arrays(reply: dict[str, Any]) -> dict[str, Any]:
-    """The tensors of each answer as float64 arrays (packed as bytes, not decimal text)."""
-    for envelope in reply.get("answers", []):
-        if envelope.get("ok"):
-            envelope["global"] = np.asarray(envelope["global"], dtype=np.float64)  # [n_structures, n_components]
-            envelope["atomic"] = [np.asarray(a, dtype=np.float64) for a in envelope["atomic"]]  # [n_atoms, n_comp]
-    return reply
 
 
 class SyncServer:
@@ -91,7 +81,7 @@ class SyncServer:
             log.warning("synchronous prediction batch dropped: its api stopped waiting %.1f s ago",
                         time.time() - message["deadline"])
             return
-        reply = as_arrays(run_batch(message["batch"]))
+        reply = run_batch(message["batch"], arrays=True)  # the tensors travel as bytes, not decimal text
         self.client.publish(message["reply_to"], pack({"id": message["id"], "reply": reply}))
 
 

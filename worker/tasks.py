@@ -152,23 +152,28 @@ def predict_job_task(self: Task, job_id: str) -> str:
     return run_job(self, job_id, drive)
 
 
-def _request_answer(model: Predictor, req: dict[str, Any], res: Prediction | Exception) -> dict[str, Any]:
-    """One request's result from its share of the coalesced pass (or its own error)."""
+def _request_answer(model: Predictor, req: dict[str, Any], res: Prediction | Exception,
+                    arrays: bool) -> dict[str, Any]:
+    """One request's result from its share of the coalesced pass (or its own error); its
+    tensors as arrays, or as lists (JSON: a Celery result)."""
     if isinstance(res, Exception):
         raise res
-    out: dict[str, Any] = {"global": res[0], "atomic": res[1], "committee": res[2],
+    glob, atomic = (res[0], res[1]) if arrays else (res[0].tolist(), [a.tolist() for a in res[1]])
+    out: dict[str, Any] = {"global": glob, "atomic": atomic, "committee": res[2],
                            "committee_size": committee_size(model)}
     if req.get("derivatives"):
         out["born"] = born_structures(model, req["structures"])
     return out
 
 
-def run_batch(payload: dict[str, Any]) -> dict[str, Any]:
+def run_batch(payload: dict[str, Any], *, arrays: bool = False) -> dict[str, Any]:
     """Requests coalesced by the api (app/batching.py): {"model_id", "requests": [{"structures",
     "derivatives"}, …], "sent_at"} → {"ok": True, "answers": [one envelope per request
     (jobs.errors.answer): its result, or its own error — never a batch-mate's], "timing":
     {"picked", "model_s", "done"}} (wall clock; the api's Server-Timing header, app/timing.py).
-    Sent over Redis (worker/sync_predict.py) or, on the SQLite broker, as a Celery task."""
+    Sent over Redis (worker/sync_predict.py; ``arrays``: each answer's global [n, dim] and
+    atomic [nat, dim] tensors as float64 arrays) or, on the SQLite broker, as a Celery task
+    (lists)."""
     picked = time.time()
     st = state.current()
     if isinstance(payload.get("sent_at"), int | float):
@@ -188,7 +193,7 @@ def run_batch(payload: dict[str, Any]) -> dict[str, Any]:
         metrics.COMPUTE.observe(model_s)
         answers: list[dict[str, Any]] = []
         for req, res in zip(requests, results, strict=True):
-            envelope = answer(partial(_request_answer, model, req, res), log)
+            envelope = answer(partial(_request_answer, model, req, res, arrays), log)
             answers.append(envelope)
             metrics.REQUESTS.labels("ok" if envelope["ok"] else "error").inc()
             if envelope["ok"]:
