@@ -82,8 +82,19 @@ class ZNet:
 
     def forward_into(self, x: Tensor, out: Tensor) -> Tensor:
         """z of the rows x [rows, 1], written into ``out`` [rows, M1]."""
+        z, prev = self.forward_split(x, out)
+        if prev is not None:
+            add_residual_(z, prev[:, :self.layers[-1].width_in])
+        return z
+
+    def forward_split(self, x: Tensor, out: Tensor) -> tuple[Tensor, Tensor | None]:
+        """z of the rows x [rows, 1] without the last layer's residual, written into ``out``
+        [rows, M1], and that residual's input (the previous layer's z with its ones column;
+        None without a residual): a contraction R̃ᵀ z can take the residual as R̃ᵀ z_prev on
+        the narrower input instead of a pass over [rows, M1]."""
+        last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            dest = out if i == len(self.layers) - 1 else None
+            dest = out if i == last else None
             if layer.bias is None:
                 a = torch.mm(x, layer.matrix, out=dest)
             elif x.shape[1] == 1:  # 1-wide input: an outer product, no GEMM
@@ -93,10 +104,12 @@ class ZNet:
             a = torch.sigmoid_(a)  # u = σ(−2·pre-activation)
             if layer.idt is not None:
                 a.mul_(layer.idt)
+            if i == last:
+                return a, x if layer.residual else None
             if layer.residual:
                 add_residual_(a[:, :layer.width], x[:, :layer.width_in])
             x = a
-        return x
+        raise ValueError("a z-space net has at least one layer")
 
 
 def z_net(net: MLP) -> ZNet:
@@ -216,13 +229,19 @@ def blocked_descriptor(desc: DescriptorSeA, env: EnvPairs, rn: Tensor, mean: Ten
         distinct_g[g] = table
     for seg, b0, b1, p0, p1 in segment_blocks(env, block):
         net, c = nets[seg.group], seg.count
+        prev = None
         if seg.group in distinct_g:
             emb = distinct_g[seg.group].index_select(0, distinct_rows(env, seg.group, p0, p1))
         elif isinstance(net, ZNet):
-            emb = net.forward_into(rn[p0:p1, :1], scratch(desc, -1, p1 - p0, rn))
+            emb, prev = net.forward_split(rn[p0:p1, :1], scratch(desc, -1, p1 - p0, rn))
         else:
             emb = net(rn[p0:p1, :1], differentiable=False)
-        part = torch.bmm(rn[p0:p1].view(b1 - b0, c, 4).transpose(1, 2), emb.view(b1 - b0, c, m1))
+        r_t = rn[p0:p1].view(b1 - b0, c, 4).transpose(1, 2)  # [b, 4, c]
+        part = torch.bmm(r_t, emb.view(b1 - b0, c, m1))  # [b, 4, M1]
+        if prev is not None:  # the last layer's residual, contracted on its narrower input
+            assert isinstance(net, ZNet)
+            inner = torch.bmm(r_t, prev.view(b1 - b0, c, -1)).view((b1 - b0) * 4, -1)
+            add_residual_(part.view(-1, m1), inner[:, :net.layers[-1].width_in])
         t.index_add_(0, env.block_centre[b0:b1], part)
     t.mul_(weight)
 
