@@ -33,20 +33,25 @@ def add_residual_(y: Tensor, x: Tensor) -> Tensor:
     return y
 
 
+def tanh_output(u: Tensor, idt: Tensor | None, out: Tensor | None) -> Tensor:
+    """(1 − 2u) [· idt], written into ``out`` when given."""
+    if idt is not None:
+        return torch.addcmul(idt, u, -2.0 * idt, out=out)
+    if out is not None:
+        return torch.sub(torch.ones((), dtype=u.dtype, device=u.device), u, alpha=2.0, out=out)
+    return torch.rsub(u, 1.0, alpha=2.0)
+
+
 def tanh_layer(x: Tensor, w: Tensor, b: Tensor, idt: Tensor | None, residual: bool,
                out: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """(u, y) of a hidden layer: u = σ(−2(xW + b)), y = (1 − 2u) [· idt] [+ residual], y
     written into ``out`` when given. tanh(a) = 1 − 2σ(−2a), with the −2 inside the matmul:
     float64 tanh is several times slower than sigmoid on CPUs, and 1 − 2u is a single
     scalar pass (rsub), where 2σ(2a) − 1 would take two or a slower broadcast."""
-    z = -2.0 * torch.addcmul(b, x, w) if x.shape[1] == 1 else torch.addmm(b, x, w, beta=-2.0, alpha=-2.0)
+    # (×−2 is exact: −2b + x·(−2w) rounds as −2(b + xw), in one pass)
+    z = torch.addcmul(-2.0 * b, x, -2.0 * w) if x.shape[1] == 1 else torch.addmm(b, x, w, beta=-2.0, alpha=-2.0)
     u = torch.sigmoid(z)  # [rows, n_out]
-    if idt is not None:
-        y = torch.addcmul(idt, u, -2.0 * idt, out=out)
-    elif out is not None:
-        y = torch.sub(torch.ones((), dtype=u.dtype, device=u.device), u, alpha=2.0, out=out)
-    else:
-        y = torch.rsub(u, 1.0, alpha=2.0)
+    y = tanh_output(u, idt, out)
     if residual:
         # In place is safe under autograd: the backward of y's op does not use y.
         add_residual_(y, x)
@@ -61,6 +66,13 @@ def layer_params(layers: list[Any]) -> list[Tensor]:
     return out
 
 
+# Rows from which a hidden layer hands the next one its output with a ones column appended,
+# so the next product carries the bias (x W + b = [x 1][W; b]): addmm would first copy the
+# bias into every output row, a pass as long as the product's output, and ∂b would be one
+# more pass over ∂z where [x 1]ᵀ∂z gives ∂W and ∂b in one product.
+BIAS_IN_PRODUCT_MIN_ROWS = 256
+
+
 class TanhMLP(torch.autograd.Function):
     """y = MLP(x). ``spec`` has one (has_idt, residual, is_linear) per layer; ``params``
     are ``layer_params(layers)``."""
@@ -68,19 +80,41 @@ class TanhMLP(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, spec: tuple[tuple[bool, bool, bool], ...], *params: Tensor) -> Tensor:
         saved: list[Tensor] = []
+        ones_col: list[bool] = []  # per layer: its saved input carries the ones column
         h, k = x, 0
-        for has_idt, residual, linear in spec:
+        with_ones = False
+        for i, (has_idt, residual, linear) in enumerate(spec):
             w, b = params[k], params[k + 1]
             idt = params[k + 2] if has_idt else None
             k += 3 if has_idt else 2
             saved.append(h)
-            if linear:
+            ones_col.append(with_ones)
+            x_in = h[:, :-1] if with_ones else h  # [rows, n_in]
+            if linear:  # (never handed a ones column: see below)
                 h = affine(h, w, b)
                 saved.append(h.new_empty(0))
                 continue
-            u, h = tanh_layer(h, w, b, idt, residual)
+            rows, n_out = h.shape[0], w.shape[1]
+            # the ones column goes only to hidden layers: for a linear output layer (the
+            # fitting nets', few rows, up to 5050 columns) appending b to W costs more
+            with_ones = rows >= BIAS_IN_PRODUCT_MIN_ROWS and i + 1 < len(spec) and not spec[i + 1][2]
+            out = None
+            if with_ones:
+                buf = h.new_empty(rows, n_out + 1)
+                buf[:, n_out] = 1.0
+                out = buf[:, :n_out]
+            if ones_col[-1]:
+                z = torch.mm(h, torch.cat([w, b[None]]) * -2.0)  # −2(xW + b), as tanh_layer
+                u = z.sigmoid_()
+                y = tanh_output(u, idt, out)
+                if residual:
+                    add_residual_(y, x_in)
+            else:
+                u, y = tanh_layer(x_in, w, b, idt, residual, out=out)
             saved.append(u)
+            h = buf if with_ones else y
         ctx.spec = spec
+        ctx.ones_col = ones_col
         ctx.save_for_backward(*saved, *params)
         return h
 
@@ -116,9 +150,14 @@ class TanhMLP(torch.autograd.Function):
                     factor = 4.0 * params[o + 2]  # [n_out]
                 else:
                     factor = torch.full((), 4.0, dtype=g.dtype, device=g.device)
-            n_in = h.shape[1]
-            d_w = torch.mm(h.t(), g)  # a 1-wide input makes it a matrix-vector product
-            d_b = g.sum(0)
+            if ctx.ones_col[i]:  # [x 1]ᵀ g = [∂W; ∂b]
+                n_in = h.shape[1] - 1
+                d_wb = torch.mm(h.t(), g)
+                d_w, d_b = d_wb[:n_in], d_wb[n_in]
+            else:
+                n_in = h.shape[1]
+                d_w = torch.mm(h.t(), g)  # a 1-wide input makes it a matrix-vector product
+                d_b = g.sum(0)
             grads[o], grads[o + 1] = (d_w, d_b) if factor is None else (d_w.mul_(factor), d_b.mul_(factor))
             if i == 0 and not ctx.needs_input_grad[0]:
                 break

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from model.nets import ACTIVATIONS, MLP, Dense
+from model.tanh_mlp import BIAS_IN_PRODUCT_MIN_ROWS
 
 F64 = torch.float64
 
@@ -37,11 +38,12 @@ CASES = [  # sizes, linear_out, resnet_dt
 
 
 @pytest.mark.parametrize(("sizes", "linear_out", "resnet_dt"), CASES)
-def test_fused_tanh_path_matches_autograd(sizes: list[int], linear_out: int | None, resnet_dt: bool) -> None:
+@pytest.mark.parametrize("rows", [9, BIAS_IN_PRODUCT_MIN_ROWS + 3])  # bias added, bias in the product
+def test_fused_tanh_path_matches_autograd(sizes: list[int], linear_out: int | None, resnet_dt: bool, rows: int) -> None:
     gen = torch.Generator().manual_seed(5)
     net = MLP(sizes, activation="tanh", resnet_dt=resnet_dt, dtype=F64, linear_out=linear_out, generator=gen)
-    x = torch.randn(9, sizes[0], dtype=F64, generator=gen, requires_grad=sizes[0] > 1)
-    upstream = torch.randn(9, linear_out or sizes[-1], dtype=F64, generator=gen)
+    x = torch.randn(rows, sizes[0], dtype=F64, generator=gen, requires_grad=sizes[0] > 1)
+    upstream = torch.randn(rows, linear_out or sizes[-1], dtype=F64, generator=gen)
     inputs = [*net.parameters()] + ([x] if x.requires_grad else [])
 
     out = net(x)
