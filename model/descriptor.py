@@ -66,7 +66,7 @@ class EnvPairs:
     # j→i have the same r, hence the same embedding): group → (distinct r̃₀ values, index
     # of each pair's value).
     distinct: dict[int, tuple[Tensor, Tensor]]
-    # derived constants of a descriptor (normalised rows, padded layout), kept while a
+    # derived constants of a descriptor (normalised rows, the contraction's layout), kept while a
     # training batch's environment is reused (``DescriptorSeA.constants``)
     memo: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
