@@ -13,6 +13,7 @@ T = (Σ R̃)ᵀ α − 2 Σ R̃ᵀ z, with Σ R̃ one small sum per centre.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -112,14 +113,15 @@ class ZNet:
         raise ValueError("a z-space net has at least one layer")
 
 
-def z_net(net: MLP) -> ZNet:
+def z_net(net: MLP, n_layers: int | None = None) -> ZNet:
     """Fold y_prev = α − 2 z_prev into each layer: −2(y_prev W + b) = z_prev (4W) − 2(b + αW);
     the layer's z = σ(·)[·idt] [+ z_prev | (z_prev, z_prev)], its α = [idt | 1] [+ α_prev].
     Then the ones columns: a layer after the first takes its bias as the matrix's last row;
-    a layer before the last gets an output column of constant pre-activation ONE."""
+    a layer before the last gets an output column of constant pre-activation ONE.
+    ``n_layers``: the first n layers only (a fitting net's hidden layers)."""
     folded: list[tuple[Tensor, Tensor, Tensor | None, bool]] = []
     alpha = None
-    for dense in net.layers:
+    for dense in itertools.islice(net.layers, n_layers):
         w, b = dense.matrix.detach(), dense.bias.detach()
         if alpha is None:  # the net's input itself
             mat, bias = -2.0 * w, -2.0 * b

@@ -16,11 +16,13 @@ the full polar head is ``model/fitting_fast.py``, chosen by ``forward(..., diffe
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from model.descriptor_fast import ZNet, z_net
 from model.fitting_fast import (
     POLAR_CHUNK,
     BlockLayout,
@@ -80,6 +82,22 @@ class SymmetricContraction(torch.autograd.Function):
         return d_packed, d_g, None, None, None, None
 
 
+@dataclass(frozen=True)
+class ZHead:
+    """A tanh fitting net for inference: the hidden layers in z-space (``ZNet``: output
+    y = α − 2z, each bias a weight row against a ones column, no fresh activations), the
+    output layer folded onto z: out = z (−2W) + (b + αW + bias_atom_e)."""
+
+    hidden: ZNet
+    matrix: Tensor  # [H, out]
+    bias: Tensor  # [out]
+    blocks: PolarBlocks | None  # the full polar head's CPU block layout of (matrix, bias)
+
+    def __call__(self, h: Tensor) -> Tensor:
+        """z of the hidden layers, [n, H]."""
+        return self.hidden.forward_into(h, h.new_empty(h.shape[0], self.matrix.shape[0]))
+
+
 class TensorFitting(nn.Module):
     bias_atom_e: Tensor  # [nt, dim_out]
     scale: Tensor  # [nt]
@@ -122,6 +140,8 @@ class TensorFitting(nn.Module):
         # type → (weights' versions, block layout) of the CPU inference kernel (fitting_fast)
         self.block_cache: dict[int, tuple[tuple[tuple[int, int], ...] | None, PolarBlocks]] = {}
         self.layouts: dict[torch.device, BlockLayout] = {}
+        # type → (weights' versions, the net in z-space with its output layer folded), inference
+        self.z_cache: dict[int, tuple[tuple[tuple[int, int], ...] | None, ZHead]] = {}
         weight = torch.full((iu.shape[1],), 2.0, dtype=dtype)
         weight[self.row_offsets[:-1]] = 1.0
         self.register_buffer("upper_weight", weight, persistent=False)
@@ -157,13 +177,18 @@ class TensorFitting(nn.Module):
             g = gr[:, a:b].reshape(n, self.m1, 3)  # [n, M1, 3]
             net = self.nets[str(t)]
             assert isinstance(net, MLP)
+            head = None if differentiable else self._z_head(t, net)
             if self.kind == "dipole":
-                o = net(h, differentiable=differentiable) + self.bias_atom_e[t]  # [n, M1]
+                o = (net(h, differentiable=differentiable) + self.bias_atom_e[t] if head is None
+                     else torch.addmm(head.bias, head(h), head.matrix))  # [n, M1]
                 out = torch.bmm(o[:, None, :], g)[:, 0]  # [n, 3]
             else:
                 if self.fit_diag:
-                    o = (net(h, differentiable=differentiable) + self.bias_atom_e[t]) * self.scale[t]  # [n, M1]
+                    o = (net(h, differentiable=differentiable) + self.bias_atom_e[t] if head is None
+                         else torch.addmm(head.bias, head(h), head.matrix)) * self.scale[t]  # [n, M1]
                     x = torch.bmm(g.transpose(1, 2), g * o[:, :, None])  # grᵀ diag(o) gr
+                elif head is not None and head.blocks is not None and not g.is_cuda:
+                    x = blocked_polar(head(h), head.blocks, self.scale[t], g)
                 else:
                     x = self._full_polar(net, h, g, t, differentiable)
                 x = x + self.shift_diag[t] * torch.eye(3, dtype=x.dtype, device=x.device)
@@ -188,6 +213,26 @@ class TensorFitting(nn.Module):
         if g.is_cuda:  # few large launches; the block products suit a CPU's caches
             return dense_polar(hidden, last.matrix, bias, self.scale[t], g, self.unpack)
         return blocked_polar(hidden, self._polar_blocks(t, last.matrix, last.bias), self.scale[t], g, chunk)
+
+    def _z_head(self, t: int, net: MLP) -> ZHead | None:
+        """Type t's net as a ``ZHead`` (tanh nets with hidden layers; else None), rebuilt when
+        any of its weights or the output bias change (an optimizer step, a load, a cast)."""
+        if net.activation != "tanh" or net.n_hidden == 0 or len(net.layers) == net.n_hidden:
+            return None
+        key = version_key(*net.parameters(), self.bias_atom_e)
+        cached = self.z_cache.get(t)
+        if key is None or cached is None or cached[0] != key:
+            with torch.no_grad():
+                hidden = z_net(net, net.n_hidden)
+                last = net.layers[net.n_hidden]
+                w = last.matrix.detach()
+                matrix = (-2.0 * w).contiguous()
+                bias = last.bias.detach() + hidden.alpha @ w + self.bias_atom_e[t]
+                blocks = polar_blocks(matrix, bias, self.layout(w)) if self.packed and not w.is_cuda else None
+                cached = (key, ZHead(hidden, matrix, bias, blocks))
+            if key is not None:
+                self.z_cache[t] = cached
+        return cached[1]
 
     def layout(self, like: Tensor) -> BlockLayout:
         """The block layout of the packed output on ``like``'s device (built once)."""

@@ -140,3 +140,22 @@ def test_dense_polar_gpu_form_equals_the_blocked_cpu_kernel(monkeypatch: pytest.
     assert dense.shape == (n, 3, 3)
     torch.testing.assert_close(dense, blocked, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(dense, dense.transpose(1, 2), rtol=0, atol=1e-12)  # α symmetric
+
+
+@pytest.mark.parametrize(("kind", "over"), [("dipole", {}), ("polar", {"fit_diag": True}), ("polar", {"fit_diag": False})])
+def test_z_space_head_equals_the_net_and_follows_hidden_weights(kind: str, over: dict) -> None:
+    """The inference head (hidden layers in z-space, output layer folded onto z) is the
+    differentiable net's tensor to 1e-12, and is rebuilt after an in-place change of a
+    hidden layer (its α moves the folded output bias)."""
+    fit = tiny_model(kind, **over).fitting
+    n = 7
+    d = torch.randn(1, n, fit.nets["0"].layers[0].matrix.shape[0], dtype=torch.float64)
+    gr = torch.randn(1, n, fit.m1, 3, dtype=torch.float64)
+    slices = [(0, 0, n)]
+    with torch.no_grad():
+        first = fit(d, gr, slices, differentiable=False)
+        torch.testing.assert_close(first, fit(d, gr, slices, differentiable=True), rtol=1e-12, atol=1e-12)
+        fit.nets["0"].layers[1].matrix.mul_(1.7)
+        second = fit(d, gr, slices, differentiable=False)
+        torch.testing.assert_close(second, fit(d, gr, slices, differentiable=True), rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(first, second)
