@@ -142,7 +142,7 @@ class Batcher:
     def _dispatch(self, model_id: str, batch: Batch, timeout_s: float, *, half: bool = False) -> None:
         """``half``: it leaves because a slot is free; it takes at most half of the requests
         held (the module's docstring) and the rest stay open."""
-        keep = -(-self._held[model_id] // 2)
+        keep = max(1, -(-self._held[model_id] // 2))  # ≥ 1: requests whose callers left are still sent
         rest = batch.split(keep) if half and len(batch.requests) > keep else None
         if self._open.get(model_id) is batch:
             del self._open[model_id]
@@ -175,8 +175,12 @@ class Batcher:
             if not self._in_flight[model_id]:
                 del self._in_flight[model_id]
             waiting = self._open.get(model_id)
-            if waiting is not None and time.monotonic() - waiting.opened >= self.wait_s:
-                self._dispatch(model_id, waiting, timeout_s, half=True)  # its window is over: the freed slot is its
+            if waiting is not None:
+                left = self.wait_s - (time.monotonic() - waiting.opened)
+                if left <= 0:
+                    self._dispatch(model_id, waiting, timeout_s, half=True)  # its window is over: the slot is its
+                else:  # its timer may have fired already (timers and this clock differ by up to a loop turn)
+                    asyncio.get_running_loop().call_later(left, self._window_ended, model_id, waiting, timeout_s)
 
 
 def celery_sender(queue: TaskQueue) -> Sender:

@@ -148,6 +148,41 @@ def test_a_batch_leaves_after_its_window_while_fewer_than_the_limit_are_in_fligh
     run(scenario)
 
 
+def test_a_batch_whose_window_timer_fired_early_still_leaves_when_the_worker_is_free(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The window's timer runs on the loop's clock, the window's end is read on
+    time.monotonic(); they may differ (uvloop's clock is cached per loop turn). A timer
+    that fired while the batch in flight was unanswered, then an answer that came just
+    before the window's end by the other clock, left the batch open with nothing to send
+    it: its requests waited for ever once no new request came (the load client's last)."""
+    import time as real_time
+    from types import SimpleNamespace
+
+    from app import batching
+
+    lag = 0.0
+    monkeypatch.setattr(batching, "time", SimpleNamespace(time=real_time.time,
+                                                          monotonic=lambda: real_time.monotonic() - lag))
+
+    async def scenario() -> None:
+        nonlocal lag
+        worker = Worker()
+        b = batcher(tmp_path, worker, predict_batch_wait_ms=50, predict_batch_in_flight=1)
+        first = asyncio.create_task(b.predict("m", request(0), 1, 3, 30))
+        await until("the first batch", lambda: len(worker.batches) == 1)
+        second = asyncio.create_task(b.predict("m", request(1), 1, 3, 30))
+        await asyncio.sleep(0)
+        lag = 0.04  # the batcher's clock now reads 40 ms less than the loop's
+        await asyncio.sleep(0.07)  # the window's timer fires while the first batch is in flight
+        assert len(worker.batches) == 1
+        worker.release[0].set()  # by the batcher's clock ~30 of the 50 ms have passed
+        await until("the second batch", lambda: len(worker.batches) == 2)
+        worker.release[1].set()
+        assert [(await t)[0]["echo"] for t in (first, second)] == [["r0.0"], ["r1.0"]]
+
+    run(scenario)
+
+
 def test_a_full_batch_leaves_at_once_and_the_next_request_opens_another(tmp_path: Path) -> None:
     async def scenario() -> None:
         worker = Worker()
