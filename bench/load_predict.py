@@ -5,7 +5,11 @@ The whole matrix from one run — it starts a `dptensor serve --no-auth` per con
 (embedded default broker and Redis; batching on and off), uploads the model, and sends
 3-atom and 192-atom single-frame requests from 1, 16 and 64 clients::
 
-    python bench/load_predict.py --matrix --redis-url redis://127.0.0.1:6379/8 [--repeat 2]
+    python bench/load_predict.py --matrix --redis-url redis://127.0.0.1:6379/8 [--repeat 2] [--baseline-rev bf7260d]
+
+``--baseline-rev`` also serves an older revision (a temporary git worktree, this virtualenv,
+Redis database 9 here) and measures its 16-client cells in the same rotation, so that the
+"3x before" target is a ratio within one run.
 
 For each batching setting the embedded and the Redis service run side by side, each cell
 measured on one and then the other. At the end: the one-client breakdown (Server-Timing
@@ -215,7 +219,9 @@ def free_port() -> int:
 
 
 def start_service(data: Path, port: int, broker: str | None, batching: bool,
-                  heartbeat_s: float) -> subprocess.Popen[bytes]:
+                  heartbeat_s: float, tree: Path = ROOT) -> subprocess.Popen[bytes]:
+    """``dptensor serve --no-auth`` of the source in ``tree`` (this checkout, or a worktree of
+    an older revision for the same-run baseline), with this virtualenv."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DPTENSOR_")}
     env.update({"DPTENSOR_DATA_DIR": str(data), "DPTENSOR_PORT": str(port), "DPTENSOR_AUTH": "none",
                 "DPTENSOR_PREDICT_BATCHING": str(batching).lower(), "DPTENSOR_WORKER_DEVICE": "cpu",
@@ -224,7 +230,7 @@ def start_service(data: Path, port: int, broker: str | None, batching: bool,
     if broker:
         env["DPTENSOR_BROKER_URL"] = broker
     log = open(data.parent / f"serve-{port}.log", "wb")  # noqa: SIM115 - owned by the child
-    return subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--no-auth"], env=env, cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--no-auth"], env=env, cwd=tree,
                             stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -241,13 +247,14 @@ async def wait_ready(url: str, timeout_s: float = 120.0) -> None:
     raise RuntimeError(f"service at {url} not ready after {timeout_s:.0f} s")
 
 
-BASELINE_RPS = 254.0  # issue 17: Redis, 16 clients, 3-atom requests, before this work
+BASELINE_RPS = 254.0  # issue 17: Redis, 16 clients, 3-atom requests, before this work (the issue's figure)
 
 
 @dataclass
 class Service:
-    name: str  # embedded | redis
+    name: str  # embedded | redis | baseline (an older revision, Redis)
     broker: str | None
+    tree: Path = ROOT
     url: str = ""
     model: str = ""
     proc: subprocess.Popen[bytes] | None = None
@@ -259,11 +266,14 @@ async def matrix(args: argparse.Namespace) -> None:
     with each repeat), so a busy moment of the machine falls on both."""
     names = [n for n in ("embedded", "redis") if not (n == "embedded" and args.redis_only)
              and not (n == "redis" and not args.redis_url)]
+    baseline_tree = baseline_checkout(args.baseline_rev) if args.baseline_rev and args.redis_url else None
     print(f"{'broker':9} {'batching':8} {'atoms':>5} {'clients':>7}{Result.HEADER}", flush=True)
     results: dict[tuple[str, bool, int, int], list[Result]] = {}
     with tempfile.TemporaryDirectory(prefix="dptensor-load-") as tmp:
         for batching in (True, False):
             services = [Service(n, args.redis_url if n == "redis" else None) for n in names]
+            if batching and baseline_tree is not None:
+                services.append(Service("baseline", next_database(args.redis_url), baseline_tree))
             try:
                 for svc in services:
                     if svc.broker is not None:
@@ -274,7 +284,7 @@ async def matrix(args: argparse.Namespace) -> None:
                     data.mkdir(parents=True)
                     port = free_port()
                     svc.url, svc.proc = f"http://127.0.0.1:{port}", start_service(data, port, svc.broker, batching,
-                                                                                 args.heartbeat_s)
+                                                                                 args.heartbeat_s, svc.tree)
                 for svc in services:
                     await wait_ready(svc.url)
                     async with client_for(svc.url, None, 1) as client:
@@ -283,6 +293,8 @@ async def matrix(args: argparse.Namespace) -> None:
                     for clients in args.clients:
                         for rep in range(args.repeat):
                             for svc in services[::-1] if rep % 2 else services:
+                                if svc.name == "baseline" and clients != 16:
+                                    continue  # the targets compare 16 clients only
                                 async with client_for(svc.url, None, clients) as client:
                                     n = args.requests if clients > 1 else max(20, args.requests // 4)
                                     res = await measure(client, svc.model, atoms, n, clients, args.heartbeat_s)
@@ -296,10 +308,28 @@ async def matrix(args: argparse.Namespace) -> None:
                 for svc in services:
                     if svc.proc is not None:
                         svc.proc.wait(timeout=90)
-    summary(results, args.repeat)
+    if baseline_tree is not None:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(baseline_tree)], check=False)
+    summary(results, args.repeat, args.baseline_rev if baseline_tree is not None else None)
 
 
-def summary(results: dict[tuple[str, bool, int, int], list[Result]], repeat: int) -> None:
+def baseline_checkout(rev: str) -> Path:
+    """A detached worktree of ``rev`` (the code before the serving work, e.g. bf7260d), run
+    with this virtualenv beside the current code, so that "3x before" is measured in the same run."""
+    tree = Path(tempfile.mkdtemp(prefix="dptensor-baseline-")) / "src"
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), rev], check=True,
+                   stdout=subprocess.DEVNULL)
+    return tree
+
+
+def next_database(url: str) -> str:
+    """redis://host:port/N → redis://host:port/N+1 (the baseline's own, also flushed)."""
+    base, _, db = url.rpartition("/")
+    return f"{base}/{int(db or 0) + 1}" if db.isdigit() or not db else f"{url}/1"
+
+
+def summary(results: dict[tuple[str, bool, int, int], list[Result]], repeat: int,
+            baseline_rev: str | None = None) -> None:
     def label(key: tuple[str, bool, int, int]) -> str:
         return f"{key[0]:9} {'on' if key[1] else 'off':8} {key[2]:5d} {key[3]:7d}"
 
@@ -321,13 +351,17 @@ def summary(results: dict[tuple[str, bool, int, int], list[Result]], repeat: int
     def med(key: tuple[str, bool, int, int], f: Callable[[Result], float]) -> float | None:
         return statistics.median(f(r) for r in results[key]) if key in results else None
 
-    print(f"\ntargets (issue 17), medians of this run; baseline {BASELINE_RPS:g} req/s (Redis, 16 clients, before)")
+    source = (f"baseline = revision {baseline_rev}, Redis, 16 clients, this run" if baseline_rev else
+              f"baseline = the issue's {BASELINE_RPS:g} req/s (Redis, 16 clients, 3 atoms; no figure for other sizes)")
+    print(f"\ntargets (issue 17), medians of this run; {source}")
     for atoms in sorted({k[2] for k in results}):
         rps, p99 = med(("redis", True, atoms, 16), lambda r: r.rps), med(("redis", True, atoms, 16), lambda r: r.quantile(99))
         emb = med(("embedded", True, atoms, 16), lambda r: r.rps)
+        base = med(("baseline", True, atoms, 16), lambda r: r.rps) if baseline_rev else \
+            (BASELINE_RPS if atoms == 3 else None)
         if rps is not None and p99 is not None:
-            print(f"  {atoms:3d} atoms, 16 clients: redis {rps:6.1f} req/s = {rps / BASELINE_RPS:.2f}x baseline "
-                  f"(target >= 3x), p99 {p99:.1f} ms (target <= 100)"
+            ratio = f" = {rps / base:.2f}x baseline {base:.1f} (target >= 3x)" if base else ""
+            print(f"  {atoms:3d} atoms, 16 clients: redis {rps:6.1f} req/s{ratio}, p99 {p99:.1f} ms (target <= 100)"
                   + (f"; embedded {emb:.1f} req/s = {emb / rps:.2f} of redis (target >= 0.70)" if emb else ""))
         for name in ("redis", "embedded"):
             p50 = med((name, True, atoms, 1), lambda r: r.quantile(50))
@@ -351,6 +385,8 @@ def main() -> None:
     p.add_argument("--atoms", type=int, default=3, help="3 = a water molecule; up to 192 = a water frame")
     p.add_argument("--heartbeat-s", type=float, default=1.0, help="worker metrics publishing interval")
     p.add_argument("--repeat", type=int, default=1, help="--matrix: measure each cell this many times (spread)")
+    p.add_argument("--baseline-rev", help="--matrix with --redis-url: also serve this git revision (e.g. bf7260d, "
+                   "before the serving work) on the next Redis database and measure its 16-client cells")
     args = p.parse_args()
     import uvloop  # the service's loop too (uvicorn[standard]); a cheaper client leaves more CPU to the server
 
