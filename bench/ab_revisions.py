@@ -5,12 +5,14 @@ base, …; one call per timing) so a busy moment of a shared machine falls on bo
 ms per frame of each (min, lower quartile, median, max over the rounds), new/base, and the
 largest relative difference of the outputs.
 
-    .venv/bin/python bench/ab_revisions.py --base main [--task polar] [--part all|env|desc|fit]
-                                           [--frames 64] [--rounds 21]
+    .venv/bin/python bench/ab_revisions.py --base main [--task polar] [--part all|env|desc|fit|predict]
+                                           [--frames 64] [--rounds 21] [--threads 1]
 
 Parts: env = neighbour search + environment rows; desc = descriptor on a fixed environment
 (its normalised rows are kept on the environment after the first call); fit = fitting on a
-fixed descriptor; all = the whole forward (what a prediction chunk runs).
+fixed descriptor; all = the whole forward (what a prediction chunk runs); predict = the
+library's ``predict()`` on ``--frames`` frames (the validation frames repeated), chunks on
+``--threads`` concurrent threads as ``dptensor predict`` runs them (e.g. --frames 512 --threads 2).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import torch
 from inputs import Task
 
@@ -57,6 +60,11 @@ def part_call(pkg: ModuleType, task: Task, part: str, n: int) -> Callable[[], to
     output to compare."""
     m = pkg.load_model(str(task.reference_model), device="cpu", precision="float64")
     coord, atype, box = load_structures(str(task.validation_system("global")), m.type_map)
+    if part == "predict":
+        reps = -(-n // len(coord))
+        frames = np.concatenate([coord] * reps)[:n]
+        cells = None if box is None else np.concatenate([box] * reps)[:n]
+        return lambda: torch.from_numpy(pkg.predict(m, frames, atype, cells).global_tensor)
     c = torch.tensor(coord[:n])
     b = None if box is None else torch.tensor(box[:n])
     at = torch.as_tensor(atype, dtype=torch.long)
@@ -79,12 +87,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", required=True, help="git revision of the base model/ (e.g. main, HEAD~3)")
     ap.add_argument("--task", choices=["dipole", "polar"], default="polar")
-    ap.add_argument("--part", choices=["env", "desc", "fit", "all"], default="all")
+    ap.add_argument("--part", choices=["env", "desc", "fit", "all", "predict"], default="all")
     ap.add_argument("--frames", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=21)
+    ap.add_argument("--threads", type=int, default=1, help="intra-op threads (predict: its concurrent chunks)")
     args = ap.parse_args()
     tune_allocator()  # as `dptensor predict` and the workers do
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     task = Task(args.task)
     with tempfile.TemporaryDirectory() as tmp:
         calls = {"base": part_call(export_base(args.base, Path(tmp)), task, args.part, args.frames),
@@ -98,7 +107,7 @@ def main() -> None:
                     calls[k]()
                     times[k].append(1e3 * (time.perf_counter() - t0) / args.frames)
     scale = float(outs["base"].abs().max()) or 1.0
-    print(f"{args.task} {args.part}, {args.frames} frames per call, 1 thread, base = {args.base}: "
+    print(f"{args.task} {args.part}, {args.frames} frames per call, {args.threads} thread(s), base = {args.base}: "
           f"max |new - base| / max |base| = {float((outs['new'] - outs['base']).abs().max()) / scale:.2e}")
     for k, v in times.items():
         q = statistics.quantiles(v, n=4)
