@@ -107,12 +107,19 @@ def test_coalesced_predictions_equal_one_by_one_and_a_bad_request_fails_alone(tm
                     np.testing.assert_allclose(a[key], b[key], rtol=1e-12, atol=1e-300)
 
         # the worker coalesced them (fewer batches than requests), visible in /metrics
+        last: list[str] = []  # what the probe saw last, for the failure message
+
         def coalesced() -> list[Sample] | None:
             m = scrape(api)
             n = value(m, "dptensor_predict_requests_total") - len(bodies)
+            last[:] = [f"requests {n:g} of {len(mixed)} (errors {value(m, 'dptensor_predict_requests_total', outcome='error'):g}), "
+                       f"batches {value(m, 'dptensor_predict_batch_requests_count') - len(bodies):g}"]
             return m if n == len(mixed) else None  # the worker's heartbeat has published them
 
-        m = wait_for("the worker's metrics after the concurrent requests", coalesced, timeout=30)
+        try:
+            m = wait_for("the worker's metrics after the concurrent requests", coalesced, timeout=30)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; /metrics showed {last}; worker log: {tmp_path / 'worker.log'}") from None
         batches = value(m, "dptensor_predict_batch_requests_count") - len(bodies)
         assert 1 <= batches < len(mixed) / 2, batches
         assert value(m, "dptensor_predict_requests_total", outcome="error") == 1
