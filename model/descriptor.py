@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from model.contraction import Layout, Part, Run, SegmentContraction
 from model.descriptor_fast import ZNet, blocked, blocked_descriptor
 from model.neighbor import NeighborList
-from model.nets import MLP, version_key
+from model.nets import MLP, VersionKey, version_key
 
 # nC·width·M1 (≈ the elements of the whole G) above which inference is blocked. On a CPU
 # the whole G is worth holding only while it stays near a core's L2 (2 MiB = 262 144
@@ -212,7 +212,7 @@ class DescriptorSeA(nn.Module):
         self.register_buffer("sel_t", torch.tensor(sel, dtype=dtype), persistent=False)
         self.scratch = threading.local()  # per thread: predict runs chunks concurrently (descriptor_fast)
         # net index → (weights' versions, the net in z-space) for the blocked contraction
-        self.znet_cache: dict[int, tuple[tuple[tuple[int, int], ...] | None, ZNet]] = {}
+        self.znet_cache: dict[int, tuple[VersionKey, ZNet]] = {}
 
     @property
     def dim_out(self) -> int:

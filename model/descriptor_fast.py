@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from model.nets import MLP, version_key
+from model.nets import MLP, derived_from
 from model.tanh_mlp import add_residual_
 
 if TYPE_CHECKING:
@@ -156,14 +156,7 @@ def z_net_of(desc: DescriptorSeA, k: int) -> ZNet:
     """Net k in z-space, rebuilt when its weights change (an optimizer step or a load bumps
     their version; a cast moves their storage)."""
     net = desc.net(k)
-    key = version_key(*net.parameters())
-    cached = desc.znet_cache.get(k)
-    if key is None or cached is None or cached[0] != key:
-        with torch.no_grad():
-            cached = (key, z_net(net))
-        if key is not None:
-            desc.znet_cache[k] = cached
-    return cached[1]
+    return derived_from(desc.znet_cache, k, list(net.parameters()), lambda: z_net(net))
 
 
 def segment_blocks(env: EnvPairs, block: int) -> Iterator[tuple[Segment, int, int, int, int]]:

@@ -32,7 +32,7 @@ from model.fitting_fast import (
     dense_polar,
     polar_blocks,
 )
-from model.nets import MLP, version_key
+from model.nets import MLP, VersionKey, derived_from
 
 
 def triu_pack_indices(m1: int) -> tuple[Tensor, Tensor]:
@@ -138,10 +138,10 @@ class TensorFitting(nn.Module):
         self.register_buffer("unpack", unpack.reshape(-1), persistent=False)
         self.register_buffer("upper", triu_pack_indices(m1)[0], persistent=False)
         # type → (weights' versions, block layout) of the CPU inference kernel (fitting_fast)
-        self.block_cache: dict[int, tuple[tuple[tuple[int, int], ...] | None, PolarBlocks]] = {}
+        self.block_cache: dict[int, tuple[VersionKey, PolarBlocks]] = {}
         self.layouts: dict[torch.device, BlockLayout] = {}
         # type → (weights' versions, the net in z-space with its output layer folded), inference
-        self.z_cache: dict[int, tuple[tuple[tuple[int, int], ...] | None, ZHead]] = {}
+        self.z_cache: dict[int, tuple[VersionKey, ZHead]] = {}
         weight = torch.full((iu.shape[1],), 2.0, dtype=dtype)
         weight[self.row_offsets[:-1]] = 1.0
         self.register_buffer("upper_weight", weight, persistent=False)
@@ -179,13 +179,11 @@ class TensorFitting(nn.Module):
             assert isinstance(net, MLP)
             head = None if differentiable else self._z_head(t, net)
             if self.kind == "dipole":
-                o = (net(h, differentiable=differentiable) + self.bias_atom_e[t] if head is None
-                     else torch.addmm(head.bias, head(h), head.matrix))  # [n, M1]
+                o = self._output(net, head, h, t, differentiable)  # [n, M1]
                 out = torch.bmm(o[:, None, :], g)[:, 0]  # [n, 3]
             else:
                 if self.fit_diag:
-                    o = (net(h, differentiable=differentiable) + self.bias_atom_e[t] if head is None
-                         else torch.addmm(head.bias, head(h), head.matrix)) * self.scale[t]  # [n, M1]
+                    o = self._output(net, head, h, t, differentiable) * self.scale[t]  # [n, M1]
                     x = torch.bmm(g.transpose(1, 2), g * o[:, :, None])  # grᵀ diag(o) gr
                 elif head is not None and head.blocks is not None and not g.is_cuda:
                     x = blocked_polar(head(h), head.blocks, self.scale[t], g)
@@ -195,6 +193,12 @@ class TensorFitting(nn.Module):
                 out = x.reshape(n, 9)
             outs.append(out.view(nf, b - a, -1))
         return torch.cat(outs, dim=1)
+
+    def _output(self, net: MLP, head: ZHead | None, h: Tensor, t: int, differentiable: bool) -> Tensor:
+        """The net's output plus type t's bias_atom_e, [n, out]: by the folded ``ZHead`` when given."""
+        if head is None:
+            return net(h, differentiable=differentiable) + self.bias_atom_e[t]
+        return torch.addmm(head.bias, head(h), head.matrix)
 
     def _full_polar(self, net: MLP, h: Tensor, g: Tensor, t: int, differentiable: bool,
                     chunk: int = POLAR_CHUNK) -> Tensor:
@@ -219,20 +223,17 @@ class TensorFitting(nn.Module):
         any of its weights or the output bias change (an optimizer step, a load, a cast)."""
         if net.activation != "tanh" or net.n_hidden == 0 or len(net.layers) == net.n_hidden:
             return None
-        key = version_key(*net.parameters(), self.bias_atom_e)
-        cached = self.z_cache.get(t)
-        if key is None or cached is None or cached[0] != key:
-            with torch.no_grad():
-                hidden = z_net(net, net.n_hidden)
-                last = net.layers[net.n_hidden]
-                w = last.matrix.detach()
-                matrix = (-2.0 * w).contiguous()
-                bias = last.bias.detach() + hidden.alpha @ w + self.bias_atom_e[t]
-                blocks = polar_blocks(matrix, bias, self.layout(w)) if self.packed and not w.is_cuda else None
-                cached = (key, ZHead(hidden, matrix, bias, blocks))
-            if key is not None:
-                self.z_cache[t] = cached
-        return cached[1]
+
+        def build() -> ZHead:
+            hidden = z_net(net, net.n_hidden)
+            last = net.layers[net.n_hidden]
+            w = last.matrix.detach()
+            matrix = (-2.0 * w).contiguous()
+            bias = last.bias.detach() + hidden.alpha @ w + self.bias_atom_e[t]
+            blocks = polar_blocks(matrix, bias, self.layout(w)) if self.packed and not w.is_cuda else None
+            return ZHead(hidden, matrix, bias, blocks)
+
+        return derived_from(self.z_cache, t, [*net.parameters(), self.bias_atom_e], build)
 
     def layout(self, like: Tensor) -> BlockLayout:
         """The block layout of the packed output on ``like``'s device (built once)."""
@@ -244,11 +245,5 @@ class TensorFitting(nn.Module):
     def _polar_blocks(self, t: int, matrix: Tensor, bias: Tensor) -> PolarBlocks:
         """The block layout of type t's output layer, rebuilt when the weights change
         (an optimizer step or a load bumps their version; a cast moves their storage)."""
-        key = version_key(matrix, bias, self.bias_atom_e)
-        cached = self.block_cache.get(t)
-        if key is None or cached is None or cached[0] != key:
-            with torch.no_grad():
-                cached = (key, polar_blocks(matrix, bias + self.bias_atom_e[t], self.layout(matrix)))
-            if key is not None:
-                self.block_cache[t] = cached
-        return cached[1]
+        return derived_from(self.block_cache, t, [matrix, bias, self.bias_atom_e],
+                            lambda: polar_blocks(matrix, bias + self.bias_atom_e[t], self.layout(matrix)))

@@ -8,7 +8,8 @@ rest fuses with the timestep into one pass (``model/tanh_mlp.py``).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -33,6 +34,26 @@ def version_key(*tensors: Tensor) -> tuple[tuple[int, int], ...] | None:
     if any(t.is_inference() for t in tensors):
         return None
     return tuple((t._version, t.data_ptr()) for t in tensors)
+
+
+VersionKey = tuple[tuple[int, int], ...]
+Derived = TypeVar("Derived")
+
+
+def derived_from(cache: dict[int, tuple[VersionKey, Derived]], slot: int, tensors: Sequence[Tensor],
+                 build: Callable[[], Derived]) -> Derived:
+    """``build()`` (run without a graph) of data derived from ``tensors``, kept in
+    ``cache[slot]`` while their values are unchanged (``version_key``); for inference
+    tensors built afresh and not kept."""
+    key = version_key(*tensors)
+    hit = cache.get(slot)
+    if key is not None and hit is not None and hit[0] == key:
+        return hit[1]
+    with torch.no_grad():
+        value = build()
+    if key is not None:
+        cache[slot] = (key, value)
+    return value
 
 
 class Dense(nn.Module):
