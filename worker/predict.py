@@ -108,12 +108,13 @@ def predict_structures(model: Predictor, structures: list[dict[str, Any]], progr
 def predict_requests(model: Predictor, requests: list[list[dict[str, Any]]]) -> list[Prediction | Exception]:
     """Coalesced requests: all their frames in one forward pass per kind of structure, the
     results split back per request. A frame may fail the shared pass (e.g. a cell over the
-    search budget): then each request runs alone, so only the bad one fails."""
+    search budget): then each request runs alone, so only the bad one fails. A request's
+    error is returned in its place, never raised (a batch of one included)."""
     try:
         glob, atomic, extra = predict_structures(model, [s for r in requests for s in r])
-    except Exception:
+    except Exception as exc:
         if len(requests) == 1:
-            raise
+            return [exc]
         alone: list[Prediction | Exception] = []
         for r in requests:
             try:

@@ -201,6 +201,8 @@ def run_batch(payload: dict[str, Any], *, arrays: bool = False) -> dict[str, Any
         return {"answers": answers}
 
     out = answer(run, log)  # a model that cannot load: the same error for every request
+    if not out["ok"]:
+        metrics.REQUESTS.labels("error").inc(len(requests))
     return {**out, "timing": {"picked": picked, "model_s": model_s, "done": time.time()}}
 
 

@@ -180,3 +180,29 @@ def test_predict_job_with_derivatives_writes_born_charges(ctx: dict[str, Any], t
     ref = born_charges(model, np.array([water["positions"]], dtype=float), [0, 1, 1])
     np.testing.assert_allclose(row["born_charges"], ref.z[0], rtol=0, atol=1e-12)
     assert row["sum_rule_violation"] < 1e-10
+
+
+def test_coalesced_batch_counts_every_request_once_a_lone_bad_one_included(
+        ctx: dict[str, Any], trained: tuple[str, Job]) -> None:
+    """/metrics' request counter sees each request of a batch once, by outcome: a batch of one
+    bad request (which CI once saw missing), a bad one beside a good one, and a model that is
+    not there (the whole batch fails)."""
+    from worker import metrics
+    from worker.tasks import run_batch
+
+    def count(outcome: str) -> float:
+        return metrics.REGISTRY.get_sample_value("dptensor_predict_requests_total", {"outcome": outcome}) or 0.0
+
+    water = {"types": [0, 1, 1], "positions": [[0, 0, 0], [0.757, 0.586, 0], [-0.757, 0.586, 0]], "cell": None}
+    bad = {**water, "types": [0, 1, 7]}  # a type the model does not have
+    model_id = trained[1].model_id
+    cases = [([bad], [False]), ([water, bad], [True, False]), ([bad, water, water], [False, True, True])]
+    for structures, expected in cases:
+        ok0, err0 = count("ok"), count("error")
+        out = run_batch({"model_id": model_id, "requests": [{"structures": [s]} for s in structures]})
+        assert out["ok"] and [a["ok"] for a in out["answers"]] == expected, out
+        assert (count("ok") - ok0, count("error") - err0) == (expected.count(True), expected.count(False))
+    err0 = count("error")
+    out = run_batch({"model_id": "mdl-not-there", "requests": [{"structures": [water]}, {"structures": [water]}]})
+    assert not out["ok"]
+    assert count("error") - err0 == 2
