@@ -14,8 +14,9 @@ class HttpError(Exception):
 
 
 class Connection:
-    def __init__(self, url: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, url: str, headers: dict[str, str] | None = None, timeout_s: float = 60.0) -> None:
         parts = urlsplit(url)
+        self.timeout_s = timeout_s  # a server that hangs fails the request (HttpError), not the bench
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
         extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         self._head = f"Host: {self.host}:{self.port}\r\n{extra}"
@@ -27,13 +28,18 @@ class Connection:
                 f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
     async def send(self, raw: bytes) -> tuple[int, dict[str, str], bytes]:
-        """(status, headers with lower-case names, body) of one prebuilt request."""
-        if self._writer is None:
-            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
-        assert self._reader is not None
-        self._writer.write(raw)
+        """(status, headers with lower-case names, body) of one prebuilt request; HttpError
+        when the connection is lost or no answer comes within ``timeout_s``."""
         try:
-            status, headers, body = await self._response(self._reader)
+            async with asyncio.timeout(self.timeout_s):
+                if self._writer is None:
+                    self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+                assert self._reader is not None
+                self._writer.write(raw)
+                status, headers, body = await self._response(self._reader)
+        except TimeoutError:
+            await self.close()  # the late answer would be read as the next request's
+            raise HttpError(f"no answer within {self.timeout_s:g} s") from None
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
             await self.close()
             raise HttpError(f"connection lost: {exc}") from None
