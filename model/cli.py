@@ -61,7 +61,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         finally:
             distributed.close_world(world)
         if not world.is_main:
-            return 0
+            distributed.exit_rank(0)
     elif args.nproc > 1:
         if args.init_model is not None:
             raise ConfigError("not yet combined with --nproc: start from the model with one process or torchrun",
@@ -77,6 +77,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     for key, value in result.metrics.items():
         if key != "steps":
             print(f"  {key:28s} {value:.4e}")
+    if distributed.launched_by_torchrun():
+        distributed.exit_rank(0)
     return 0
 
 

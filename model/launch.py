@@ -21,7 +21,13 @@ import torch.distributed as dist
 import torch.multiprocessing as tmp
 
 from model.config import ParsedInput
-from model.distributed import DEFAULT_TIMEOUT_S, DistributedError, close_world, init_world
+from model.distributed import (
+    DEFAULT_TIMEOUT_S,
+    DistributedError,
+    close_world,
+    exit_rank,
+    init_world,
+)
 from model.errors import ConfigError
 from model.train import TrainProgress, TrainResult, train
 
@@ -39,7 +45,8 @@ class _RankJob:
 
 
 def _rank_main(rank: int, job: _RankJob, events: Any, stop: Any) -> None:
-    """One spawned rank: join the group through the parent's store, train, report (rank 0)."""
+    """One spawned rank: join the group through the parent's store, train, report (rank 0), and
+    end without the interpreter's teardown (distributed.exit_rank)."""
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(job.nproc), LOCAL_RANK=str(rank),
                       LOCAL_WORLD_SIZE=str(job.nproc))
     store = dist.TCPStore("127.0.0.1", job.store_port, job.nproc, is_master=False,
@@ -59,6 +66,9 @@ def _rank_main(rank: int, job: _RankJob, events: Any, stop: Any) -> None:
             events.put(("result", result))
     finally:
         close_world(world)
+    events.close()
+    events.join_thread()  # the result is in the pipe before the process ends
+    exit_rank(0)
 
 
 def _failure_message(exc: Exception, nproc: int, output_dir: Path) -> str:
