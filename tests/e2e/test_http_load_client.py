@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -51,4 +52,5 @@ def test_answers_by_length_and_chunks_and_a_silent_server_times_out() -> None:
         assert loop.time() - t0 < 5
         server.close()
 
-    asyncio.run(scenario())
+    with ThreadPoolExecutor(1) as pool:  # a thread of its own: the browser tests' Playwright loop may run in this one
+        pool.submit(asyncio.run, scenario()).result()
