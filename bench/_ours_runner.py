@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check-frames", type=int, default=2)
     ap.add_argument("--precision", choices=["float64", "float32"], default="float64")
     ap.add_argument("--save")
+    ap.add_argument("--floor", action="store_true", help="also the compute floor of the same frames (bench/floor.py)")
     ns = ap.parse_args(argv)
     t_start = time.time()
     sys.path.insert(0, str(REPO))
@@ -63,10 +64,22 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if ns.save:
         np.savez(ns.save, global_=check.global_tensor, atomic=check.atomic_tensor)
+    floor = None
+    if ns.floor:  # one thread's kernels ÷ the threads: perfect scaling, the most optimistic floor
+        import torch
+        from floor import measure_inference_floor, predict_shapes
+
+        threads = torch.get_num_threads()
+        shapes = predict_shapes(m, torch.as_tensor(coord[:n]), torch.as_tensor(atype),
+                                None if box is None else torch.as_tensor(box[:n]))
+        fl = measure_inference_floor(shapes, m.kind, n, threads=1)
+        torch.set_num_threads(threads)
+        floor = {"ms_per_frame": {k: v / threads for k, v in fl.ms.items()}, "threads": threads,
+                 "fps": threads * 1e3 / fl.total_ms}
     out = {"tool": "dptensor", "frames": n, "lib_frames": lib, "natoms": int(coord.shape[1]),
            "startup": {"import_s": t_import - t_start, "load_s": t_load - t_import, "read_s": t_ready - t_load,
                        "ready_epoch": t_ready},
-           "same_frames": same, "lib": large}
+           "same_frames": same, "lib": large, "floor": floor}
     print(json.dumps(out))
     return 0
 

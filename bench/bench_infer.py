@@ -14,7 +14,9 @@ written once as an npy system of --cli-frames frames under the workdir. Per task
 - dptensor in-process (``_ours_runner.py``, a fresh process per round): ``model.predict``
   on the same first --frames frames (one call) and on the first --lib-frames frames;
 - ``dptensor predict`` (the CLI: reading the system, writing the npz), on the first
-  --cli-frames/4 and on all --cli-frames frames: steady state = Δframes / Δwall.
+  --cli-frames/4 and on all --cli-frames frames: steady state = Δframes / Δwall;
+- the compute floor of the same --frames frames (``bench/floor.py``, in that process): the
+  forward kernels any exact implementation runs, each alone, one thread ÷ the threads.
 
 Rounds alternate the tools (half of DeePMD-kit's modes, ours in-process, the other half,
 our CLI). The first --full-rounds rounds time every DeePMD-kit mode, later ones the
@@ -35,9 +37,9 @@ import common
 import deepmd_env
 import numpy as np
 from common import OURS, THEIRS, BenchError, attempt
-from infer_report import Mode, ModeKey, collect, fastest, render_task, startup_line
+from infer_report import Mode, ModeKey, collect, fastest, fmt_spread, render_task, startup_line
 from inputs import Frames, Task, inference_frames, task_names, write_system
-from timing import parse_batches
+from timing import parse_batches, spread
 
 OURS_RUNNER = Path(__file__).resolve().parent / "_ours_runner.py"
 THEIRS_RUNNER = Path(__file__).resolve().parent / "_deepmd_infer.py"
@@ -98,7 +100,8 @@ def _ours_lib(task: str, ns: Any, system: Path) -> dict[str, Any]:
     wdir = ns.workdir / "infer" / task / OURS
     cmd = [sys.executable, str(OURS_RUNNER), "infer", "--model", str(ns.model or Task(task).reference_model),
            "--system", str(system), "--frames", str(ns.frames), "--lib-frames", str(ns.lib_frames),
-           "--min-seconds", str(ns.min_seconds), "--precision", ns.precision, "--save", str(wdir / "check.npz")]
+           "--min-seconds", str(ns.min_seconds), "--precision", ns.precision, "--save", str(wdir / "check.npz"),
+           *([] if ns.no_floor else ["--floor"])]
     launch = time.time()
     res = common.run_json(cmd, common.subprocess_env(ns.threads), wdir / "lib.log")
     res["startup"]["total_s"] = res["startup"]["ready_epoch"] - launch
@@ -178,7 +181,9 @@ def run_task(task: str, ns: Any, errors: list[str]) -> tuple[str, dict[str, Any]
             (f"predict() in-process, {ns.lib_frames} frames, one call", {r: x["lib"]["fps"] for r, x in lib.items()}),
             (f"`dptensor predict` steady state ({small_n}→{ns.cli_frames} frames)", cli_steady),
             (f"`dptensor predict` end to end, {ns.cli_frames} frames incl. start-up",
-             {r: b["frames"] / b["wall_s"] for r, (_, b) in cli.items()})]
+             {r: b["frames"] / b["wall_s"] for r, (_, b) in cli.items()}),
+            (f"compute floor of the same {ns.frames} frames (bench/floor.py; no implementation reaches it)",
+             {r: x["floor"]["fps"] for r, x in lib.items() if x.get("floor")})]
     notes = [f"frames: {big} (float64, {frames.atype.size} atoms, {'periodic' if frames.box is not None else 'nopbc'});"
              f" DeePMD-kit on its first {ns.frames}; {ns.precision}; {ns.repeats} rounds. Noisy on a shared machine: "
              "compare within one run.", "start-up, launch → frames read and model loaded, s (min / median / max):"]
@@ -187,6 +192,14 @@ def run_task(task: str, ns: Any, errors: list[str]) -> tuple[str, dict[str, Any]
                      f"{ready['read_s']:.2f}, freeze {ready['freeze_s']:.2f}, load "
                      + ", ".join(f"{k} {v:.2f}" for k, v in ready["load_s"].items()) + ")")
     notes.append(startup_line("dptensor in-process", [x["startup"] for x in lib.values()]))
+    floors = [x["floor"] for x in lib.values() if x.get("floor")]
+    if floors:
+        last = floors[-1]
+        notes.append("compute floor, last round, ms/frame: " + ", ".join(
+            f"{k} {v:.3f}" for k, v in last["ms_per_frame"].items())
+            + f" (one thread's forward kernels alone, warm caches, ÷ {last['threads']} threads)")
+        share = spread([100 * x["lib"]["fps"] / x["floor"]["fps"] for x in lib.values() if x.get("floor")])
+        notes.append(f"in-process predict() ({ns.lib_frames} frames) at {fmt_spread(share, ' %')} of the floor, per round")
     if cli_steady:
         est = sorted(cli[r][1]["wall_s"] - cli[r][1]["frames"] / rate for r, rate in cli_steady.items())
         notes.append(f"  `dptensor predict` (wall − frames / steady rate): {est[0]:.2f} / "
@@ -232,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--deepmd-models", default="checkpoint,frozen",
                     help="DeePMD-kit model files: the .pt checkpoint and/or the frozen .pth (dp --pt freeze)")
     ap.add_argument("--no-cli", action="store_true", help="skip `dptensor predict`")
+    ap.add_argument("--no-floor", action="store_true", help="skip the compute-floor row (bench/floor.py)")
     ap.add_argument("--precision", choices=["float64", "float32"], default="float64")
     ap.add_argument("--model", type=Path, default=None,
                     help="a DeePMD-kit checkpoint of the task's kind instead of the reference one")

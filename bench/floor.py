@@ -50,7 +50,8 @@ class StepShapes:
 
 @dataclass
 class Floor:
-    ms: dict[str, float] = field(default_factory=dict)  # part → ms per step
+    ms: dict[str, float] = field(default_factory=dict)  # part → ms per unit
+    unit: str = "step"
 
     @property
     def total_ms(self) -> float:
@@ -62,7 +63,38 @@ class Floor:
 
     def describe(self) -> str:
         parts = ", ".join(f"{k} {v:.2f}" for k, v in self.ms.items())
-        return f"{self.total_ms:.2f} ms/step = {parts}"
+        return f"{self.total_ms:.2f} ms/{self.unit} = {parts}"
+
+
+def _count_work(model: TensorModel, coord: torch.Tensor, atype: torch.Tensor, box: torch.Tensor | None,
+                rows: dict[int, float], centres: dict[int, float], weight: float) -> tuple[float, float]:
+    """Add ``weight`` × one call's embedding rows per net and centres per fitting type;
+    its (centres, contraction width) × weight."""
+    desc = model.descriptor
+    c = model.centres(atype)
+    env = model.environment(coord, atype, box, c)
+    for g in range(model.ntypes**2):
+        n = env.offsets[g + 1] - env.offsets[g]
+        if g in env.distinct:
+            n = int(env.distinct[g][0].shape[0])
+        rows[desc.net_index(g)] = rows.get(desc.net_index(g), 0.0) + n * weight
+    nf = coord.shape[0]
+    for t, a, b in c.slices:
+        centres[t] = centres.get(t, 0.0) + nf * (b - a) * weight
+    return env.n_centres * weight, env.width * weight
+
+
+def _shapes(model: TensorModel, rows: dict[int, float], centres: dict[int, float], n_c: float,
+            width: float) -> StepShapes:
+    cfg = model.config
+    return StepShapes(
+        embed_rows={k: round(v) for k, v in rows.items() if v >= 1},
+        centres={t: round(v) for t, v in centres.items() if v >= 1},
+        n_centres=round(n_c), width=round(width),
+        embed_sizes=[1, *cfg.descriptor.neuron],
+        fit_sizes=[model.descriptor.dim_out, *cfg.fitting_net.neuron, model.fitting.dim_out],
+        n_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+    )
 
 
 def step_shapes(input_json: Path, batches: int = 20) -> StepShapes:
@@ -73,33 +105,24 @@ def step_shapes(input_json: Path, batches: int = 20) -> StepShapes:
     model = TensorModel(resolve_sel(model_cfg, data.train))
     sampler = BatchSampler(data.train, data.train_batch, seed=cfg.training.seed or 0,
                            auto_prob=cfg.training.training_data.auto_prob, dtype=model.dtype)
-    desc = model.descriptor
     rows: dict[int, float] = {}
     centres: dict[int, float] = {}
     n_c = width = 0.0
     for step in range(batches):
         batch = sampler.batch_at(step)
-        c = model.centres(batch.atype)
-        env = model.environment(batch.coord, batch.atype, batch.box, c)
-        for g in range(model.ntypes**2):
-            n = env.offsets[g + 1] - env.offsets[g]
-            if g in env.distinct:
-                n = int(env.distinct[g][0].shape[0])
-            rows[desc.net_index(g)] = rows.get(desc.net_index(g), 0.0) + n / batches
-        nf = batch.coord.shape[0]
-        for t, a, b in c.slices:
-            centres[t] = centres.get(t, 0.0) + nf * (b - a) / batches
-        n_c += env.n_centres / batches
-        width += env.width / batches
-    fit = model.fitting
-    return StepShapes(
-        embed_rows={k: round(v) for k, v in rows.items() if v >= 1},
-        centres={t: round(v) for t, v in centres.items() if v >= 1},
-        n_centres=round(n_c), width=round(width),
-        embed_sizes=[1, *model_cfg.descriptor.neuron],
-        fit_sizes=[desc.dim_out, *model_cfg.fitting_net.neuron, fit.dim_out],
-        n_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
-    )
+        dn, dw = _count_work(model, batch.coord, batch.atype, batch.box, rows, centres, 1 / batches)
+        n_c, width = n_c + dn, width + dw
+    return _shapes(model, rows, centres, n_c, width)
+
+
+def predict_shapes(model: TensorModel, coord: torch.Tensor, atype: torch.Tensor, box: torch.Tensor | None
+                   ) -> StepShapes:
+    """The work of one predict() call on these frames [nf, nat, 3]."""
+    rows: dict[int, float] = {}
+    centres: dict[int, float] = {}
+    coord = coord.to(model.dtype)
+    n_c, width = _count_work(model, coord, atype, None if box is None else box.to(model.dtype), rows, centres, 1.0)
+    return _shapes(model, rows, centres, n_c, width)
 
 
 def _best_ms(fn: Callable[[], object], bursts: int = 7, reps: int = 10) -> float:
@@ -159,6 +182,56 @@ def measure_floor(shapes: StepShapes, threads: int | None = None, dtype: torch.d
     opt = torch.optim.Adam(params, lr=1e-3, fused=True)
     floor.ms = {"embedding matmuls": e_mm, "fitting matmuls": f_mm, "sigmoids": e_sig + f_sig,
                 "contraction": contraction, "Adam": _best_ms(opt.step)}
+    return floor
+
+
+def _forward_layers(rows: int, sizes: list[int], hidden: int, dtype: torch.dtype) -> tuple[float, float]:
+    """(matmul ms, sigmoid ms) of a net's forward pass on ``rows`` rows (a 1-wide input is
+    an outer product, not a matmul); sigmoid on the outputs of the first ``hidden`` layers."""
+    mm = sig = 0.0
+    for i in range(len(sizes) - 1):
+        n_in, n_out = sizes[i], sizes[i + 1]
+        x = torch.randn(rows, n_in, dtype=dtype)
+        w = torch.randn(n_in, n_out, dtype=dtype)
+        b = torch.randn(n_out, dtype=dtype)
+        out = torch.empty(rows, n_out, dtype=dtype)
+        if n_in > 1:
+            mm += _best_ms(partial(torch.addmm, b, x, w, out=out))
+        if i < hidden:
+            sig += _best_ms(partial(torch.sigmoid, out, out=torch.empty_like(out)))
+    return mm, sig
+
+
+def measure_inference_floor(shapes: StepShapes, kind: str, frames: int, threads: int | None = None,
+                            dtype: torch.dtype = torch.float64) -> Floor:
+    """The unavoidable kernels of one predict() call, forward only, each alone with warm
+    caches (no neighbour search, no environment rows, no per-pair elementwise work but the
+    sigmoids): the embedding and fitting matmuls, the contraction T = R̃ᵀG, the descriptor
+    product T·T<ᵀ and the output head (polar: A·gr with A the symmetric M1×M1 net output;
+    dipole: out·gr). ``Floor.ms`` is per frame (÷ ``frames``)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    e_mm = e_sig = f_mm = f_sig = 0.0
+    for rows in shapes.embed_rows.values():
+        mm, sig = _forward_layers(rows, shapes.embed_sizes, len(shapes.embed_sizes) - 1, dtype)
+        e_mm, e_sig = e_mm + mm, e_sig + sig
+    for n in shapes.centres.values():
+        mm, sig = _forward_layers(n, shapes.fit_sizes, len(shapes.fit_sizes) - 2, dtype)
+        f_mm, f_sig = f_mm + mm, f_sig + sig
+    nc, m1 = shapes.n_centres, shapes.embed_sizes[-1]
+    m2 = shapes.fit_sizes[0] // m1
+    r = torch.randn(nc, shapes.width, 4, dtype=dtype)
+    g = torch.randn(nc, shapes.width, m1, dtype=dtype)
+    t = torch.randn(nc, m1, 4, dtype=dtype)
+    gr = torch.randn(nc, m1, 3, dtype=dtype)
+    a = torch.randn(nc, m1, m1 if kind == "polar" else 1, dtype=dtype)
+    head = (lambda: torch.bmm(a, gr)) if kind == "polar" else (lambda: torch.bmm(a.transpose(1, 2), gr))
+    floor = Floor(unit="frame")
+    floor.ms = {k: v / frames for k, v in {
+        "embedding matmuls": e_mm, "fitting matmuls": f_mm, "sigmoids": e_sig + f_sig,
+        "contraction": _best_ms(lambda: torch.bmm(r.transpose(1, 2), g)),
+        "descriptor product": _best_ms(lambda: torch.bmm(t, t[:, :m2].transpose(1, 2))),
+        "output head": _best_ms(head)}.items()}
     return floor
 
 
