@@ -136,10 +136,12 @@ def _best_ms(fn: Callable[[], object], bursts: int = 7, reps: int = 10) -> float
     return best * 1e3
 
 
-def _dense_layers(rows: int, sizes: list[int], input_grad: bool, hidden: int, dtype: torch.dtype) -> tuple[float, float]:
-    """(matmul ms, sigmoid ms) of a net on ``rows`` rows: forward x·W, backward xᵀ·dz and
-    dz·Wᵀ (the latter skipped for the first layer without ``input_grad``; a 1-wide input
-    is an outer product, not a matmul); sigmoid on the outputs of the first ``hidden`` layers."""
+def _dense_layers(rows: int, sizes: list[int], input_grad: bool, hidden: int, dtype: torch.dtype,
+                  backward: bool = True) -> tuple[float, float]:
+    """(matmul ms, sigmoid ms) of a net on ``rows`` rows: forward x·W and, with ``backward``,
+    xᵀ·dz and dz·Wᵀ (the latter skipped for the first layer without ``input_grad``); a
+    1-wide input is an outer product, not a matmul; sigmoid on the outputs of the first
+    ``hidden`` layers."""
     mm = sig = 0.0
     for i in range(len(sizes) - 1):
         n_in, n_out = sizes[i], sizes[i + 1]
@@ -150,28 +152,34 @@ def _dense_layers(rows: int, sizes: list[int], input_grad: bool, hidden: int, dt
         out = torch.empty(rows, n_out, dtype=dtype)
         if n_in > 1:
             mm += _best_ms(partial(torch.addmm, b, x, w, out=out))
-            if i > 0 or input_grad:
+            if backward and (i > 0 or input_grad):
                 dx = torch.empty(rows, n_in, dtype=dtype)
                 mm += _best_ms(partial(torch.mm, dz, w.t(), out=dx))
-        dw = torch.empty(n_in, n_out, dtype=dtype)
-        mm += _best_ms(partial(torch.mm, x.t(), dz, out=dw))
+        if backward:
+            dw = torch.empty(n_in, n_out, dtype=dtype)
+            mm += _best_ms(partial(torch.mm, x.t(), dz, out=dw))
         if i < hidden:
             sig += _best_ms(partial(torch.sigmoid, dz, out=out))
     return mm, sig
+
+
+def _nets(shapes: StepShapes, dtype: torch.dtype, backward: bool) -> tuple[float, float, float, float]:
+    """(embedding matmuls, embedding sigmoids, fitting matmuls, fitting sigmoids), ms."""
+    e_mm = e_sig = f_mm = f_sig = 0.0
+    for rows in shapes.embed_rows.values():
+        mm, sig = _dense_layers(rows, shapes.embed_sizes, False, len(shapes.embed_sizes) - 1, dtype, backward)
+        e_mm, e_sig = e_mm + mm, e_sig + sig
+    for n in shapes.centres.values():
+        mm, sig = _dense_layers(n, shapes.fit_sizes, True, len(shapes.fit_sizes) - 2, dtype, backward)
+        f_mm, f_sig = f_mm + mm, f_sig + sig
+    return e_mm, e_sig, f_mm, f_sig
 
 
 def measure_floor(shapes: StepShapes, threads: int | None = None, dtype: torch.dtype = torch.float64) -> Floor:
     if threads is not None:
         torch.set_num_threads(threads)
     floor = Floor()
-    e_mm = e_sig = 0.0
-    for rows in shapes.embed_rows.values():
-        mm, sig = _dense_layers(rows, shapes.embed_sizes, False, len(shapes.embed_sizes) - 1, dtype)
-        e_mm, e_sig = e_mm + mm, e_sig + sig
-    f_mm = f_sig = 0.0
-    for n in shapes.centres.values():
-        mm, sig = _dense_layers(n, shapes.fit_sizes, True, len(shapes.fit_sizes) - 2, dtype)
-        f_mm, f_sig = f_mm + mm, f_sig + sig
+    e_mm, e_sig, f_mm, f_sig = _nets(shapes, dtype, backward=True)
     m1 = shapes.embed_sizes[-1]
     r = torch.randn(shapes.n_centres, shapes.width, 4, dtype=dtype)
     g = torch.randn(shapes.n_centres, shapes.width, m1, dtype=dtype)
@@ -185,23 +193,6 @@ def measure_floor(shapes: StepShapes, threads: int | None = None, dtype: torch.d
     return floor
 
 
-def _forward_layers(rows: int, sizes: list[int], hidden: int, dtype: torch.dtype) -> tuple[float, float]:
-    """(matmul ms, sigmoid ms) of a net's forward pass on ``rows`` rows (a 1-wide input is
-    an outer product, not a matmul); sigmoid on the outputs of the first ``hidden`` layers."""
-    mm = sig = 0.0
-    for i in range(len(sizes) - 1):
-        n_in, n_out = sizes[i], sizes[i + 1]
-        x = torch.randn(rows, n_in, dtype=dtype)
-        w = torch.randn(n_in, n_out, dtype=dtype)
-        b = torch.randn(n_out, dtype=dtype)
-        out = torch.empty(rows, n_out, dtype=dtype)
-        if n_in > 1:
-            mm += _best_ms(partial(torch.addmm, b, x, w, out=out))
-        if i < hidden:
-            sig += _best_ms(partial(torch.sigmoid, out, out=torch.empty_like(out)))
-    return mm, sig
-
-
 def measure_inference_floor(shapes: StepShapes, kind: str, frames: int, threads: int | None = None,
                             dtype: torch.dtype = torch.float64) -> Floor:
     """The unavoidable kernels of one predict() call, forward only, each alone with warm
@@ -211,13 +202,7 @@ def measure_inference_floor(shapes: StepShapes, kind: str, frames: int, threads:
     dipole: out·gr). ``Floor.ms`` is per frame (÷ ``frames``)."""
     if threads is not None:
         torch.set_num_threads(threads)
-    e_mm = e_sig = f_mm = f_sig = 0.0
-    for rows in shapes.embed_rows.values():
-        mm, sig = _forward_layers(rows, shapes.embed_sizes, len(shapes.embed_sizes) - 1, dtype)
-        e_mm, e_sig = e_mm + mm, e_sig + sig
-    for n in shapes.centres.values():
-        mm, sig = _forward_layers(n, shapes.fit_sizes, len(shapes.fit_sizes) - 2, dtype)
-        f_mm, f_sig = f_mm + mm, f_sig + sig
+    e_mm, e_sig, f_mm, f_sig = _nets(shapes, dtype, backward=False)
     nc, m1 = shapes.n_centres, shapes.embed_sizes[-1]
     m2 = shapes.fit_sizes[0] // m1
     r = torch.randn(nc, shapes.width, 4, dtype=dtype)
