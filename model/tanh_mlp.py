@@ -43,14 +43,20 @@ def tanh_output(u: Tensor, idt: Tensor | None, out: Tensor | None) -> Tensor:
 
 
 def tanh_layer(x: Tensor, w: Tensor, b: Tensor, idt: Tensor | None, residual: bool,
-               out: Tensor | None = None) -> tuple[Tensor, Tensor]:
+               out: Tensor | None = None, x_ones: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """(u, y) of a hidden layer: u = σ(−2(xW + b)), y = (1 − 2u) [· idt] [+ residual], y
     written into ``out`` when given. tanh(a) = 1 − 2σ(−2a), with the −2 inside the matmul:
     float64 tanh is several times slower than sigmoid on CPUs, and 1 − 2u is a single
-    scalar pass (rsub), where 2σ(2a) − 1 would take two or a slower broadcast."""
+    scalar pass (rsub), where 2σ(2a) − 1 would take two or a slower broadcast.
+    ``x_ones``: x with a ones column appended (its storage), so the bias rides in the product."""
     # (×−2 is exact: −2b + x·(−2w) rounds as −2(b + xw), in one pass)
-    z = torch.addcmul(-2.0 * b, x, -2.0 * w) if x.shape[1] == 1 else torch.addmm(b, x, w, beta=-2.0, alpha=-2.0)
-    u = torch.sigmoid(z)  # [rows, n_out]
+    if x_ones is not None:
+        z = torch.mm(x_ones, torch.cat([w, b[None]]) * -2.0)
+    elif x.shape[1] == 1:
+        z = torch.addcmul(-2.0 * b, x, -2.0 * w)
+    else:
+        z = torch.addmm(b, x, w, beta=-2.0, alpha=-2.0)
+    u = z.sigmoid_()  # [rows, n_out]; z is this function's own, and σ's backward reads only u
     y = tanh_output(u, idt, out)
     if residual:
         # In place is safe under autograd: the backward of y's op does not use y.
@@ -103,14 +109,7 @@ class TanhMLP(torch.autograd.Function):
                 buf = h.new_empty(rows, n_out + 1)
                 buf[:, n_out] = 1.0
                 out = buf[:, :n_out]
-            if ones_col[-1]:
-                z = torch.mm(h, torch.cat([w, b[None]]) * -2.0)  # −2(xW + b), as tanh_layer
-                u = z.sigmoid_()
-                y = tanh_output(u, idt, out)
-                if residual:
-                    add_residual_(y, x_in)
-            else:
-                u, y = tanh_layer(x_in, w, b, idt, residual, out=out)
+            u, y = tanh_layer(x_in, w, b, idt, residual, out=out, x_ones=h if ones_col[-1] else None)
             saved.append(u)
             h = buf if with_ones else y
         ctx.spec = spec
