@@ -176,6 +176,7 @@ def run_task(task: str, ns: Any, errors: list[str]) -> tuple[str, dict[str, Any]
     modes, ready, check, lib, cli = _rounds(task, ns, big, small, small_n, errors)
     cli_steady = {r: (b["frames"] - a["frames"]) / (b["wall_s"] - a["wall_s"]) for r, (a, b) in cli.items()
                   if b["wall_s"] > a["wall_s"]}
+    floored = {r: x for r, x in lib.items() if x.get("floor")}  # rounds whose runner measured the floor
     rows = [(f"predict() in-process, the same {ns.frames} frames, one call",
              {r: x["same_frames"]["fps"] for r, x in lib.items()}),
             (f"predict() in-process, {ns.lib_frames} frames, one call", {r: x["lib"]["fps"] for r, x in lib.items()}),
@@ -183,7 +184,7 @@ def run_task(task: str, ns: Any, errors: list[str]) -> tuple[str, dict[str, Any]
             (f"`dptensor predict` end to end, {ns.cli_frames} frames incl. start-up",
              {r: b["frames"] / b["wall_s"] for r, (_, b) in cli.items()}),
             (f"compute floor of the same {ns.frames} frames (bench/floor.py; no implementation reaches it)",
-             {r: x["floor"]["fps"] for r, x in lib.items() if x.get("floor")})]
+             {r: x["floor"]["fps"] for r, x in floored.items()})]
     notes = [f"frames: {big} (float64, {frames.atype.size} atoms, {'periodic' if frames.box is not None else 'nopbc'});"
              f" DeePMD-kit on its first {ns.frames}; {ns.precision}; {ns.repeats} rounds. Noisy on a shared machine: "
              "compare within one run.", "start-up, launch → frames read and model loaded, s (min / median / max):"]
@@ -192,13 +193,12 @@ def run_task(task: str, ns: Any, errors: list[str]) -> tuple[str, dict[str, Any]
                      f"{ready['read_s']:.2f}, freeze {ready['freeze_s']:.2f}, load "
                      + ", ".join(f"{k} {v:.2f}" for k, v in ready["load_s"].items()) + ")")
     notes.append(startup_line("dptensor in-process", [x["startup"] for x in lib.values()]))
-    floors = [x["floor"] for x in lib.values() if x.get("floor")]
-    if floors:
-        last = floors[-1]
+    if floored:
+        last = floored[max(floored)]["floor"]
         notes.append("compute floor, last round, ms/frame: " + ", ".join(
             f"{k} {v:.3f}" for k, v in last["ms_per_frame"].items())
             + f" (one thread's forward kernels alone, warm caches, ÷ {last['threads']} threads)")
-        share = spread([100 * x["lib"]["fps"] / x["floor"]["fps"] for x in lib.values() if x.get("floor")])
+        share = spread([100 * x["lib"]["fps"] / x["floor"]["fps"] for x in floored.values()])
         notes.append(f"in-process predict() ({ns.lib_frames} frames) at {fmt_spread(share, ' %')} of the floor, per round")
     if cli_steady:
         est = sorted(cli[r][1]["wall_s"] - cli[r][1]["frames"] / rate for r, rate in cli_steady.items())
