@@ -145,7 +145,8 @@ def _rounds(task: str, ns: Any, big: Path, small: Path, small_n: int, errors: li
         for r in range(ns.repeats):
             todo: list[ModeKey] = _grid(ns) if r < ns.full_rounds else \
                 [m.key for out in ns.outputs.split(",") for m in fastest(modes, out, ns.remeasure)]
-            todo = todo[r % len(todo):] + todo[:r % len(todo)]  # no mode is always first
+            turn = r % len(todo) if todo else 0  # (no modes at all with --side dptensor)
+            todo = todo[turn:] + todo[:turn]  # no mode is always first
             half = len(todo) // 2
             jobs: list[tuple[str, Any]] = []
             for i, part in enumerate((todo[:half], todo[half:])):
