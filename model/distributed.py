@@ -156,8 +156,8 @@ def exit_rank(code: int = 0) -> NoReturn:
     """End a rank's process once its work is out (files written, queues flushed, the group
     destroyed), skipping the interpreter's teardown. There, under load, torch 2.13's gloo
     rank sometimes aborts ("terminate called without an active exception", SIGABRT, no
-    Python frame): 2 of 25 torchrun runs on a loaded 2-core machine, and once in CI through
-    ``--nproc``, failing a run whose model was already saved."""
+    Python frame): 2 of 13 test runs and 1 of 15 torchrun runs on a loaded 2-core machine,
+    and once in CI through ``--nproc``, failing a run whose model was already saved."""
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
